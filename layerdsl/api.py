@@ -1,0 +1,56 @@
+"""The public API: a handful of thin functions over parse -> check -> emit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from . import backends
+from .checker import check, model_name_from_path
+from .errors import LayerDSLError
+from .ir import Model
+from .parser import parse_syntax
+
+ModelOrText = Union[Model, str]
+
+
+def parse(text: str, filename: str | None = None) -> Model:
+    """Parse and check `.layers` text; return the checked IR model.
+
+    Raises LayerDSLError (with ``filename``, ``line``, ``column``) on any mistake.
+    """
+    shown = filename or "<string>"
+    default_name = model_name_from_path(Path(filename).stem) if filename else "model"
+    program = parse_syntax(text, shown)
+    return check(program, filename=shown, source=text, default_name=default_name)
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Read, parse and check a `.layers` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LayerDSLError(f"file is not UTF-8 text (byte {exc.start})", filename=str(path)) from None
+    return parse(text, filename=str(path))
+
+
+def _model(model_or_text: ModelOrText) -> Model:
+    if isinstance(model_or_text, Model):
+        return model_or_text
+    if isinstance(model_or_text, str):
+        return parse(model_or_text)
+    raise TypeError(f"expected a layerdsl Model or .layers text, got {type(model_or_text).__name__}")
+
+
+def compile(model_or_text: ModelOrText, target: str) -> str:  # noqa: A001 - the product's verb
+    """Generate standalone Python source for ``target`` (keras, torch or numpy)."""
+    model = _model(model_or_text)
+    return backends.get(target).emit_source(model)
+
+
+def build(model_or_text: ModelOrText, target: str = "numpy", **kwargs: Any) -> Any:
+    """Build a live model object for ``target``: a keras.Model, a torch.nn.Module, or a NumPy model."""
+    model = _model(model_or_text)
+    return backends.get(target).build(model, **kwargs)

@@ -1,0 +1,124 @@
+"""The checked, typed IR: what every backend reads.
+
+Shapes leave out the batch axis and are channels-last, as in Keras. The IR
+never holds framework objects; it is plain frozen data with source spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+from .errors import Span
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Args(Mapping[str, Any]):
+    """A layer's validated arguments, by DSL name, defaults filled in (immutable)."""
+
+    items_: tuple[tuple[str, Any], ...]
+
+    def __getitem__(self, key: str) -> Any:
+        for k, v in self.items_:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.items_)
+
+    def __len__(self) -> int:
+        return len(self.items_)
+
+    def __repr__(self) -> str:
+        return "Args(" + ", ".join(f"{k}={v!r}" for k, v in self.items_) + ")"
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One weight tensor in canonical (Keras) layout."""
+
+    name: str  # e.g. "kernel", "moving_mean"
+    shape: Shape
+    trainable: bool
+    initializer: str  # a name from initializers.INITIALIZERS
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Layer:
+    kind: str  # registry key, e.g. "conv2d"
+    name: str  # unique in the model, Keras-style default ("conv2d_1")
+    args: Args
+    input_shape: Shape
+    output_shape: Shape
+    weights: tuple[Weight, ...]
+    span: Span
+    source: str  # canonical DSL spelling of the statement, safe for comments
+    keras_type: str  # Keras class name, for summaries ("Conv2D")
+
+    @property
+    def params(self) -> int:
+        return sum(w.size for w in self.weights)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(w.size for w in self.weights if w.trainable)
+
+
+@dataclass(frozen=True)
+class Input:
+    shape: Shape  # channels-last, without the batch axis
+    dtype: str
+    layout: str  # how callers feed Keras/NumPy models: channels_last or channels_first
+    span: Span | None
+    declared: bool  # False when the shape came from the first layer's `in=`
+
+    @property
+    def fed_shape(self) -> Shape:
+        """The shape a caller passes to Keras and NumPy models (without batch)."""
+        if self.layout == "channels_first" and len(self.shape) >= 2:
+            return (self.shape[-1], *self.shape[:-1])
+        return self.shape
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # a Python identifier
+    input: Input
+    layers: tuple[Layer, ...]
+    filename: str = "<string>"
+    source_text: str = field(default="", repr=False, compare=False)
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape if self.layers else self.input.shape
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(layer.trainable_params for layer in self.layers)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def weight_names(self) -> list[str]:
+        """Canonical weight keys, ``"<layer>.<param>"``, in model order."""
+        return [f"{layer.name}.{w.name}" for layer in self.layers for w in layer.weights]

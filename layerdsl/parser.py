@@ -1,0 +1,237 @@
+"""Text -> syntax tree: the Lark grammar, loaded once, and a Transformer to plain dataclasses.
+
+The syntax tree knows nothing about layers: a statement is a name with values
+and options. The checker (``checker.py``) gives it meaning.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .errors import LayerSyntaxError, Span
+
+Scalar = Union[int, float, str, bool, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Value:
+    """A literal as written: ``kind`` is int, float, dims, name or string."""
+
+    kind: str
+    value: Scalar
+    span: Span
+
+    def source(self) -> str:
+        """The value in canonical DSL spelling (safe to put in a comment)."""
+        if self.kind == "dims":
+            assert isinstance(self.value, tuple)
+            return "x".join(str(d) for d in self.value)
+        if self.kind == "string":
+            return '"' + str(self.value).encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+        if self.kind == "float":
+            return repr(self.value)
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    value: Value
+    span: Span  # covers `key=value`
+    key_span: Span
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    name_span: Span
+    positionals: tuple[Value, ...]
+    options: tuple[Option, ...]
+    span: Span
+
+    def source(self) -> str:
+        """Canonical one-line spelling, built from parsed parts only."""
+        parts = [self.name, *(v.source() for v in self.positionals)]
+        parts.extend(f"{o.key}={o.value.source()}" for o in self.options)
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Program:
+    statements: tuple[Statement, ...]
+
+
+MAX_SOURCE_CHARS = 5_000_000
+
+
+def _grammar_path() -> Path:
+    # Installed wheels carry the grammar inside the package; a source checkout
+    # (or an editable install) reads it from the repository's grammars/ folder.
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammars" / "layers.lark", here.parent / "grammars" / "layers.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("layerdsl grammar file layers.lark is missing from the installation")
+
+
+@functools.lru_cache(maxsize=1)
+def grammar_text() -> str:
+    return _grammar_path().read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+def _span_of_token(tok: Token) -> Span:
+    return Span(tok.line or 1, tok.column or 1, tok.end_line or tok.line or 1, tok.end_column or (tok.column or 1) + 1)
+
+
+def _span_of_meta(meta) -> Span:  # type: ignore[no-untyped-def]
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+class _ToSyntax(Transformer):
+    """Lark tree -> Statement dataclasses."""
+
+    def int(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("int", int(tok), _span_of_token(tok))
+
+    def float(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("float", float(tok), _span_of_token(tok))
+
+    def dims(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("dims", tuple(int(p) for p in tok.split("x")), _span_of_token(tok))
+
+    def name(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("name", str(tok), _span_of_token(tok))
+
+    def string(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("string", _unquote(str(tok), _span_of_token(tok)), _span_of_token(tok))
+
+    @v_args(meta=True)
+    def option(self, meta, children) -> Option:  # type: ignore[no-untyped-def]
+        key, value = children
+        return Option(str(key), value, _span_of_meta(meta), _span_of_token(key))
+
+    @v_args(meta=True)
+    def statement(self, meta, children) -> Statement:  # type: ignore[no-untyped-def]
+        head, *items = children
+        positionals = tuple(i for i in items if isinstance(i, Value))
+        options = tuple(i for i in items if isinstance(i, Option))
+        return Statement(str(head), _span_of_token(head), positionals, options, _span_of_meta(meta))
+
+    def start(self, children: list[Statement]) -> Program:
+        return Program(tuple(children))
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
+
+
+def _unquote(token: str, span: Span) -> str:
+    body = token[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\":
+            nxt = body[i + 1]
+            if nxt not in _ESCAPES:
+                raise LayerSyntaxError(
+                    f"unknown escape `\\{nxt}` in string",
+                    span=Span(span.line, span.column + i + 1, span.line, span.column + i + 3),
+                    hint='strings support \\n \\t \\r \\\\ \\" and \\0',
+                )
+            out.append(_ESCAPES[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+_TOKEN_WORDS = {
+    "EQUAL": "`=`",
+    "_SEP": "a line break or `|`",
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "DIMS": "dimensions such as 3x3",
+    "STRING": "a string",
+    "$END": "the end of the input",
+}
+
+
+def parse_syntax(text: str, filename: str = "<string>") -> Program:
+    """Parse text into a syntax tree, raising LayerSyntaxError with a position."""
+    if len(text) > MAX_SOURCE_CHARS:
+        raise LayerSyntaxError(
+            f"input is {len(text):,} characters; layerdsl reads at most {MAX_SOURCE_CHARS:,}",
+            filename=filename,
+        )
+    try:
+        tree = _lark().parse(text)
+        program = _ToSyntax().transform(tree)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text).located(filename, text) from None
+    except LayerSyntaxError as exc:
+        raise exc.located(filename, text) from None
+    except Exception as exc:  # lark wraps errors raised inside the transformer
+        inner = getattr(exc, "orig_exc", None)
+        if isinstance(inner, LayerSyntaxError):
+            raise inner.located(filename, text) from None
+        raise
+    assert isinstance(program, Program)
+    return program
+
+
+def _syntax_error(exc: UnexpectedInput, text: str) -> LayerSyntaxError:
+    line = getattr(exc, "line", 1) or 1
+    column = getattr(exc, "column", 1) or 1
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        span = Span(line, column, line, column + 1)
+        hint = None
+        if ch == "'":
+            hint = 'strings use double quotes: "..."'
+        elif ch == "-":
+            hint = "names use letters, digits and `_` (not `-`)"
+        elif ch == '"':
+            hint = "a string must close on the same line"
+        shown = repr(ch)[1:-1] if ch else "end of input"
+        return LayerSyntaxError(f"unexpected character `{shown}`", span=span, hint=hint)
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        if tok.type == "$END":
+            span = Span(line, column, line, column + 1)
+            return LayerSyntaxError("unexpected end of input", span=span, hint="an option needs a value: key=value")
+        span = _span_of_token(tok)
+        shown = _TOKEN_WORDS.get(tok.type, tok.type) if tok.type in ("_SEP", "$END") else f"`{tok}`"
+        hint = None
+        if tok.type == "EQUAL":
+            hint = "an option is written key=value, with a name before `=` and a value after it"
+        elif tok.type == "_SEP" or "EQUAL" in getattr(exc, "expected", ()):
+            hint = "an option needs a value: key=value"
+        elif tok.type in ("INT", "FLOAT", "DIMS", "STRING"):
+            hint = "a statement starts with a layer name, e.g. `dense 10`"
+        return LayerSyntaxError(f"unexpected {shown}", span=span, hint=hint)
+    if isinstance(exc, UnexpectedEOF):
+        return LayerSyntaxError("unexpected end of input", span=Span(line, column, line, column + 1))
+    return LayerSyntaxError(str(exc), span=Span(line, column, line, column + 1))

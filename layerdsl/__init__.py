@@ -6,7 +6,7 @@
     (100,)
 """
 
-from .api import build, compile, load, parse
+from .api import build, compile, load, parse, summary
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError
 from .ir import Layer, Model
 from .weights import get_weights, load_weights, save_weights, set_weights
@@ -28,4 +28,5 @@ __all__ = [
     "parse",
     "save_weights",
     "set_weights",
+    "summary",
 ]

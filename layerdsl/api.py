@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from . import backends
 from .checker import check, model_name_from_path
 from .errors import LayerDSLError
 from .ir import Model
@@ -46,11 +45,22 @@ def _model(model_or_text: ModelOrText) -> Model:
 
 def compile(model_or_text: ModelOrText, target: str) -> str:  # noqa: A001 - the product's verb
     """Generate standalone Python source for ``target`` (keras, torch or numpy)."""
+    from . import backends
+
     model = _model(model_or_text)
     return backends.get(target).emit_source(model)
 
 
 def build(model_or_text: ModelOrText, target: str = "numpy", **kwargs: Any) -> Any:
     """Build a live model object for ``target``: a keras.Model, a torch.nn.Module, or a NumPy model."""
+    from . import backends
+
     model = _model(model_or_text)
     return backends.get(target).build(model, **kwargs)
+
+
+def summary(model_or_text: ModelOrText) -> str:
+    """A Keras-style summary table (Layer (type) | Output Shape | Param #)."""
+    from .summary import summary_text
+
+    return summary_text(_model(model_or_text))

@@ -220,7 +220,9 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> LayerSyntaxError:
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         if tok.type == "$END":
-            span = Span(line, column, line, column + 1)
+            lines = text.splitlines() or [""]
+            end = len(lines[-1].rstrip("\r")) + 1
+            span = Span(len(lines), end, len(lines), end + 1)
             return LayerSyntaxError("unexpected end of input", span=span, hint="an option needs a value: key=value")
         span = _span_of_token(tok)
         shown = _TOKEN_WORDS.get(tok.type, tok.type) if tok.type in ("_SEP", "$END") else f"`{tok}`"

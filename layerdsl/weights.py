@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import backends, ir
+from . import ir
 from .errors import WeightsError
 
 if TYPE_CHECKING:
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 def _ir_of(obj: Any, source: ir.Model | str | None) -> ir.Model:
+    from . import backends
+
     if source is not None:
         from .api import _model
 
@@ -34,6 +36,8 @@ def _ir_of(obj: Any, source: ir.Model | str | None) -> ir.Model:
 
 def get_weights(model: Any, source: ir.Model | str | None = None) -> dict[str, np.ndarray]:
     """Return the model's weights by canonical name, in Keras layout (float32 arrays)."""
+    from . import backends
+
     spec = _ir_of(model, source)
     return backends.owner_of(model).get_weights(model, spec)
 
@@ -45,6 +49,8 @@ def set_weights(model: Any, weights: Mapping[str, Any], source: ir.Model | str |
     names are an error too, so a typo never goes unnoticed.
     """
     import numpy as np
+
+    from . import backends
 
     spec = _ir_of(model, source)
     expected = {f"{layer.name}.{w.name}": w.shape for layer in spec.layers for w in layer.weights}

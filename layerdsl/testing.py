@@ -1,0 +1,133 @@
+"""Cross-backend checking: random non-trivial weights, and running one model on every backend.
+
+Used by the test suite and by ``examples/compare_backends.py``; handy for
+anyone checking that a model means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import ir
+from .api import _model, build
+from .weights import set_weights
+
+#: Tolerances for float32 comparisons, as torch.testing uses.
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def random_weights(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical weights with non-trivial values everywhere (BatchNorm statistics too)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            if w.name in ("gamma",):
+                value = rng.uniform(0.5, 1.5, w.shape)
+            elif w.name == "moving_variance":
+                value = rng.uniform(0.5, 2.0, w.shape)
+            elif w.name in ("beta", "moving_mean", "bias"):
+                value = rng.normal(0.0, 0.3, w.shape)
+            else:
+                fan_in = math.prod(w.shape[:-1]) if len(w.shape) > 1 else w.shape[0]
+                value = rng.normal(0.0, 1.0 / math.sqrt(max(fan_in, 1)), w.shape)
+            out[f"{layer.name}.{w.name}"] = value.astype(np.float32)
+    return out
+
+
+def random_input(model: ir.Model, batch: int = 2, seed: int = 1) -> np.ndarray:
+    """A random batch in the layout Keras and NumPy models take (``Input.fed_shape``)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 1.0, (batch, *model.input.fed_shape)).astype(np.float32)
+
+
+def _torch_layout(model: ir.Model, x: np.ndarray) -> np.ndarray:
+    """Keras/NumPy input -> torch input: images become NCHW."""
+    if len(model.input.shape) == 3 and model.input.layout == "channels_last":
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def _from_torch_layout(model: ir.Model, y: np.ndarray) -> np.ndarray:
+    if len(model.output_shape) == 3:
+        return y.transpose(0, 2, 3, 1)
+    return y
+
+
+def run(target: str, live: Any, model: ir.Model, x: np.ndarray) -> np.ndarray:
+    """Inference on a live model of ``target``; input and output in Keras layout."""
+    if target == "numpy":
+        return np.asarray(live(x))
+    if target == "keras":
+        return np.asarray(live(x, training=False))
+    if target == "torch":
+        torch = importlib.import_module("torch")
+        live.eval()
+        with torch.no_grad():
+            y = live(torch.from_numpy(_torch_layout(model, x))).numpy()
+        return _from_torch_layout(model, y)
+    raise ValueError(f"unknown target {target}")
+
+
+def available_targets() -> list[str]:
+    """Targets whose framework is installed here."""
+    found = ["numpy"]
+    for target, module in (("keras", "keras"), ("torch", "torch")):
+        if importlib.util.find_spec(module) is not None:
+            found.append(target)
+    return found
+
+
+@dataclass
+class Agreement:
+    outputs: dict[str, np.ndarray]
+    max_abs_diff: dict[str, float]  # each target against the reference (keras when present)
+    reference: str
+
+
+def compare(
+    model_or_text: ir.Model | str,
+    targets: Iterable[str] | None = None,
+    *,
+    batch: int = 2,
+    seed: int = 0,
+    weights: dict[str, np.ndarray] | None = None,
+    x: np.ndarray | None = None,
+) -> Agreement:
+    """Build the model on each target, load the same weights, run the same input."""
+    model = _model(model_or_text)
+    targets = list(targets or available_targets())
+    weights = weights if weights is not None else random_weights(model, seed)
+    x = x if x is not None else random_input(model, batch, seed + 1)
+    outputs = {}
+    for target in targets:
+        live = build(model, target=target)
+        set_weights(live, weights)
+        outputs[target] = run(target, live, model, x)
+    reference = "keras" if "keras" in outputs else targets[0]
+    diffs = {t: float(np.max(np.abs(y - outputs[reference]))) for t, y in outputs.items()}
+    return Agreement(outputs, diffs, reference)
+
+
+def assert_backends_agree(
+    model_or_text: ir.Model | str,
+    targets: Iterable[str] | None = None,
+    *,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    **kwargs: Any,
+) -> Agreement:
+    """Assert every target computes the same outputs as the reference, at float32 tolerances."""
+    result = compare(model_or_text, targets, **kwargs)
+    ref = result.outputs[result.reference]
+    for target, y in result.outputs.items():
+        assert y.dtype == np.float32, f"{target} returned {y.dtype}"
+        assert y.shape == ref.shape, f"{target} shape {y.shape} != {result.reference} {ref.shape}"
+        np.testing.assert_allclose(y, ref, atol=atol, rtol=rtol, err_msg=f"{target} vs {result.reference}")
+    return result

@@ -13,6 +13,15 @@ from .weights import get_weights, load_weights, save_weights, set_weights
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy so `import layerdsl` stays free of numpy
+    if name == "pad_sequences":
+        from .preprocessing import pad_sequences
+
+        return pad_sequences
+    raise AttributeError(f"module 'layerdsl' has no attribute {name!r}")
+
+
 __all__ = [
     "LayerCheckError",
     "LayerDSLError",
@@ -25,6 +34,7 @@ __all__ = [
     "get_weights",
     "load",
     "load_weights",
+    "pad_sequences",
     "parse",
     "save_weights",
     "set_weights",

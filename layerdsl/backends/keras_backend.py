@@ -1,24 +1,243 @@
-"""The keras backend (placeholder; being written)."""
+"""The Keras 3 backend: IR -> a functional-API ``build_model()`` that a person would write.
+
+Keras is the canonical layout, so weights map one to one: ``"<layer>.<param>"``
+is the variable ``param`` of ``model.get_layer(layer)``. The DSL's defaults are
+Keras's, so each emitter writes only the arguments that differ, plus ``name=``.
+Keras and TensorFlow are imported only to build or read live models.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .base import Backend
+from .. import ir
+from ..codegen import Code, SourceWriter, call, dotted, ident, layer_comment, module_docstring, py
+from ..errors import BackendError
+from .base import IR_ATTRIBUTE, Backend, missing_framework
+
+if TYPE_CHECKING:
+    import numpy as np
+
+LINE_WIDTH = 100  # generated lines longer than this are wrapped as black would
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """A Keras layer constructor call: ``layers.Dense(10, activation="relu", name="dense")``."""
+
+    func: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def lines(self, prefix: str, suffix: str, indent: int) -> list[str]:
+        """``prefix + call + suffix``, wrapped to fit LINE_WIDTH after ``indent`` columns."""
+        one_line = f"{prefix}{call(self.func, *self.args, **self.kwargs)}{suffix}"
+        if indent + len(one_line) <= LINE_WIDTH:
+            return [one_line]
+        parts = [py(a) for a in self.args] + [f"{ident(k)}={py(v)}" for k, v in self.kwargs.items()]
+        head, tail = f"{prefix}{dotted(self.func)}(", f"){suffix}"
+        joined = "    " + ", ".join(parts)
+        if indent + len(joined) <= LINE_WIDTH:
+            return [head, joined, tail]
+        return [head, *(f"    {part}," for part in parts), tail]
+
+
+def keras_layer(func: str, *args: Any, **kwargs: Any) -> LayerCall:
+    return LayerCall(func, args, kwargs)
+
+
+Emitter = Callable[[ir.Layer], LayerCall]
+
+
+def _options(layer: ir.Layer, defaults: Mapping[str, Any], keras_names: Mapping[str, str]) -> dict[str, Any]:
+    """Keras keyword arguments for the DSL arguments that differ from their defaults."""
+    return {keras_names[dsl]: layer.args[dsl] for dsl, default in defaults.items() if layer.args[dsl] != default}
+
+
+def _weighted(layer: ir.Layer, maxnorm_axis: int | list[int]) -> dict[str, Any]:
+    """Activation, bias, initializer and constraint keywords shared by Dense and Conv2D."""
+    args = layer.args
+    kwargs: dict[str, Any] = {}
+    if args["activation"] != "linear":
+        kwargs["activation"] = args["activation"]
+    if not args["bias"]:
+        kwargs["use_bias"] = False
+    if args["init"] != "glorot_uniform":
+        kwargs["kernel_initializer"] = args["init"]
+    if args["bias"] and args["bias_init"] != "zeros":
+        kwargs["bias_initializer"] = args["bias_init"]
+    if args["maxnorm"] is not None:
+        kwargs["kernel_constraint"] = call("keras.constraints.MaxNorm", float(args["maxnorm"]), axis=maxnorm_axis)
+    return kwargs
+
+
+def _dense(layer: ir.Layer) -> LayerCall:
+    # axis 0 of the (in, units) kernel: each unit's incoming weight vector is bounded.
+    return keras_layer("layers.Dense", layer.args["units"], **_weighted(layer, 0), name=layer.name)
+
+
+def _conv2d(layer: ir.Layer) -> LayerCall:
+    options = _options(
+        layer,
+        {"stride": (1, 1), "pad": "valid", "dilation": (1, 1)},
+        {"stride": "strides", "pad": "padding", "dilation": "dilation_rate"},
+    )
+    # Per-filter max-norm: the kernel is (height, width, in, filters), so the norm runs
+    # over axes 0-2 and bounds each filter as a whole, as the MaxNorm docstring advises
+    # for Conv2D (axis=0 alone would bound each (width, in) slice separately).
+    kwargs = {**options, **_weighted(layer, [0, 1, 2])}
+    return keras_layer("layers.Conv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+
+
+def _pool(keras_class: str) -> Emitter:
+    def emit(layer: ir.Layer) -> LayerCall:
+        kwargs: dict[str, Any] = {}
+        if layer.args["stride"] != layer.args["pool"]:  # Keras's stride defaults to the window too
+            kwargs["strides"] = layer.args["stride"]
+        if layer.args["pad"] != "valid":
+            kwargs["padding"] = layer.args["pad"]
+        return keras_layer(keras_class, layer.args["pool"], **kwargs, name=layer.name)
+
+    return emit
+
+
+def _flatten(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Flatten", name=layer.name)
+
+
+def _dropout(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Dropout", float(layer.args["rate"]), name=layer.name)
+
+
+def _batchnorm(layer: ir.Layer) -> LayerCall:
+    options = _options(
+        layer,
+        {"momentum": 0.99, "eps": 1e-3, "center": True, "scale": True},
+        {"momentum": "momentum", "eps": "epsilon", "center": "center", "scale": "scale"},
+    )
+    return keras_layer("layers.BatchNormalization", **options, name=layer.name)
+
+
+def _activation(layer: ir.Layer) -> LayerCall:
+    # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form.
+    return keras_layer("layers.Activation", layer.args["function"], name=layer.name)
+
+
+#: IR kind -> a function rendering the Keras layer constructor.
+EMITTERS: dict[str, Emitter] = {
+    "dense": _dense,
+    "conv2d": _conv2d,
+    "maxpool": _pool("layers.MaxPooling2D"),
+    "avgpool": _pool("layers.AveragePooling2D"),
+    "flatten": _flatten,
+    "dropout": _dropout,
+    "batchnorm": _batchnorm,
+    "activation": _activation,
+}
+
+
+def _free_name(wanted: str, taken: set[str]) -> str:
+    """``wanted``, or ``wanted_1``... when a DSL layer already has that name."""
+    name, n = wanted, 0
+    while name in taken:
+        n += 1
+        name = f"{wanted}_{n}"
+    return ident(name)
 
 
 class KerasBackend(Backend):
     name = "keras"
-    emitters: dict[str, Any] = {}
+    extra = "keras"
+    emitters = EMITTERS
 
-    def emit_source(self, model):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    def emit_source(self, model: ir.Model) -> str:
+        self.check_supported(model)
+        taken = {layer.name for layer in model.layers}
+        out = SourceWriter()
+        out.line(module_docstring(model, "Keras", "Needs only Keras 3."))
+        out.line("import keras")
+        out.line("from keras import layers")
+        out.blank(2)
+        out.line("def build_model():")
+        with out.indent():
+            inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
+            if model.input.dtype != "float32":
+                inputs_kwargs["dtype"] = model.input.dtype
+            inputs_kwargs["name"] = _free_name("input", taken)
+            out.line(f"inputs = {call('keras.Input', **inputs_kwargs)}")
+            x = "inputs"
+            if model.input.layout == "channels_first":
+                rank = len(model.input.shape)
+                order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
+                out.line(f"# the model is fed {_axes_text(rank)}; Keras layers work channels-last")
+                permute = call("layers.Permute", order, name=_free_name("to_channels_last", taken))
+                out.line(f"x = {permute}({x})")
+                x = "x"
+            for layer in model.layers:
+                out.line(layer_comment(layer, layer.output_shape))
+                for line in self.emitters[layer.kind](layer).lines("x = ", f"({x})", indent=4):
+                    out.line(line)
+                x = "x"
+            out.line(f"return {call('keras.Model', Code('inputs'), Code(x), name=ident(model.name))}")
+        return out.text()
+
+    def import_framework(self) -> Any:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            import keras
+        except ImportError:
+            raise missing_framework("keras", "keras", "keras") from None
+        return keras
+
+    def attach(self, obj: Any, model: ir.Model) -> None:
+        # object.__setattr__ keeps Keras's attribute tracker away from the IR: it is plain
+        # data, not a layer or variable, and must not be wrapped or saved with the model.
+        object.__setattr__(obj, IR_ATTRIBUTE, model)
 
     def owns(self, obj: Any) -> bool:
-        return False
+        keras = sys.modules.get("keras")
+        return keras is not None and isinstance(obj, keras.Model)
 
-    def get_weights(self, obj, model):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    def _variables(self, obj: Any, layer: ir.Layer) -> dict[str, Any]:
+        try:
+            keras_layer = obj.get_layer(layer.name)
+        except ValueError:
+            raise BackendError(f"the Keras model has no layer `{layer.name}`") from None
+        variables = {v.name: v for v in keras_layer.weights}
+        missing = [w.name for w in layer.weights if w.name not in variables]
+        if missing:
+            raise BackendError(f"Keras layer `{layer.name}` has no variable " + ", ".join(f"`{m}`" for m in missing))
+        return variables
 
-    def set_weights(self, obj, model, weights):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    def get_weights(self, obj: Any, model: ir.Model) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        weights: dict[str, np.ndarray] = {}
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            variables = self._variables(obj, layer)
+            for w in layer.weights:
+                weights[f"{layer.name}.{w.name}"] = np.array(variables[w.name].numpy(), dtype=np.float32)
+        return weights
+
+    def set_weights(self, obj: Any, model: ir.Model, weights: Mapping[str, np.ndarray]) -> None:
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            variables = self._variables(obj, layer)
+            for w in layer.weights:
+                variables[w.name].assign(weights[f"{layer.name}.{w.name}"])
+
+
+def _axes_text(rank: int) -> str:
+    if rank == 3:
+        return "(N, C, H, W)"
+    return "(N, C, " + ", ".join(f"D{i}" for i in range(1, rank)) + ")"
+
+
+__all__ = ["EMITTERS", "KerasBackend"]

@@ -20,7 +20,9 @@ def parse(text: str, filename: str | None = None) -> Model:
     Raises LayerDSLError (with ``filename``, ``line``, ``column``) on any mistake.
     """
     shown = filename or "<string>"
-    default_name = model_name_from_path(Path(filename).stem) if filename else "model"
+    # `<stdin>` and `<string>` are display names, not files: they give no model name.
+    real_file = filename and not (filename.startswith("<") and filename.endswith(">"))
+    default_name = model_name_from_path(Path(filename).stem) if real_file else "model"
     program = parse_syntax(text, shown)
     return check(program, filename=shown, source=text, default_name=default_name)
 

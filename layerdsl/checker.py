@@ -87,6 +87,8 @@ class _Checker:
         assert self.input is not None
         shape = self.input.shape
         prev: Layer | None = None
+        self.dtype = self.input.dtype
+        self.mask_origin: Layer | None = None
         for index, (stmt, spec, values) in enumerate(pending):
             if index > 0 and values.get("in") is not None:
                 raise self._error_at_option(
@@ -99,6 +101,11 @@ class _Checker:
             self.layers.append(layer)
             shape = layer.output_shape
             prev = layer
+            self.dtype = "float32"
+            if not layer.output_masked:
+                self.mask_origin = None
+            elif not layer.input_masked:
+                self.mask_origin = layer
         return Model(self.model_name, self.input, tuple(self.layers), self.filename, source)
 
     # --- directives ------------------------------------------------------------------
@@ -203,6 +210,8 @@ class _Checker:
         return spec
 
     def _bind_args(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
+        if spec.wraps:
+            return self._bind_wrapper(stmt, spec)
         positional = [p for p in spec.params if p.positional]
         if len(stmt.positionals) > len(positional):
             extra = stmt.positionals[len(positional)]
@@ -258,6 +267,41 @@ class _Checker:
         ordered["__spans__"] = spans
         return ordered
 
+    def _bind_wrapper(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
+        """`bidirectional lstm 32 merge=sum`: the wrapper's options, the rest go to the wrapped layer."""
+        choices = ", ".join(spec.wraps)
+        if not stmt.positionals or stmt.positionals[0].kind != "name":
+            raise LayerCheckError(
+                f"`{stmt.name}` wraps a layer: one of {choices}",
+                span=stmt.name_span,
+                hint=f"write e.g. `{stmt.name} lstm 32`",
+            )
+        head = stmt.positionals[0]
+        inner_name = str(head.value)
+        if inner_name not in spec.wraps:
+            raise LayerCheckError(
+                f"`{stmt.name}` cannot wrap `{inner_name}`; it wraps one of {choices}",
+                span=head.span,
+                hint=did_you_mean(inner_name, spec.wraps),
+            )
+        own = {p.name for p in spec.params} | {"name"}
+        inner_stmt = Statement(
+            inner_name,
+            head.span,
+            stmt.positionals[1:],
+            tuple(o for o in stmt.options if o.key not in own),
+            stmt.span,
+        )
+        inner_spec = REGISTRY[inner_name]
+        inner_values = self._bind_args(inner_stmt, inner_spec)
+        inner_spans = inner_values.pop("__spans__")
+        outer_stmt = Statement(stmt.name, stmt.name_span, (), tuple(o for o in stmt.options if o.key in own), stmt.span)
+        values = self._bind_args(outer_stmt, _Unwrapped(spec))
+        values["layer"] = inner_name
+        values["inner"] = Args(tuple(inner_values.items()))
+        values["__spans__"].update(inner_spans)
+        return values
+
     def _layer(
         self,
         stmt: Statement,
@@ -270,11 +314,16 @@ class _Checker:
         spans: dict[str, Span] = values.pop("__spans__")
         given_name = values.pop("name", None)
         args = Args(tuple((k, v) for k, v in values.items()))
-        if self.input is not None and self.input.dtype != "float32" and prev is None:
+        self._check_dtype(stmt, spec)
+        masked = self.mask_origin is not None
+        if masked and not spec.supports_mask:
+            origin = self.mask_origin
+            assert origin is not None
             raise LayerCheckError(
-                f"`{stmt.name}` needs float input, but the model input is {self.input.dtype}",
+                f"`{stmt.name}` cannot use the mask made by `{origin.source}` on line {origin.span.line}",
                 span=stmt.name_span,
-                hint="integer inputs are token ids for an embedding; for other data use `dtype=float32`",
+                hint="Keras would drop the mask with only a warning, so padding would count as data; consume it "
+                "first (lstm, gru, simplernn, bidirectional, globalavgpool1d) or remove the mask",
             )
         try:
             spec.validate(args, shape)
@@ -308,7 +357,24 @@ class _Checker:
             span=stmt.span,
             source=stmt.source(),
             keras_type=spec.keras_type,
+            input_masked=masked,
+            output_masked=spec.output_mask(args, masked),
         )
+
+    def _check_dtype(self, stmt: Statement, spec: LayerSpec) -> None:
+        is_int = self.dtype.startswith("int")
+        if spec.input_dtype == "int" and not is_int:
+            raise LayerCheckError(
+                f"`{stmt.name}` needs integer token ids, but its input is {self.dtype}",
+                span=stmt.name_span,
+                hint="an embedding comes first, on an integer input: `input 100 dtype=int32`",
+            )
+        if spec.input_dtype == "float" and is_int:
+            raise LayerCheckError(
+                f"`{stmt.name}` needs float input, but the model input is {self.dtype}",
+                span=stmt.name_span,
+                hint="integer inputs are token ids for an `embedding`; for other data use `dtype=float32`",
+            )
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -420,6 +486,17 @@ class _Checker:
         return LayerCheckError(message, span=span, hint=hint)
 
 
+class _Unwrapped(LayerSpec):
+    """A wrapper's own parameters, bound like an ordinary layer's."""
+
+    def __init__(self, wrapper: LayerSpec) -> None:
+        self.params = wrapper.params
+        self.kind = wrapper.kind
+
+    def complete(self, values: dict[str, Any]) -> None:
+        pass
+
+
 def _options_hint(spec: LayerSpec) -> str:
     options = [p.name for p in spec.params if not p.positional]
     if not options:
@@ -427,10 +504,13 @@ def _options_hint(spec: LayerSpec) -> str:
     return "options are written key=value: " + ", ".join(f"{o}=" for o in options)
 
 
+_EXAMPLE_VALUES = {"units": "64", "filters": "32", "kernel": "3", "pool": "2", "rate": "0.5", "function": "relu",
+                   "vocab": "10000", "dim": "64", "value": "0.0"}
+
+
 def _example(name: str, spec: LayerSpec) -> str:
-    examples = {"dense": "dense 64", "conv2d": "conv2d 32 3", "maxpool": "maxpool 2", "avgpool": "avgpool 2",
-                "dropout": "dropout 0.5", "activation": "activation relu"}
-    return examples.get(spec.kind, name)
+    values = [_EXAMPLE_VALUES.get(p.name, p.name.upper()) for p in spec.params if p.positional]
+    return " ".join([name, *values])
 
 
 __all__ = ["check", "did_you_mean", "keras_snake_case", "model_name_from_path", "Weight"]

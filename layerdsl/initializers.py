@@ -55,6 +55,20 @@ class Distribution:
     gain: float = 1.0
 
 
+def segments(initializer: str, length: int) -> list[tuple[str, int]]:
+    """Split an initializer over a bias vector into (initializer, length) pieces.
+
+    Plain names cover the whole vector. ``unit_forget_bias:NAME`` is Keras's
+    LSTM bias: NAME for the input gate, ones for the forget gate, NAME for the
+    cell and output gates (each ``length // 4`` long).
+    """
+    if initializer.startswith("unit_forget_bias:"):
+        base = initializer.split(":", 1)[1]
+        units = length // 4
+        return [(base, units), ("ones", units), (base, 2 * units)]
+    return [(initializer, length)]
+
+
 def keras_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """Keras's ``compute_fans`` for a canonical-layout shape."""
     if len(shape) == 0:

@@ -63,6 +63,8 @@ class Layer:
     span: Span
     source: str  # canonical DSL spelling of the statement, safe for comments
     keras_type: str  # Keras class name, for summaries ("Conv2D")
+    input_masked: bool = False  # a Keras mask arrives with the input (embedding mask_zero, masking)
+    output_masked: bool = False  # the output carries a mask on to the next layer
 
     @property
     def params(self) -> int:

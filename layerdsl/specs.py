@@ -96,6 +96,12 @@ class LayerSpec:
     params: ClassVar[tuple[Param, ...]] = ()
     doc: ClassVar[str] = ""
     takes_input_size: ClassVar[bool] = False  # accepts `in=N` as the model's input size
+    input_dtype: ClassVar[str] = "float"  # "float", or "int" for token ids
+    #: May receive a Keras mask (Keras's ``supports_masking``); a mask reaching a
+    #: layer without it is refused, since Keras would drop it with only a warning.
+    supports_mask: ClassVar[bool] = False
+    #: For wrappers (``bidirectional lstm 32``): the layer kinds they can wrap.
+    wraps: ClassVar[tuple[str, ...]] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -119,6 +125,10 @@ class LayerSpec:
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
         return ()
 
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        """Whether the output carries a mask; layers that support masking pass it on."""
+        return masked and self.supports_mask
+
 
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
     if len(shape) != rank:
@@ -133,6 +143,7 @@ def _flatten_hint(kind: str) -> str:
 
 
 class Dense(LayerSpec):
+    supports_mask = True
     kind = "dense"
     keras_type = "Dense"
     doc = "Fully connected layer: `y = activation(x @ kernel + bias)` over the last axis."
@@ -288,10 +299,16 @@ class Flatten(LayerSpec):
     doc = "Flattens each example to a vector, in channels-last (Keras) order."
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
+        if len(shape) == 1:
+            raise ShapeError(
+                f"`flatten` has nothing to flatten: its input {shape_text(shape)} is already 1-D",
+                hint="remove `flatten`; after a recurrent layer, `return_sequences=true` keeps every timestep",
+            )
         return (math.prod(shape),)
 
 
 class Dropout(LayerSpec):
+    supports_mask = True
     kind = "dropout"
     keras_type = "Dropout"
     doc = "Zeroes a fraction `rate` of inputs while training; identity at inference."
@@ -299,6 +316,7 @@ class Dropout(LayerSpec):
 
 
 class BatchNorm(LayerSpec):
+    supports_mask = True
     kind = "batchnorm"
     keras_type = "BatchNormalization"
     doc = "Batch normalization over the last (channel) axis; moving statistics at inference."
@@ -322,6 +340,7 @@ class BatchNorm(LayerSpec):
 
 
 class Activation(LayerSpec):
+    supports_mask = True
     kind = "activation"
     keras_type = "Activation"
     doc = "An activation function as a layer; softmax acts on the last (channel) axis."
@@ -334,6 +353,303 @@ class Activation(LayerSpec):
 
     def fixed_args(self) -> dict[str, Any]:
         return {"function": self.fixed} if self.fixed else {}
+
+
+# --- sequences ---------------------------------------------------------------------------
+
+
+def _sequence_hint(kind: str, shape: Shape) -> str | None:
+    if len(shape) == 1:
+        return f"`{kind}` reads (timesteps x features): use `input TxF`, or an `embedding` for token ids"
+    if len(shape) == 3:
+        return f"`{kind}` reads sequences, not images: use the 2-D layers, or `reshape` first"
+    return None
+
+
+class Embedding(LayerSpec):
+    kind = "embedding"
+    keras_type = "Embedding"
+    doc = "Maps integer token ids to dense vectors; `mask_zero=true` masks id 0 (padding) downstream."
+    input_dtype = "int"
+    params = (
+        positive("vocab", positional=True, doc="vocabulary size: ids run from 0 to VOCAB-1"),
+        positive("dim", positional=True, doc="embedding size"),
+        Param("mask_zero", "bool", default=False, doc="treat id 0 as padding and mask it"),
+        Param("init", "choice", default="uniform", choices=INITIALIZERS, doc="embeddings initializer"),
+    )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        return (*shape, args["dim"])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("embeddings", (args["vocab"], args["dim"]), True, args["init"]),)
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return bool(args["mask_zero"])
+
+
+class Masking(LayerSpec):
+    kind = "masking"
+    keras_type = "Masking"
+    doc = "Masks timesteps whose features all equal VALUE, and zeroes them."
+    supports_mask = True
+    params = (Param("value", "float", positional=True, default=0.0, doc="the padding value"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank("masking", shape, 2, "2-D (timesteps x features)", hint=_sequence_hint("masking", shape))
+        return shape
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return True
+
+
+def _recurrent_params(activations: bool) -> tuple[Param, ...]:
+    params = [
+        positive("units", positional=True, doc="size of the hidden state"),
+        Param("return_sequences", "bool", default=False, doc="return every timestep, not only the last"),
+        Param("go_backwards", "bool", default=False, doc="read the sequence backwards (output not reversed back)"),
+        Param("activation", "choice", default="tanh", choices=ACTIVATIONS, doc="candidate/output activation"),
+    ]
+    if activations:
+        params.append(
+            Param("recurrent_activation", "choice", default="sigmoid", choices=ACTIVATIONS, doc="gate activation")
+        )
+    params += [
+        Param("bias", "bool", default=True, doc="add bias vectors"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="input kernel initializer"),
+        Param("recurrent_init", "choice", default="orthogonal", choices=INITIALIZERS, doc="recurrent kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+    ]
+    return tuple(params)
+
+
+class _Recurrent(LayerSpec):
+    supports_mask = True
+    gates: ClassVar[int] = 1
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x features)", hint=_sequence_hint(self.kind, shape))
+        return (shape[0], args["units"]) if args["return_sequences"] else (args["units"],)
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return masked and bool(args["return_sequences"])
+
+    def bias_initializer(self, args: Args) -> str:
+        return str(args["bias_init"])
+
+    def bias_shape(self, args: Args) -> Shape:
+        return (self.gates * args["units"],)
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        width = self.gates * args["units"]
+        out = (
+            Weight("kernel", (shape[-1], width), True, args["init"]),
+            Weight("recurrent_kernel", (args["units"], width), True, args["recurrent_init"]),
+        )
+        if args["bias"]:
+            out += (Weight("bias", self.bias_shape(args), True, self.bias_initializer(args)),)
+        return out
+
+
+class SimpleRNN(_Recurrent):
+    kind = "simplernn"
+    keras_type = "SimpleRNN"
+    doc = "Fully connected recurrent layer: `h = activation(x @ kernel + h @ recurrent_kernel + bias)`."
+    params = _recurrent_params(activations=False)
+
+
+class LSTM(_Recurrent):
+    kind = "lstm"
+    keras_type = "LSTM"
+    doc = "Long short-term memory; Keras gate order i, f, c, o; keeps its state through masked timesteps."
+    gates = 4
+    params = (
+        *_recurrent_params(activations=True),
+        Param("unit_forget_bias", "bool", default=True, doc="start the forget-gate bias at 1"),
+    )
+
+    def bias_initializer(self, args: Args) -> str:
+        if args["unit_forget_bias"]:
+            return f"unit_forget_bias:{args['bias_init']}"
+        return str(args["bias_init"])
+
+
+class GRU(_Recurrent):
+    kind = "gru"
+    keras_type = "GRU"
+    doc = "Gated recurrent unit (Keras 3: gate order z, r, h; reset_after=true by default)."
+    gates = 3
+    params = (
+        *_recurrent_params(activations=True),
+        Param("reset_after", "bool", default=True, doc="apply the reset gate after the recurrent matmul (cuDNN style)"),
+    )
+
+    def bias_shape(self, args: Args) -> Shape:
+        units = 3 * args["units"]
+        return (2, units) if args["reset_after"] else (units,)
+
+
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+
+class Bidirectional(LayerSpec):
+    kind = "bidirectional"
+    keras_type = "Bidirectional"
+    doc = "Runs a recurrent layer forwards and backwards and merges the two outputs."
+    supports_mask = True
+    wraps = ("lstm", "gru", "simplernn")
+    params = (Param("merge", "choice", default="concat", choices=MERGE_MODES, doc="how to merge the two directions"),)
+
+    @staticmethod
+    def inner(args: Args) -> LayerSpec:
+        return REGISTRY[args["layer"]]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        out = self.inner(args).output_shape(args["inner"], shape)
+        if args["merge"] == "concat":
+            return (*out[:-1], 2 * out[-1])
+        return out
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return self.inner(args).output_mask(args["inner"], masked)
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        inner = self.inner(args).weights(args["inner"], shape)
+        return tuple(
+            Weight(f"{direction}_{w.name}", w.shape, w.trainable, w.initializer)
+            for direction in ("forward", "backward")
+            for w in inner
+        )
+
+
+def _window_out_1d(kind: str, what: str, length: int, window: int, stride: int, dilation: int, pad: str) -> int:
+    effective = (window - 1) * dilation + 1
+    if pad == "valid":
+        if effective > length:
+            raise ShapeError(
+                f"`{kind}` {what} {effective} is longer than its {length} timesteps",
+                hint="use a smaller window, or pad=same",
+                option=what,
+            )
+        return (length - effective) // stride + 1
+    if pad == "causal":
+        return (length - 1) // stride + 1
+    return -(-length // stride)
+
+
+def padding_1d(args: Args, length: int, window: int) -> tuple[int, int]:
+    """Padding (before, after) a 1-D conv or pool applies along time."""
+    dilation = args["dilation"] if "dilation" in args else 1
+    if args["pad"] == "causal":
+        return (window - 1) * dilation, 0
+    if args["pad"] == "same":
+        return tf_same_padding(length, window, args["stride"], dilation)
+    return 0, 0
+
+
+class Conv1D(LayerSpec):
+    kind = "conv1d"
+    keras_type = "Conv1D"
+    doc = "1-D convolution over (timesteps, channels) input; `pad=causal` looks only backwards."
+    params = (
+        positive("filters", positional=True, doc="number of output channels"),
+        positive("kernel", positional=True, doc="kernel length"),
+        positive("stride", default=1, doc="stride"),
+        Param("pad", "choice", default="valid", choices=("valid", "same", "causal"), doc="padding"),
+        positive("dilation", default=1, doc="dilation rate"),
+        Param("bias", "bool", default=True, doc="add a bias vector"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+        Param("maxnorm", "float", default=None, low=0, low_exclusive=True, doc="max-norm constraint on each filter"),
+        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+    )
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        if args["stride"] > 1 and args["dilation"] > 1:
+            raise ShapeError(
+                "`conv1d` cannot combine stride > 1 with dilation > 1 (Keras and TensorFlow refuse it)",
+                option="dilation",
+            )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank("conv1d", shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint("conv1d", shape))
+        steps = _window_out_1d("conv1d", "kernel", shape[0], args["kernel"], args["stride"], args["dilation"], args["pad"])
+        return (steps, args["filters"])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        kernel = Weight("kernel", (args["kernel"], shape[-1], args["filters"]), True, args["init"])
+        if not args["bias"]:
+            return (kernel,)
+        return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))
+
+
+class _Pool1D(LayerSpec):
+    params = (
+        positive("pool", positional=True, doc="window length"),
+        positive("stride", default=None, doc="stride; defaults to the window"),
+        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        if values["stride"] is None:
+            values["stride"] = values["pool"]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint(self.kind, shape))
+        return (_window_out_1d(self.kind, "pool", shape[0], args["pool"], args["stride"], 1, args["pad"]), shape[1])
+
+
+class MaxPool1D(_Pool1D):
+    kind = "maxpool1d"
+    keras_type = "MaxPooling1D"
+    doc = "1-D max pooling over time."
+
+
+class AvgPool1D(_Pool1D):
+    kind = "avgpool1d"
+    keras_type = "AveragePooling1D"
+    doc = "1-D average pooling over time; `same` padding is left out of each average."
+
+
+class _GlobalPool(LayerSpec):
+    rank: ClassVar[int]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        what = "2-D (timesteps x channels)" if self.rank == 2 else "3-D (height x width x channels)"
+        _require_rank(self.kind, shape, self.rank, what)
+        return (shape[-1],)
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return False
+
+
+class GlobalMaxPool1D(_GlobalPool):
+    kind = "globalmaxpool1d"
+    keras_type = "GlobalMaxPooling1D"
+    doc = "Maximum over time, per channel."
+    rank = 2
+
+
+class GlobalAvgPool1D(_GlobalPool):
+    kind = "globalavgpool1d"
+    keras_type = "GlobalAveragePooling1D"
+    doc = "Mean over time, per channel; with a mask, the mean of the unmasked timesteps (as Keras)."
+    rank = 2
+    supports_mask = True
+
+
+class GlobalMaxPool2D(_GlobalPool):
+    kind = "globalmaxpool"
+    keras_type = "GlobalMaxPooling2D"
+    doc = "Maximum over height and width, per channel."
+    rank = 3
+
+
+class GlobalAvgPool2D(_GlobalPool):
+    kind = "globalavgpool"
+    keras_type = "GlobalAveragePooling2D"
+    doc = "Mean over height and width, per channel."
+    rank = 3
 
 
 # --- the registry ------------------------------------------------------------------------
@@ -349,6 +665,19 @@ REGISTRY: dict[str, LayerSpec] = {
     "batchnorm": BatchNorm(),
     "activation": Activation(),
     **{name: Activation(fixed=name) for name in ACTIVATIONS},
+    "embedding": Embedding(),
+    "masking": Masking(),
+    "simplernn": SimpleRNN(),
+    "lstm": LSTM(),
+    "gru": GRU(),
+    "bidirectional": Bidirectional(),
+    "conv1d": Conv1D(),
+    "maxpool1d": MaxPool1D(),
+    "avgpool1d": AvgPool1D(),
+    "globalmaxpool1d": GlobalMaxPool1D(),
+    "globalavgpool1d": GlobalAvgPool1D(),
+    "globalmaxpool": GlobalMaxPool2D(),
+    "globalavgpool": GlobalAvgPool2D(),
 }
 
 #: Statement names that are directives, not layers.

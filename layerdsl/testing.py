@@ -41,10 +41,39 @@ def random_weights(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def random_input(model: ir.Model, batch: int = 2, seed: int = 1) -> np.ndarray:
-    """A random batch in the layout Keras and NumPy models take (``Input.fed_shape``)."""
+def random_input(model: ir.Model, batch: int = 2, seed: int = 1, padding: str = "pre") -> np.ndarray:
+    """A random batch in the layout Keras and NumPy models take (``Input.fed_shape``).
+
+    Token-id models get ids in ``[1, vocab)`` with padding zeros, and float
+    sequence models that start with ``masking`` get padded timesteps: row i is
+    padded by i steps (``pre``, ``post``, or ``random`` positions), so a batch
+    has rows with no padding and rows with plenty.
+    """
     rng = np.random.default_rng(seed)
-    return rng.normal(0.0, 1.0, (batch, *model.input.fed_shape)).astype(np.float32)
+    shape = (batch, *model.input.fed_shape)
+    if model.input.dtype.startswith("int"):
+        vocab = next((layer.args["vocab"] for layer in model.layers if layer.kind == "embedding"), 2)
+        x = rng.integers(1, max(vocab, 2), shape).astype(model.input.dtype)
+        _pad(x, rng, padding, value=0)
+        return x
+    x = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    masking = next((layer for layer in model.layers if layer.kind == "masking"), None)
+    if masking is not None and x.ndim == 3:
+        _pad(x, rng, padding, value=masking.args["value"])
+    return x
+
+
+def _pad(x: np.ndarray, rng: np.random.Generator, padding: str, value: float) -> None:
+    steps = x.shape[1]
+    for row in range(x.shape[0]):
+        count = min(row, steps - 1)  # keep at least one real step per row
+        if padding == "pre":
+            positions = np.arange(count)
+        elif padding == "post":
+            positions = np.arange(steps - count, steps)
+        else:
+            positions = rng.choice(steps, size=count, replace=False)
+        x[row, positions] = value
 
 
 def _torch_layout(model: ir.Model, x: np.ndarray) -> np.ndarray:
@@ -99,12 +128,13 @@ def compare(
     seed: int = 0,
     weights: dict[str, np.ndarray] | None = None,
     x: np.ndarray | None = None,
+    padding: str = "pre",
 ) -> Agreement:
     """Build the model on each target, load the same weights, run the same input."""
     model = _model(model_or_text)
     targets = list(targets or available_targets())
     weights = weights if weights is not None else random_weights(model, seed)
-    x = x if x is not None else random_input(model, batch, seed + 1)
+    x = x if x is not None else random_input(model, batch, seed + 1, padding)
     outputs = {}
     for target in targets:
         live = build(model, target=target)

@@ -1,7 +1,8 @@
 """The Keras 3 backend: IR -> a functional-API ``build_model()`` that a person would write.
 
 Keras is the canonical layout, so weights map one to one: ``"<layer>.<param>"``
-is the variable ``param`` of ``model.get_layer(layer)``. The DSL's defaults are
+is the variable ``param`` of ``model.get_layer(layer)`` (for a ``Bidirectional``,
+``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on). The DSL's defaults are
 Keras's, so each emitter writes only the arguments that differ, plus ``name=``.
 Keras and TensorFlow are imported only to build or read live models.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import ir
 from ..codegen import Code, SourceWriter, call, dotted, ident, layer_comment, module_docstring, py
 from ..errors import BackendError
+from ..specs import REGISTRY
 from .base import IR_ATTRIBUTE, Backend, missing_framework
 
 if TYPE_CHECKING:
@@ -27,23 +29,40 @@ LINE_WIDTH = 100  # generated lines longer than this are wrapped as black would
 
 @dataclass(frozen=True)
 class LayerCall:
-    """A Keras layer constructor call: ``layers.Dense(10, activation="relu", name="dense")``."""
+    """A Keras layer constructor call: ``layers.Dense(10, activation="relu", name="dense")``.
+
+    An argument may itself be a LayerCall (the layer a ``Bidirectional`` wraps).
+    """
 
     func: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
+    def code(self) -> Code:
+        """The call on one line."""
+        return call(self.func, *map(_inline, self.args), **{k: _inline(v) for k, v in self.kwargs.items()})
+
     def lines(self, prefix: str, suffix: str, indent: int) -> list[str]:
         """``prefix + call + suffix``, wrapped to fit LINE_WIDTH after ``indent`` columns."""
-        one_line = f"{prefix}{call(self.func, *self.args, **self.kwargs)}{suffix}"
+        one_line = f"{prefix}{self.code()}{suffix}"
         if indent + len(one_line) <= LINE_WIDTH:
             return [one_line]
-        parts = [py(a) for a in self.args] + [f"{ident(k)}={py(v)}" for k, v in self.kwargs.items()]
+        parts = [("", a) for a in self.args] + [(f"{ident(k)}=", v) for k, v in self.kwargs.items()]
         head, tail = f"{prefix}{dotted(self.func)}(", f"){suffix}"
-        joined = "    " + ", ".join(parts)
+        joined = "    " + ", ".join(f"{key}{py(_inline(value))}" for key, value in parts)
         if indent + len(joined) <= LINE_WIDTH:
             return [head, joined, tail]
-        return [head, *(f"    {part}," for part in parts), tail]
+        body: list[str] = []
+        for key, value in parts:
+            if isinstance(value, LayerCall):
+                body += [f"    {line}" for line in value.lines(key, ",", indent + 4)]
+            else:
+                body.append(f"    {key}{py(value)},")
+        return [head, *body, tail]
+
+
+def _inline(value: Any) -> Any:
+    return value.code() if isinstance(value, LayerCall) else value
 
 
 def keras_layer(func: str, *args: Any, **kwargs: Any) -> LayerCall:
@@ -127,6 +146,91 @@ def _activation(layer: ir.Layer) -> LayerCall:
     return keras_layer("layers.Activation", layer.args["function"], name=layer.name)
 
 
+def _embedding(layer: ir.Layer) -> LayerCall:
+    args = layer.args
+    options = _options(
+        layer, {"mask_zero": False, "init": "uniform"}, {"mask_zero": "mask_zero", "init": "embeddings_initializer"}
+    )
+    return keras_layer("layers.Embedding", args["vocab"], args["dim"], **options, name=layer.name)
+
+
+def _masking(layer: ir.Layer) -> LayerCall:
+    options = {"mask_value": float(layer.args["value"])} if layer.args["value"] != 0.0 else {}
+    return keras_layer("layers.Masking", **options, name=layer.name)
+
+
+#: recurrent IR kind -> (Keras class, the name Keras would give it)
+RECURRENT = {
+    "simplernn": ("layers.SimpleRNN", "simple_rnn"),
+    "lstm": ("layers.LSTM", "lstm"),
+    "gru": ("layers.GRU", "gru"),
+}
+
+#: DSL argument -> Keras keyword, for the optional arguments of the recurrent layers
+_RECURRENT_KEYWORDS = {
+    "return_sequences": "return_sequences",
+    "go_backwards": "go_backwards",
+    "activation": "activation",
+    "recurrent_activation": "recurrent_activation",
+    "bias": "use_bias",
+    "init": "kernel_initializer",
+    "recurrent_init": "recurrent_initializer",
+    "bias_init": "bias_initializer",
+    "unit_forget_bias": "unit_forget_bias",
+    "reset_after": "reset_after",
+}
+_BIAS_ONLY = ("bias_init", "unit_forget_bias")  # meaningless without a bias, so left out then
+
+
+def _recurrent_call(kind: str, args: ir.Args, name: str) -> LayerCall:
+    # the DSL's defaults are Keras's, so the spec says which arguments to write
+    defaults = {p.name: p.default for p in REGISTRY[kind].params}
+    options = {
+        keyword: args[dsl]
+        for dsl, keyword in _RECURRENT_KEYWORDS.items()
+        if dsl in args and args[dsl] != defaults[dsl] and (args["bias"] or dsl not in _BIAS_ONLY)
+    }
+    return keras_layer(RECURRENT[kind][0], args["units"], **options, name=name)
+
+
+def _recurrent(layer: ir.Layer) -> LayerCall:
+    return _recurrent_call(layer.kind, layer.args, layer.name)
+
+
+def _bidirectional(layer: ir.Layer) -> LayerCall:
+    # The wrapped layer is named as Keras would name it alone, so its two copies read
+    # `forward_lstm` and `backward_lstm`, whatever the session's name counters hold.
+    kind, args = layer.args["layer"], layer.args["inner"]
+    keras_name = RECURRENT[kind][1]
+    options: dict[str, Any] = {}
+    if args["go_backwards"]:
+        # Keras copies the layer with go_backwards=True for the backward pass and refuses
+        # two backward layers, so the opposite direction has to be given explicitly.
+        forward_args = ir.Args(tuple((k, False if k == "go_backwards" else v) for k, v in args.items()))
+        options["backward_layer"] = _recurrent_call(kind, forward_args, f"backward_{keras_name}")
+    if layer.args["merge"] != "concat":
+        options["merge_mode"] = layer.args["merge"]
+    return keras_layer("layers.Bidirectional", _recurrent_call(kind, args, keras_name), **options, name=layer.name)
+
+
+def _conv1d(layer: ir.Layer) -> LayerCall:
+    options = _options(
+        layer,
+        {"stride": 1, "pad": "valid", "dilation": 1},
+        {"stride": "strides", "pad": "padding", "dilation": "dilation_rate"},
+    )
+    # The kernel is (length, in, filters): the norm over axes 0-1 bounds each filter whole.
+    kwargs = {**options, **_weighted(layer, [0, 1])}
+    return keras_layer("layers.Conv1D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+
+
+def _global_pool(keras_class: str) -> Emitter:
+    def emit(layer: ir.Layer) -> LayerCall:
+        return keras_layer(keras_class, name=layer.name)
+
+    return emit
+
+
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
@@ -137,6 +241,19 @@ EMITTERS: dict[str, Emitter] = {
     "dropout": _dropout,
     "batchnorm": _batchnorm,
     "activation": _activation,
+    "embedding": _embedding,
+    "masking": _masking,
+    "simplernn": _recurrent,
+    "lstm": _recurrent,
+    "gru": _recurrent,
+    "bidirectional": _bidirectional,
+    "conv1d": _conv1d,
+    "maxpool1d": _pool("layers.MaxPooling1D"),
+    "avgpool1d": _pool("layers.AveragePooling1D"),
+    "globalmaxpool1d": _global_pool("layers.GlobalMaxPooling1D"),
+    "globalavgpool1d": _global_pool("layers.GlobalAveragePooling1D"),
+    "globalmaxpool": _global_pool("layers.GlobalMaxPooling2D"),
+    "globalavgpool": _global_pool("layers.GlobalAveragePooling2D"),
 }
 
 
@@ -203,11 +320,17 @@ class KerasBackend(Backend):
         return keras is not None and isinstance(obj, keras.Model)
 
     def _variables(self, obj: Any, layer: ir.Layer) -> dict[str, Any]:
+        """The Keras variables of ``layer``, by canonical weight name."""
         try:
             keras_layer = obj.get_layer(layer.name)
         except ValueError:
             raise BackendError(f"the Keras model has no layer `{layer.name}`") from None
-        variables = {v.name: v for v in keras_layer.weights}
+        if layer.kind == "bidirectional":
+            # both directions hold a `kernel`, `recurrent_kernel`...: prefix them as the IR does
+            directions = (("forward", keras_layer.forward_layer), ("backward", keras_layer.backward_layer))
+            variables = {f"{d}_{v.name}": v for d, sublayer in directions for v in sublayer.weights}
+        else:
+            variables = {v.name: v for v in keras_layer.weights}
         missing = [w.name for w in layer.weights if w.name not in variables]
         if missing:
             raise BackendError(f"Keras layer `{layer.name}` has no variable " + ", ".join(f"`{m}`" for m in missing))

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..codegen import Code, SourceWriter, call, camel_case, ident, layer_comment, module_docstring, py, shape_comment
-from ..initializers import distribution
-from ..specs import spatial_padding
+from ..initializers import distribution, segments
+from ..specs import padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
 
 if TYPE_CHECKING:
@@ -78,6 +78,68 @@ def _batchnorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     return call(use("BatchNorm"), **weights, eps=layer.args["eps"])
 
 
+def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args = layer.args
+    options = {
+        "stride": args["stride"],
+        "dilation": args["dilation"],
+        "padding": padding_1d(args, layer.input_shape[0], args["kernel"]),
+    }
+    defaults = {"stride": 1, "dilation": 1, "padding": (0, 0)}
+    options = {key: value for key, value in options.items() if value != defaults[key]}
+    return call(use("Conv1D"), **weights, **options, **_activation(args["activation"], use))
+
+
+def _pool1d(runtime_class: str) -> Emitter:
+    def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+        args = layer.args
+        padding = padding_1d(args, layer.input_shape[0], args["pool"])
+        options = {"padding": padding} if padding != (0, 0) else {}
+        return call(use(runtime_class), args["pool"], args["stride"], **options)
+
+    return emit
+
+
+def _embedding(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    return call(use("Embedding"), **weights)  # the model makes the mask: `mask = ids != 0`
+
+
+def _masking(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    return call(use("Masking"), layer.args["value"])
+
+
+_RECURRENT_CLASSES = {"simplernn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def _recurrent_call(kind: str, args: ir.Args, weights: dict[str, Code], use: Use, go_backwards: bool) -> Code:
+    options: dict[str, Any] = {}
+    if args["activation"] != "tanh":
+        options["activation"] = use(args["activation"])
+    if args.get("recurrent_activation", "sigmoid") != "sigmoid":
+        options["recurrent_activation"] = use(args["recurrent_activation"])
+    if kind == "gru" and not args["reset_after"]:
+        options["reset_after"] = False
+    if args["return_sequences"]:
+        options["return_sequences"] = True
+    if go_backwards:
+        options["go_backwards"] = True
+    return call(use(_RECURRENT_CLASSES[kind]), **weights, **options)
+
+
+def _recurrent(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    return _recurrent_call(layer.kind, layer.args, weights, use, layer.args["go_backwards"])
+
+
+def _bidirectional(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args, inner = layer.args, layer.args["inner"]
+    directions = []
+    for prefix, go_backwards in (("forward_", inner["go_backwards"]), ("backward_", not inner["go_backwards"])):
+        own = {name[len(prefix) :]: value for name, value in weights.items() if name.startswith(prefix)}
+        directions.append(_recurrent_call(args["layer"], inner, own, use, go_backwards))
+    options = {"merge": args["merge"]} if args["merge"] != "concat" else {}
+    return call(use("Bidirectional"), *directions, **options)
+
+
 def _plain(runtime_class: str) -> Emitter:
     return lambda layer, weights, use: call(use(runtime_class))
 
@@ -95,7 +157,23 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": _plain("Flatten"),
     "dropout": _plain("Dropout"),
     "activation": _activation_layer,
+    "embedding": _embedding,
+    "masking": _masking,
+    "simplernn": _recurrent,
+    "lstm": _recurrent,
+    "gru": _recurrent,
+    "bidirectional": _bidirectional,
+    "conv1d": _conv1d,
+    "maxpool1d": _pool1d("MaxPool1D"),
+    "avgpool1d": _pool1d("AvgPool1D"),
+    "globalmaxpool1d": _plain("GlobalMaxPool"),
+    "globalavgpool1d": _plain("GlobalAvgPool"),
+    "globalmaxpool": _plain("GlobalMaxPool"),
+    "globalavgpool": _plain("GlobalAvgPool"),
 }
+
+#: Kinds whose runtime layer takes the mask as a second argument, when one arrives.
+_TAKES_MASK = frozenset({"simplernn", "lstm", "gru", "bidirectional", "globalavgpool1d"})
 
 _DISTRIBUTION_PARAMS = {
     "uniform": "limit",
@@ -106,10 +184,18 @@ _DISTRIBUTION_PARAMS = {
 }
 
 
-def _initial_value(weight: ir.Weight, use: Use) -> Code:
-    dist = distribution(weight.initializer, weight.shape)
+def _draw(initializer: str, shape: tuple[int, ...], use: Use) -> Code:
+    dist = distribution(initializer, shape)
     param = _DISTRIBUTION_PARAMS[dist.kind]
-    return call(use("draw"), Code("rng"), dist.kind, weight.shape, **{param: getattr(dist, param)})
+    return call(use("draw"), Code("rng"), dist.kind, shape, **{param: getattr(dist, param)})
+
+
+def _initial_value(weight: ir.Weight, use: Use) -> Code:
+    pieces = segments(weight.initializer, weight.shape[-1])
+    if len(pieces) == 1:
+        return _draw(weight.initializer, weight.shape, use)
+    # Keras draws each piece on its own shape (an LSTM's unit_forget_bias), then concatenates.
+    return call("np.concatenate", [_draw(name, (length,), use) for name, length in pieces])
 
 
 # --- which runtime pieces a source needs -------------------------------------------------
@@ -208,11 +294,12 @@ def emit_source(model: ir.Model) -> str:
         body.blank()
         body.line("def __call__(self, x):")
         with body.indent():
-            body.line("x = np.asarray(x, dtype=np.float32)")
+            body.line(f"x = np.asarray(x, dtype=np.{ident(model.input.dtype)})")
             if model.input.layout == "channels_first":
                 body.line("x = np.moveaxis(x, 1, -1)  # channels first -> last")
             for layer in model.layers:
-                body.line(f"x = self.{attributes[layer.name]}(x)")
+                for line in _forward_lines(layer, f"self.{attributes[layer.name]}"):
+                    body.line(line)
             body.line("return x")
 
     name = class_name(model)
@@ -234,20 +321,46 @@ def emit_source(model: ir.Model) -> str:
     return out.text()
 
 
+def _forward_lines(layer: ir.Layer, attribute: str) -> list[str]:
+    """A layer's lines in ``__call__``: the mask is made where Keras makes it and passed to the layers that use it."""
+    if layer.kind == "embedding" and layer.args["mask_zero"]:
+        return ["mask = x != 0  # token id 0 is padding", f"x = {attribute}(x)"]
+    if layer.kind == "masking":
+        return [f"x, mask = {attribute}(x)"]
+    if layer.input_masked and layer.kind in _TAKES_MASK:
+        return [f"x = {attribute}(x, mask)"]
+    return [f"x = {attribute}(x)"]
+
+
+_LINE_LENGTH = 88
+
+
 def _assignment(out: SourceWriter, target: str, value: Code) -> None:
-    """``target = value``, with one argument a line when the call is long."""
-    if len(target) + len(value) <= 88:
-        out.line(f"{target} = {value}")
+    """``target = value``, with one argument a line when the call is long (and so on inside)."""
+    _expression(out, f"{target} = ", value, "", len(target))
+
+
+def _expression(out: SourceWriter, head: str, text: str, tail: str, width: int, depth: int = 0) -> None:
+    """Writes ``head + text + tail``, splitting a long call or list one item a line, recursively.
+
+    ``width`` counts what comes before ``text`` on its line, beyond the body's own indentation.
+    """
+    node = ast.parse(text, mode="eval").body
+    if width + len(text) + len(tail) <= _LINE_LENGTH or not isinstance(node, ast.Call | ast.List):
+        out.line(f"{head}{text}{tail}")
         return
-    node = ast.parse(value, mode="eval").body
-    assert isinstance(node, ast.Call)
-    parts = [ast.get_source_segment(value, arg) for arg in node.args]
-    parts += [f"{kw.arg}={ast.get_source_segment(value, kw.value)}" for kw in node.keywords]
-    out.line(f"{target} = {ast.get_source_segment(value, node.func)}(")
+    if isinstance(node, ast.Call):
+        opening, closing = f"{ast.get_source_segment(text, node.func)}(", ")"
+        items = [("", arg) for arg in node.args] + [(f"{kw.arg}=", kw.value) for kw in node.keywords]
+    else:
+        opening, closing, items = "[", "]", [("", element) for element in node.elts]
+    out.line(f"{head}{opening}")
     with out.indent():
-        for part in parts:
-            out.line(f"{part},")
-    out.line(")")
+        for name, item in items:
+            segment = ast.get_source_segment(text, item)
+            assert segment is not None
+            _expression(out, name, segment, ",", 4 * (depth + 1) + len(name), depth + 1)
+    out.line(f"{closing}{tail}")
 
 
 class NumpyBackend(Backend):

@@ -92,20 +92,29 @@ def silu(x):
 
 
 def pad(x, padding, value=0.0):
-    """Pads the height and width of an NHWC batch by ((top, bottom), (left, right))."""
+    """Pads the spatial axes of a channels-last batch: ((before, after),) per axis, time or height and width."""
     if not any(map(any, padding)):
         return x
     return np.pad(x, ((0, 0), *padding, (0, 0)), constant_values=value)
 
 
-def windows(x, size, strides, dilation=(1, 1)):
-    """Every (dilated, strided) window of an NHWC batch as a view (N, OH, OW, KH, KW, C); copies nothing."""
-    n, h, w, c = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = size, strides, dilation
-    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
-    bn, bh, bw, bc = x.strides
+def windows(x, size, strides, dilation=None):
+    """Every (dilated, strided) window of a channels-last batch as a view: (N, OT, K, C) for
+    sequences, (N, OH, OW, KH, KW, C) for images; copies nothing."""
+    dilation = dilation or (1,) * len(size)
+    n, *spatial, c = x.shape
+    out = [(s - (k - 1) * d - 1) // st + 1 for s, k, st, d in zip(spatial, size, strides, dilation, strict=True)]
+    bn, *step, bc = x.strides
     return np.lib.stride_tricks.as_strided(
-        x, (n, oh, ow, kh, kw, c), (bn, bh * sh, bw * sw, bh * dh, bw * dw, bc), writeable=False
+        x,
+        (n, *out, *size, c),
+        (
+            bn,
+            *(b * s for b, s in zip(step, strides, strict=True)),
+            *(b * d for b, d in zip(step, dilation, strict=True)),
+            bc,
+        ),
+        writeable=False,
     )
 
 
@@ -158,9 +167,14 @@ class Conv2D(Layer):
         self.matrix = self.kernel.reshape(-1, self.kernel.shape[-1])  # rows in (kh, kw, in) order, as windows()
 
     def __call__(self, x):
-        patches = windows(pad(x, self.padding), self.kernel.shape[:2], self.strides, self.dilation)
+        patches = windows(pad(x, self.padding), self.kernel.shape[:-2], self.strides, self.dilation)
         y = patches.reshape(-1, len(self.matrix)) @ self.matrix  # im2col: one GEMM for the whole batch
-        return self.activation(y.reshape(*patches.shape[:3], self.matrix.shape[1]) + self.bias)
+        return self.activation(y.reshape(*patches.shape[: x.ndim - 1], self.matrix.shape[1]) + self.bias)
+
+
+class Conv1D(Conv2D):
+    def __init__(self, kernel, bias=None, stride=1, dilation=1, padding=(0, 0), activation=linear):
+        super().__init__(kernel, bias, (stride,), (dilation,), (padding,), activation)
 
 
 class MaxPool2D(Layer):
@@ -169,7 +183,8 @@ class MaxPool2D(Layer):
         super().__init__()
 
     def __call__(self, x):
-        return windows(pad(x, self.padding, -np.inf), self.pool, self.strides).max(axis=(3, 4))
+        patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
+        return patches.max(axis=tuple(range(x.ndim - 1, 2 * x.ndim - 3)))
 
 
 class AvgPool2D(Layer):
@@ -178,10 +193,21 @@ class AvgPool2D(Layer):
         super().__init__()
 
     def __call__(self, x):
-        sums = windows(pad(x, self.padding), self.pool, self.strides).sum(axis=(3, 4))
+        window_axes = tuple(range(x.ndim - 1, 2 * x.ndim - 3))
+        sums = windows(pad(x, self.padding), self.pool, self.strides).sum(axis=window_axes)
         # As TensorFlow: padded positions count in no average.
-        ones = pad(np.ones((1, *x.shape[1:3], 1), dtype=x.dtype), self.padding)
-        return sums / windows(ones, self.pool, self.strides).sum(axis=(3, 4))
+        ones = pad(np.ones((1, *x.shape[1:-1], 1), dtype=x.dtype), self.padding)
+        return sums / windows(ones, self.pool, self.strides).sum(axis=window_axes)
+
+
+class MaxPool1D(MaxPool2D):
+    def __init__(self, pool, stride, padding=(0, 0)):
+        super().__init__((pool,), (stride,), (padding,))
+
+
+class AvgPool1D(AvgPool2D):
+    def __init__(self, pool, stride, padding=(0, 0)):
+        super().__init__((pool,), (stride,), (padding,))
 
 
 class BatchNorm(Layer):
@@ -218,3 +244,166 @@ class Activation(Layer):
 
     def __call__(self, x):
         return self.function(x)
+
+
+class GlobalMaxPool(Layer):
+    def __call__(self, x):
+        return x.max(axis=tuple(range(1, x.ndim - 1)))
+
+
+class GlobalAvgPool(Layer):
+    def __call__(self, x, mask=None):
+        if mask is None:
+            return x.mean(axis=tuple(range(1, x.ndim - 1)))
+        counted = mask[..., None].astype(x.dtype)
+        return (x * counted).sum(axis=1) / counted.sum(axis=1)  # the mean of the unmasked steps, as Keras
+
+
+class Embedding(Layer):
+    def __init__(self, embeddings):
+        super().__init__(embeddings=embeddings)
+
+    def __call__(self, ids):
+        return self.embeddings[ids]
+
+
+class Masking(Layer):
+    def __init__(self, value=0.0):
+        self.value = value
+        super().__init__()
+
+    def __call__(self, x):
+        mask = (x != self.value).any(axis=-1)
+        return x * mask[..., None], mask
+
+
+class Recurrent(Layer):
+    """Base of the recurrent layers. One GEMM projects every timestep's input; then each step
+    multiplies the state by the recurrent kernel. At a masked step the state is kept, and the
+    output repeats the previous one, or is zero with ``zero_output_for_mask`` (as Keras)."""
+
+    bias = 0.0
+    zero_output_for_mask = False
+
+    def __init__(
+        self,
+        kernel,
+        recurrent_kernel,
+        bias=None,
+        activation=tanh,
+        recurrent_activation=sigmoid,
+        return_sequences=False,
+        go_backwards=False,
+    ):
+        self.activation, self.recurrent_activation = activation, recurrent_activation
+        self.return_sequences, self.go_backwards = return_sequences, go_backwards
+        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
+
+    def refresh(self):
+        super().refresh()
+        self.units = len(self.recurrent_kernel)
+        self.input_bias = self.bias
+
+    def initial_state(self, n):
+        return (np.zeros((n, self.units), dtype=np.float32),)
+
+    def __call__(self, x, mask=None):
+        n, steps, features = x.shape
+        time_major = np.ascontiguousarray(x.swapaxes(0, 1)).reshape(steps * n, features)
+        inputs = (time_major @ self.kernel + self.input_bias).reshape(steps, n, -1)
+        outputs = np.empty((n, steps, self.units), dtype=np.float32) if self.return_sequences else None
+        state = self.initial_state(n)
+        for i, t in enumerate(range(steps - 1, -1, -1) if self.go_backwards else range(steps)):
+            new = self.step(inputs[t], *state)
+            if mask is None:
+                state = new
+            else:
+                keep = mask[:, t, None]
+                state = tuple(np.where(keep, now, before) for now, before in zip(new, state, strict=True))
+            if outputs is None:
+                continue
+            outputs[:, i] = state[0]
+            if mask is not None and self.zero_output_for_mask:
+                outputs[:, i] *= keep
+        return state[0] if outputs is None else outputs
+
+
+class SimpleRNN(Recurrent):
+    def __init__(
+        self, kernel, recurrent_kernel, bias=None, activation=tanh, return_sequences=False, go_backwards=False
+    ):
+        super().__init__(kernel, recurrent_kernel, bias, activation, None, return_sequences, go_backwards)
+
+    def step(self, x, h):
+        return (self.activation(x + h @ self.recurrent_kernel),)
+
+
+class LSTM(Recurrent):
+    def initial_state(self, n):
+        return super().initial_state(n) * 2  # h and c
+
+    def step(self, x, h, c):
+        i, f, g, o = np.split(x + h @ self.recurrent_kernel, 4, axis=1)  # Keras order: i, f, c, o
+        gate = self.recurrent_activation
+        c = gate(f) * c + gate(i) * self.activation(g)
+        return gate(o) * self.activation(c), c
+
+
+class GRU(Recurrent):
+    """Keras gate order z, r, h. reset_after=True (Keras 3's default) keeps a separate recurrent
+    bias and resets after the matmul; reset_after=False resets the state before it."""
+
+    def __init__(self, kernel, recurrent_kernel, bias=None, reset_after=True, **options):
+        self.reset_after = reset_after
+        super().__init__(kernel, recurrent_kernel, bias, **options)
+
+    def refresh(self):
+        super().refresh()
+        # reset_after: rows (input bias, recurrent bias); otherwise one input bias, or none.
+        self.input_bias, self.recurrent_bias = self.bias if np.ndim(self.bias) == 2 else (self.bias, 0.0)
+        self.gate_kernel, self.candidate_kernel = np.split(self.recurrent_kernel, [2 * self.units], axis=1)
+
+    def step(self, x, h):
+        x_z, x_r, x_h = np.split(x, 3, axis=1)
+        if self.reset_after:
+            h_z, h_r, h_h = np.split(h @ self.recurrent_kernel + self.recurrent_bias, 3, axis=1)
+        else:
+            h_z, h_r = np.split(h @ self.gate_kernel, 2, axis=1)
+        z, r = self.recurrent_activation(x_z + h_z), self.recurrent_activation(x_r + h_r)
+        candidate = self.activation(x_h + (r * h_h if self.reset_after else (r * h) @ self.candidate_kernel))
+        return (z * h + (1.0 - z) * candidate,)
+
+
+class Bidirectional(Layer):
+    """Runs ``forward`` and ``backward`` (the same layer reading the other way) and merges them.
+    Its weights are theirs, prefixed ``forward_`` and ``backward_``."""
+
+    def __init__(self, forward, backward, merge="concat"):
+        self.forward, self.backward, self.merge = forward, backward, merge
+        for layer in (forward, backward):
+            layer.zero_output_for_mask = layer.return_sequences  # as Keras's Bidirectional forces
+        super().__init__()
+
+    @property
+    def weights(self):
+        return {f"{prefix}_{name}": w for prefix, layer in self.directions() for name, w in layer.weights.items()}
+
+    @weights.setter
+    def weights(self, arrays):
+        for prefix, layer in self.directions():
+            layer.weights = {name[len(prefix) + 1 :]: w for name, w in arrays.items() if name.startswith(prefix + "_")}
+
+    def directions(self):
+        return ("forward", self.forward), ("backward", self.backward)
+
+    def __call__(self, x, mask=None):
+        forward, backward = self.forward(x, mask), self.backward(x, mask)
+        if self.backward.return_sequences:
+            backward = backward[:, ::-1]  # back into input order
+        if self.merge == "concat":
+            return np.concatenate([forward, backward], axis=-1)
+        if self.merge == "sum":
+            return forward + backward
+        if self.merge == "mul":
+            return forward * backward
+        return (forward + backward) / 2

@@ -57,12 +57,12 @@ def main() -> int:
         layerdsl.set_weights(torch_model, weights)
         tx = torch.from_numpy(x)
 
-        def run_torch() -> None:
+        def run_torch(torch_model=torch_model, tx=tx) -> None:  # type: ignore[no-untyped-def]
             with torch.no_grad():
                 torch_model(tx)
 
         np.testing.assert_allclose(np_model(x), testing.run("torch", torch_model, model, x), atol=1e-5, rtol=1e-4)
-        t_np = median_ms(lambda: np_model(x), args.repeats)
+        t_np = median_ms(lambda np_model=np_model, x=x: np_model(x), args.repeats)
         t_torch = median_ms(run_torch, args.repeats)
         print(f"{name:<28}{t_np:>10.2f}{t_torch:>10.2f}{t_np / t_torch:>12.2f}x")
     return 0

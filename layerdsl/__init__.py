@@ -14,7 +14,7 @@ from .weights import get_weights, load_weights, save_weights, set_weights
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy so `import layerdsl` stays free of numpy
+def __getattr__(name: str):
     if name == "pad_sequences":
         from .preprocessing import pad_sequences
 
@@ -23,10 +23,10 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy so `import layerdsl` stays fr
 
 
 __all__ = [
+    "Layer",
     "LayerCheckError",
     "LayerDSLError",
     "LayerSyntaxError",
-    "Layer",
     "Model",
     "WeightsError",
     "build",

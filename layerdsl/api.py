@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .checker import check, model_name_from_path
 from .errors import LayerDSLError
 from .ir import Model
 from .parser import parse_syntax
 
-ModelOrText = Union[Model, str]
+ModelOrText = Model | str
 
 
 def parse(text: str, filename: str | None = None) -> Model:
@@ -45,7 +45,7 @@ def _model(model_or_text: ModelOrText) -> Model:
     raise TypeError(f"expected a layerdsl Model or .layers text, got {type(model_or_text).__name__}")
 
 
-def compile(model_or_text: ModelOrText, target: str) -> str:  # noqa: A001 - the product's verb
+def compile(model_or_text: ModelOrText, target: str) -> str:
     """Generate standalone Python source for ``target`` (keras, torch or numpy)."""
     from . import backends
 

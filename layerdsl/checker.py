@@ -224,7 +224,7 @@ class _Checker:
             )
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
-        for param, value in zip(positional, stmt.positionals):
+        for param, value in zip(positional, stmt.positionals, strict=False):
             values[param.name] = self._convert(value, param, stmt.name)
             spans[param.name] = value.span
         allowed = {p.name: p for p in spec.params if not p.positional}
@@ -513,4 +513,4 @@ def _example(name: str, spec: LayerSpec) -> str:
     return " ".join([name, *values])
 
 
-__all__ = ["check", "did_you_mean", "keras_snake_case", "model_name_from_path", "Weight"]
+__all__ = ["Weight", "check", "did_you_mean", "keras_snake_case", "model_name_from_path"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
-
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import LayerSyntaxError, Span
 
-Scalar = Union[int, float, str, bool, tuple[int, ...]]
+Scalar = int | float | str | bool | tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,7 @@ def _window_out(
     for axis in range(2):
         effective = (window[axis] - 1) * dilation[axis] + 1
         if pad == "valid" and effective > shape[axis]:
-            extent = "x".join(str((w - 1) * d + 1) for w, d in zip(window, dilation))
+            extent = "x".join(str((w - 1) * d + 1) for w, d in zip(window, dilation, strict=True))
             raise ShapeError(
                 f"`{kind}` {what} {extent} is larger than its {shape[0]}x{shape[1]} input",
                 hint="use a smaller window, or pad=same",

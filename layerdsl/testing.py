@@ -44,7 +44,7 @@ def random_weights(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
 def random_input(model: ir.Model, batch: int = 2, seed: int = 1, padding: str = "pre") -> np.ndarray:
     """A random batch in the layout Keras and NumPy models take (``Input.fed_shape``).
 
-    Token-id models get ids in ``[1, vocab)`` with padding zeros, and float
+    Token-id models get ids in ``[1, vocab)`` (``[0, 1)`` for a vocabulary of one) with padding zeros, and float
     sequence models that start with ``masking`` get padded timesteps: row i is
     padded by i steps (``pre``, ``post``, or ``random`` positions), so a batch
     has rows with no padding and rows with plenty.
@@ -53,7 +53,7 @@ def random_input(model: ir.Model, batch: int = 2, seed: int = 1, padding: str = 
     shape = (batch, *model.input.fed_shape)
     if model.input.dtype.startswith("int"):
         vocab = next((layer.args["vocab"] for layer in model.layers if layer.kind == "embedding"), 2)
-        x = rng.integers(1, max(vocab, 2), shape).astype(model.input.dtype)
+        x = rng.integers(1 if vocab > 1 else 0, vocab, shape).astype(model.input.dtype)
         _pad(x, rng, padding, value=0)
         return x
     x = rng.normal(0.0, 1.0, shape).astype(np.float32)

@@ -55,7 +55,6 @@ CASES = {
     "flatten_through_equivariant": "input 5x4x3\nconv2d 4 2 | flatten | dropout 0.3 | batchnorm | relu | softmax | dense 6",
     "flatten_at_output": "input 4x3x2\nconv2d 3 2 | flatten",
     "flatten_then_activation_output": "input 4x3x2\nconv2d 3 2 | flatten | sigmoid",
-    "flatten_rank1_noop": "dense 4 in=3 | flatten | dense 2",
     "dropout_identity": "dense 5 in=3 | dropout 0.9",
     "image_output_softmax": "input 5x5x3\nconv2d 4 1 | softmax",
     # input layouts
@@ -104,3 +103,59 @@ def test_weights_move_between_backends(source, tmp_path):
         assert got.keys() == weights.keys()
         for key in weights:
             np.testing.assert_array_equal(got[key], weights[key])
+
+
+# --- sequences: masks from pre-, post- and arbitrarily padded batches ---------------------------
+
+SEQUENCE_CASES = {
+    "sentiment_lstm": "input 7 dtype=int32\nembedding 50 6 mask_zero=true\nlstm 5\ndense 1 | sigmoid",
+    "lstm_sequences": "input 7 dtype=int32\nembedding 50 6 mask_zero=true\nlstm 5 return_sequences=true",
+    "lstm_backwards": "input 7 dtype=int32\nembedding 50 6 mask_zero=true\nlstm 5 go_backwards=true return_sequences=true",
+    "gru_stack": "input 7x3\nmasking 0.0\nlstm 5 return_sequences=true\ngru 4\ndense 3 | softmax",
+    "gru_no_reset_after": "input 7x3\nmasking\ngru 4 reset_after=false return_sequences=true",
+    "simplernn_relu": "input 7x3\nmasking\nsimplernn 4 activation=relu",
+    "lstm_custom_activations": "input 7x3\nmasking\nlstm 4 activation=elu recurrent_activation=tanh",
+    "lstm_no_bias": "input 7x3\nmasking\nlstm 4 bias=false unit_forget_bias=false",
+    "mask_through_dense": "input 7x3\nmasking\ndense 6 | dropout 0.2 | relu\ngru 4",
+    "masked_mean": "input 7 dtype=int32\nembedding 50 6 mask_zero=true\nglobalavgpool1d\ndense 2",
+    **{
+        f"bidirectional_{merge}": f"input 7 dtype=int32\nembedding 50 6 mask_zero=true\nbidirectional lstm 4 merge={merge}"
+        for merge in ("concat", "sum", "mul", "ave")
+    },
+    "bidirectional_gru_sequences": "input 7x3\nmasking\nbidirectional gru 4 return_sequences=true\nlstm 3",
+    "bidirectional_simplernn_unmasked": "input 7x3\nbidirectional simplernn 4 return_sequences=true merge=ave",
+    "unmasked_lstm": "input 7x3\nlstm 5 return_sequences=true\nlstm 3",
+    "text_cnn": "input 12 dtype=int32\nembedding 50 6\nconv1d 8 3 activation=relu\nmaxpool1d 2\nglobalmaxpool1d\ndense 2",
+    "conv1d_causal_dilated": "input 12x3\nconv1d 4 3 pad=causal dilation=2",
+    "conv1d_same_strided": "input 11x3\nconv1d 4 4 stride=2 pad=same",
+    "pools_1d_same": "input 11x3\nmaxpool1d 2 pad=same\navgpool1d 3 stride=1 pad=same\nglobalavgpool1d",
+    "global_pools_2d": "input 5x6x3\nconv2d 4 2 | globalmaxpool | dense 2",
+    "global_avg_2d": "input 5x6x3\nglobalavgpool",
+    "batchnorm_on_sequences": "input 7x3\nmasking\nbatchnorm\nlstm 4",
+}
+
+
+@pytest.mark.parametrize("padding", ["pre", "post", "random"])
+@pytest.mark.parametrize("text", SEQUENCE_CASES.values(), ids=SEQUENCE_CASES.keys())
+def test_sequence_backends_agree(text, padding):
+    testing.assert_backends_agree(text, TARGETS, batch=4, padding=padding)
+
+
+@pytest.mark.parametrize("name", ["sentiment", "text_cnn", "masked_timeseries"])
+def test_sequence_examples_agree(name):
+    for padding in ("pre", "post"):
+        testing.assert_backends_agree(layerdsl.load(EXAMPLES / f"{name}.layers"), TARGETS, batch=4, padding=padding)
+
+
+@pytest.mark.parametrize(("name", "count"), [("vgg16", 138_357_544), ("mnist_convnet", 34_826)])
+def test_live_parameter_counts_equal_keras(name, count):
+    model = layerdsl.load(EXAMPLES / f"{name}.layers")
+    assert model.total_params == count
+    if "torch" in TARGETS:
+        net = layerdsl.build(model, target="torch")
+        assert sum(p.numel() for p in net.parameters() if p.requires_grad) == count
+        del net
+    if "keras" in TARGETS:
+        net = layerdsl.build(model, target="keras")
+        assert net.count_params() == count
+        del net

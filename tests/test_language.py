@@ -28,8 +28,8 @@ def test_newlines_pipes_comments_and_blank_lines_are_equivalent():
     lined = layerdsl.parse(
         "# a comment\n\ninput 8x8x3   # trailing comment\r\nconv2d 4 3\n| relu\nflatten\n\ndense 2\n\n"
     )
-    assert [(l.kind, l.args, l.output_shape) for l in piped.layers] == [
-        (l.kind, l.args, l.output_shape) for l in lined.layers
+    assert [(layer.kind, layer.args, layer.output_shape) for layer in piped.layers] == [
+        (layer.kind, layer.args, layer.output_shape) for layer in lined.layers
     ]
 
 
@@ -55,7 +55,7 @@ def test_model_name_defaults_to_file_stem_and_can_be_set():
 
 def test_default_layer_names_follow_keras():
     model = layerdsl.parse("input 8x8x1\nconv2d 2 3 | maxpool 2 | avgpool 1 | conv2d 2 1 | flatten | dense 3 | dense 2 | softmax")
-    assert [l.name for l in model.layers] == [
+    assert [layer.name for layer in model.layers] == [
         "conv2d", "max_pooling2d", "average_pooling2d", "conv2d_1", "flatten", "dense", "dense_1", "activation",
     ]
     assert keras_snake_case("BatchNormalization") == "batch_normalization"
@@ -63,7 +63,7 @@ def test_default_layer_names_follow_keras():
 
 def test_explicit_names_are_kept_and_defaults_skip_them():
     model = layerdsl.parse("dense 4 in=3 name=dense_1 | dense 2 | dense 2")
-    assert [l.name for l in model.layers] == ["dense_1", "dense", "dense_2"]
+    assert [layer.name for layer in model.layers] == ["dense_1", "dense", "dense_2"]
 
 
 def test_channels_first_input_is_stored_channels_last():
@@ -261,3 +261,13 @@ def test_long_line_errors_stay_readable():
 def test_statement_source_is_canonical():
     model = layerdsl.parse('input 8x8x1\nconv2d   4   3x3   pad=same name=c1   # hi')
     assert model.layers[0].source == "conv2d 4 3x3 pad=same name=c1"
+
+
+def test_flatten_of_a_vector_is_refused():
+    err = error_of("dense 4 in=3 | flatten")
+    assert "nothing to flatten" in err.message
+    assert "return_sequences=true" in err.hint
+
+
+def test_missing_positional_hint_shows_an_example():
+    assert error_of("input 8x8x1\nconv2d").hint == "write e.g. `conv2d 32 3`"

@@ -17,13 +17,13 @@ def error_of(text: str) -> LayerDSLError:
 
 def test_issue_examples_shapes_and_masks():
     model = layerdsl.parse(SENTIMENT)
-    assert [l.output_shape for l in model.layers] == [(100, 64), (32,), (1,), (1,)]
-    assert [(l.input_masked, l.output_masked) for l in model.layers] == [
+    assert [layer.output_shape for layer in model.layers] == [(100, 64), (32,), (1,), (1,)]
+    assert [(layer.input_masked, layer.output_masked) for layer in model.layers] == [
         (False, True), (True, False), (False, False), (False, False),
     ]
     model = layerdsl.parse(TIMESERIES)
-    assert [l.output_shape for l in model.layers] == [(50, 8), (50, 32), (16,), (3,), (3,)]
-    assert [l.input_masked for l in model.layers] == [False, True, True, False, False]
+    assert [layer.output_shape for layer in model.layers] == [(50, 8), (50, 32), (16,), (3,), (3,)]
+    assert [layer.input_masked for layer in model.layers] == [False, True, True, False, False]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_mask_passes_through_dense_and_dropout_to_the_lstm():
 
 def test_consumed_mask_stops():
     model = layerdsl.parse("input 30x4\nmasking\nlstm 4 return_sequences=true\nlstm 2\ndense 1")
-    assert [l.output_masked for l in model.layers] == [True, True, False, False]
+    assert [layer.output_masked for layer in model.layers] == [True, True, False, False]
     model = layerdsl.parse("input 30x4\nmasking\nglobalavgpool1d\ndense 1")
     assert not model.layers[-1].input_masked
 

@@ -723,7 +723,9 @@ def _source(model: ir.Model) -> str:
     uses_functional = bool(helpers) or any("F." in line for line in lines)
 
     w = codegen.SourceWriter()
-    w.line(codegen.module_docstring(model, "PyTorch", "Needs only torch; image tensors are (N, C, H, W)."))
+    images = any(len(layer.input_shape) == 3 or len(layer.output_shape) == 3 for layer in model.layers)
+    note = "Needs only torch; image tensors are (N, C, H, W)." if images else "Needs only torch."
+    w.line(codegen.module_docstring(model, "PyTorch", note))
     w.blank()
     w.line("import torch")
     if uses_functional:
@@ -742,7 +744,9 @@ def _source(model: ir.Model) -> str:
     out = codegen.shape_comment(torch_shape(model.output_shape))
     w.line(f"class {class_name}(nn.Module):")
     with w.indent():
-        w.line(f'"""{model.name}: maps {fed} to {out}, as the Keras model does (images channels-first)."""')
+        images = any(len(shape) == 3 for shape in (model.input.shape, model.output_shape))
+        note = " (images channels-first)" if images else ""
+        w.line(f'"""{model.name}: maps {fed} to {out}, as the Keras model does{note}."""')
         w.blank()
         w.line("def __init__(self) -> None:")
         with w.indent():

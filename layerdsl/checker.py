@@ -6,21 +6,26 @@ value) and, where one exists, suggests the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import keyword
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LayerCheckError, Span
-from .ir import Args, Input, Layer, Model, Shape, Weight
-from .parser import Program, Statement, Value
+from .ir import INPUT_NAME, Args, Input, Layer, Model, Shape, Weight
+from .parser import Item, Option, Program, Reference, Statement, Value
 from .specs import DIRECTIVES, MAX_DIM, REGISTRY, LayerSpec, Param, ShapeError, shape_text
 
 INPUT_DTYPES = ("float32", "int32", "int64")
 INPUT_LAYOUTS = ("channels_last", "channels_first")
 MAX_ELEMENTS = 2**31 - 1  # per example activation or per weight tensor
+MAX_REPEAT = 10_000
+MAX_BLOCK_DEPTH = 64
+MAX_NESTING_TOTAL = 160  # bodies within block calls within bodies...: bounds the checker's recursion
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESERVED_NAMES = frozenset({"input", "inputs", "x", "model", "self"})
 
@@ -63,50 +68,277 @@ class _Checker:
         self.input: Input | None = None
         self.layers: list[Layer] = []
         self.used_names: set[str] = set()
-        self.name_counts: dict[str, int] = {}
+        self.instances: set[str] = set()
+        self.depth = 0
 
     def run(self, program: Program, source: str) -> Model:
-        explicit_names = self._explicit_names(program.statements)
-        pending: list[tuple[Statement, LayerSpec, dict[str, Any]]] = []
-        for stmt in program.statements:
-            if stmt.name == "model":
-                self._model_directive(stmt, seen_layers=bool(pending))
-            elif stmt.name == "input":
-                self._input_directive(stmt, seen_layers=bool(pending))
+        items = list(program.statements)
+        self.explicit_names = _explicit_names(items)
+        self.blocks: dict[str, _BlockDef] = {}
+        body: list[Item] = []
+        seen_layers = False
+        for item in items:
+            if isinstance(item, Statement) and item.name == "model":
+                self._model_directive(item, seen_layers)
+            elif isinstance(item, Statement) and item.name == "input":
+                self._input_directive(item, seen_layers)
+            elif isinstance(item, Statement) and item.name == "block":
+                self._define_block(item)
             else:
-                spec = self._lookup(stmt)
-                pending.append((stmt, spec, self._bind_args(stmt, spec)))
-        if not pending:
-            span = program.statements[-1].span if program.statements else Span(1, 1, 1, 1)
+                seen_layers = True
+                body.append(item)
+        if not body:
+            span = items[-1].span if items else Span(1, 1, 1, 1)
             raise LayerCheckError(
                 "the model has no layers",
                 span=span,
                 hint="write at least one layer, e.g. `dense 10 in=20`",
             )
-        self._settle_input(pending)
+        self._settle_input(body[0])
         assert self.input is not None
-        shape = self.input.shape
-        prev: Layer | None = None
-        self.dtype = self.input.dtype
-        self.mask_origin: Layer | None = None
-        for index, (stmt, spec, values) in enumerate(pending):
-            if index > 0 and values.get("in") is not None:
-                raise self._error_at_option(
-                    stmt,
-                    "in",
-                    "`in=` sets the model's input size and is allowed only on the first layer",
-                    hint="remove `in=`; this layer's input size comes from the layer before it",
+        model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
+        output = self._run_items(body, _Scope.top(), model_input)
+        self._check_all_used(output)
+        return Model(self.model_name, self.input, tuple(self.layers), self.filename, source, output=output.name)
+
+    # --- evaluation: statements act on the current tensor ------------------------------
+
+    def _run_items(self, items: Iterable[Item], scope: _Scope, current: _Tensor) -> _Tensor:
+        self.depth += 1
+        try:
+            return self._run_items_at_depth(items, scope, current)
+        finally:
+            self.depth -= 1
+
+    def _run_items_at_depth(self, items: Iterable[Item], scope: _Scope, current: _Tensor) -> _Tensor:
+        if self.depth > MAX_NESTING_TOTAL:
+            item = next(iter(items), None)
+            span = item.span if item is not None else Span(1, 1, 1, 1)
+            raise LayerCheckError(
+                f"bodies and block calls nest more than {MAX_NESTING_TOTAL} deep",
+                span=span,
+                hint="flatten the structure: fewer nested blocks, or `repeat`",
+            )
+        for item in items:
+            if isinstance(item, Reference):
+                current = scope.tap(item.name, item.span)
+                continue
+            stmt = item
+            if stmt.name in ("model", "input", "block"):
+                where = "before the first layer" if stmt.name != "block" else "at the top level"
+                raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
+            if stmt.name == "tap":
+                self._tap(stmt, scope, current)
+            elif stmt.name == "repeat":
+                current = self._repeat(stmt, scope, current)
+            elif stmt.name == "residual":
+                current = self._residual(stmt, scope, current)
+            elif stmt.name in self.blocks:
+                current = self._call_block(stmt, scope, current)
+            else:
+                spec = self._lookup(stmt)
+                if spec.merge:
+                    current = self._merge(stmt, spec, scope, current)
+                else:
+                    self._no_bodies(stmt)
+                    self._no_refs(stmt)
+                    values = self._bind_args(stmt, spec)
+                    current = self._add_layer(stmt, spec, values, [current], scope)
+        return current
+
+    def _tap(self, stmt: Statement, scope: _Scope, current: _Tensor) -> None:
+        self._no_bodies(stmt)
+        if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
+            raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
+        scope.taps[self._identifier(stmt.positionals[0], "tap name")] = current
+
+    def _repeat(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
+        if len(stmt.positionals) != 1 or stmt.positionals[0].kind != "int" or stmt.options or len(stmt.bodies) != 1:
+            raise LayerCheckError(
+                "`repeat` takes a count and one body", span=stmt.span, hint="write e.g. `repeat 3 { conv_bn 64 }`"
+            )
+        count = int(stmt.positionals[0].value)  # type: ignore[arg-type]
+        if not 1 <= count <= MAX_REPEAT:
+            raise LayerCheckError(
+                f"invalid value for the repeat count: expected 1 <= count <= {MAX_REPEAT:,}; received {count}",
+                span=stmt.positionals[0].span,
+            )
+        for _ in range(count):
+            current = self._run_items(stmt.bodies[0], scope, current)
+        return current
+
+    def _residual(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
+        """`residual { f }` is x + f(x); a second body `{ g }` makes it g(x) + f(x)."""
+        if stmt.positionals or not 1 <= len(stmt.bodies) <= 2:
+            raise LayerCheckError(
+                "`residual` takes a body, and optionally a shortcut body",
+                span=stmt.span,
+                hint="write e.g. `residual { conv_bn 64 | conv_bn 64 }` or `residual { ... } { conv2d 64 1 }`",
+            )
+        project = False
+        for opt in stmt.options:
+            if opt.key != "project":
+                raise LayerCheckError(
+                    f"unknown option `{opt.key}` for `residual`",
+                    span=opt.key_span,
+                    hint=did_you_mean(opt.key, ["project"]) or "`residual` takes project=true|false",
                 )
-            layer = self._layer(stmt, spec, values, shape, prev, explicit_names)
-            self.layers.append(layer)
-            shape = layer.output_shape
-            prev = layer
-            self.dtype = "float32"
-            if not layer.output_masked:
-                self.mask_origin = None
-            elif not layer.input_masked:
-                self.mask_origin = layer
-        return Model(self.model_name, self.input, tuple(self.layers), self.filename, source)
+            project = self._convert(opt.value, Param("project", "bool"), "residual")
+        main = self._run_items(stmt.bodies[0], scope, current)
+        if len(stmt.bodies) == 2:
+            shortcut = self._run_items(stmt.bodies[1], scope, current)
+        elif project and main.shape != current.shape:
+            shortcut = self._projection(stmt, scope, current, main)
+        else:
+            shortcut = current
+        return self._add_layer(stmt, REGISTRY["add"], {"__spans__": {}}, [shortcut, main], scope)
+
+    def _projection(self, stmt: Statement, scope: _Scope, x: _Tensor, target: _Tensor) -> _Tensor:
+        """ResNet's projection shortcut: a strided 1x1 conv and batchnorm to the main path's shape."""
+        if len(x.shape) != 3 or len(target.shape) != 3:
+            raise LayerCheckError("`project=true` needs image tensors on both paths", span=stmt.name_span)
+        strides = []
+        for axis in range(2):
+            stride = -(-x.shape[axis] // target.shape[axis])
+            if -(-x.shape[axis] // stride) != target.shape[axis]:
+                raise LayerCheckError(
+                    f"`project=true` cannot map {shape_text(x.shape)} to {shape_text(target.shape)} with a strided conv",
+                    span=stmt.name_span,
+                    hint="write the shortcut yourself as a second body: `residual { ... } { ... }`",
+                )
+            strides.append(stride)
+        span = stmt.name_span
+        conv = Statement(
+            "conv2d",
+            span,
+            (Value("int", target.shape[2], span), Value("int", 1, span)),
+            (Option("stride", Value("dims", tuple(strides), span), span, span),
+             Option("pad", Value("name", "same", span), span, span)),
+            stmt.span,
+        )
+        out = self._add_layer(conv, REGISTRY["conv2d"], self._bind_args(conv, REGISTRY["conv2d"]), [x], scope)
+        norm = Statement("batchnorm", span, (), (), stmt.span)
+        return self._add_layer(norm, REGISTRY["batchnorm"], self._bind_args(norm, REGISTRY["batchnorm"]), [out], scope)
+
+    def _merge(self, stmt: Statement, spec: LayerSpec, scope: _Scope, current: _Tensor) -> _Tensor:
+        refs = [scope.tap(str(v.value), v.span) for v in stmt.positionals if v.kind == "ref"]
+        branches = [self._run_items(body, scope, current) for body in stmt.bodies]
+        inputs = [*branches, *refs] if branches else [current, *refs]
+        if len(inputs) < 2:
+            raise LayerCheckError(
+                f"`{stmt.name}` merges two or more tensors",
+                span=stmt.name_span,
+                hint=f"write branches in braces, `{stmt.name} {{ }} {{ conv2d 64 3 }}`, or refer to taps: `{stmt.name} @skip`",
+            )
+        plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
+                          stmt.options, stmt.span)
+        return self._add_layer(stmt, spec, self._bind_args(plain, spec), inputs, scope)
+
+    # --- blocks ------------------------------------------------------------------------
+
+    def _define_block(self, stmt: Statement) -> None:
+        if not stmt.positionals or stmt.positionals[0].kind != "name" or len(stmt.bodies) != 1:
+            raise LayerCheckError(
+                "`block` takes a name, its parameters, and one body",
+                span=stmt.span,
+                hint="write e.g. `block conv_bn filters k=3 stride=1 { conv2d filters k stride=stride | batchnorm | relu }`",
+            )
+        head = stmt.positionals[0]
+        name = self._identifier(head, "block name")
+        if name in REGISTRY or name in DIRECTIVES:
+            raise LayerCheckError(f"`{name}` is a layer name; a block needs a name of its own", span=head.span)
+        if name in self.blocks:
+            first = self.blocks[name].span.line
+            raise LayerCheckError(f"block `{name}` is defined twice", span=head.span, notes=(f"first defined on line {first}",))
+        params: list[str] = []
+        for value in stmt.positionals[1:]:
+            params.append(self._identifier(value, "block parameter"))
+        defaults: dict[str, Value] = {}
+        for opt in stmt.options:
+            if opt.key == "name":
+                raise LayerCheckError("`name` is reserved: a block call's `name=` names the instance", span=opt.key_span)
+            defaults[opt.key] = opt.value
+        names = [*params, *defaults]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise LayerCheckError(f"block parameter `{duplicate}` is given twice", span=stmt.span)
+        self.blocks[name] = _BlockDef(name, tuple(params), defaults, stmt.bodies[0], head.span)
+
+    def _call_block(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
+        block = self.blocks[stmt.name]
+        chain = scope.block_names()
+        if block.name in chain:
+            cycle = " -> ".join([*chain[chain.index(block.name):], block.name])
+            raise LayerCheckError(f"block `{block.name}` uses itself: {cycle}", span=stmt.name_span,
+                                  hint="blocks cannot be recursive; write the repetition with `repeat N { ... }`")
+        self._no_bodies(stmt)
+        bound: dict[str, Value] = {}
+        if len(stmt.positionals) > len(block.params):
+            extra = stmt.positionals[len(block.params)]
+            raise LayerCheckError(
+                f"block `{block.name}` takes {len(block.params)} positional argument"
+                f"{'s' if len(block.params) != 1 else ''} ({', '.join(p.upper() for p in block.params) or 'none'})",
+                span=extra.span,
+            )
+        bound.update(zip(block.params, stmt.positionals, strict=False))
+        instance = None
+        for opt in stmt.options:
+            if opt.key == "name":
+                instance = self._identifier(opt.value, "block instance name")
+            elif opt.key in block.params or opt.key in block.defaults:
+                if opt.key in bound:
+                    raise LayerCheckError(f"`{opt.key}` is given twice", span=opt.key_span)
+                bound[opt.key] = opt.value
+            else:
+                raise LayerCheckError(
+                    f"unknown option `{opt.key}` for block `{block.name}`",
+                    span=opt.key_span,
+                    hint=did_you_mean(opt.key, [*block.params, *block.defaults, "name"])
+                    or f"block `{block.name}` takes: {', '.join([*block.params, *block.defaults]) or 'no arguments'}",
+                )
+        for param in block.params:
+            if param not in bound:
+                raise LayerCheckError(
+                    f"block `{block.name}` needs its {param.upper()} argument",
+                    span=stmt.name_span,
+                    hint=f"write e.g. `{block.name} {' '.join(p.upper() for p in block.params)}`",
+                )
+        for key, value in block.defaults.items():
+            bound.setdefault(key, value)
+        if instance is None:
+            instance = scope.fresh_local(block.name, self._instance_unavailable)
+        elif scope.prefixed(instance) in self.instances | self.used_names:
+            raise LayerCheckError(f"name `{scope.prefixed(instance)}` is used twice", span=stmt.span)
+        self.instances.add(scope.prefixed(instance))
+        inner = scope.child(instance, block.name, stmt)
+        body = tuple(_substitute(item, bound) for item in block.body)
+        try:
+            return self._run_items(body, inner, current)
+        except LayerCheckError as exc:
+            exc.notes = (*exc.notes, f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
+            raise
+
+    # --- layers ------------------------------------------------------------------------
+
+    def _no_bodies(self, stmt: Statement) -> None:
+        if stmt.bodies:
+            raise LayerCheckError(
+                f"`{stmt.name}` takes no body in braces",
+                span=stmt.name_span,
+                hint="bodies go with residual, repeat, block, and the merges add, concat, multiply, average",
+            )
+
+    def _no_refs(self, stmt: Statement) -> None:
+        for value in stmt.positionals:
+            if value.kind == "ref":
+                raise LayerCheckError(
+                    f"`{stmt.name}` reads one tensor; `@{value.value}` can only feed a merge",
+                    span=value.span,
+                    hint=f"switch to the tapped tensor with `@{value.value}` on its own, or merge: `concat @{value.value}`",
+                )
+
+    def _instance_unavailable(self, name: str) -> bool:
+        return name in self.instances or name in self.used_names or name in self.explicit_names
 
     # --- directives ------------------------------------------------------------------
 
@@ -171,11 +403,16 @@ class _Checker:
         self._check_elements(dims, value.span, "the input", " per example")
         self.input = Input(dims, dtype, layout, stmt.span, declared=True)
 
-    def _settle_input(self, pending: list[tuple[Statement, LayerSpec, dict[str, Any]]]) -> None:
-        stmt, spec, values = pending[0]
-        size = values.get("in")
+    def _settle_input(self, first: Item) -> None:
+        """The model input: from `input`, or from the first layer's `in=N`."""
+        stmt = first if isinstance(first, Statement) else None
+        spec = REGISTRY.get(stmt.name) if stmt is not None else None
+        size = None
+        if stmt is not None and spec is not None and spec.takes_input_size and not stmt.bodies:
+            size = self._bind_args(stmt, spec).get("in")
         if self.input is not None:
             if size is not None and self.input.shape != (size,):
+                assert stmt is not None
                 raise self._error_at_option(
                     stmt,
                     "in",
@@ -188,11 +425,13 @@ class _Checker:
             self.input = Input((size,), "float32", "channels_last", None, declared=False)
             return
         hint = "start the model with `input SHAPE`, e.g. `input 28x28x1` (height x width x channels)"
-        if spec.takes_input_size:
-            hint = f"add `in=N` to the first `{stmt.name}`, or start the model with `input N`"
+        name = first.name if isinstance(first, Statement) else first.source()
+        if spec is not None and spec.takes_input_size:
+            hint = f"add `in=N` to the first `{name}`, or start the model with `input N`"
+        span = first.name_span if isinstance(first, Statement) else first.span
         raise LayerCheckError(
-            f"missing input shape: the first layer `{stmt.name}` cannot know its input size",
-            span=stmt.name_span,
+            f"missing input shape: the first layer `{name}` cannot know its input size",
+            span=span,
             hint=hint,
         )
 
@@ -302,37 +541,48 @@ class _Checker:
         values["__spans__"].update(inner_spans)
         return values
 
-    def _layer(
-        self,
-        stmt: Statement,
-        spec: LayerSpec,
-        values: dict[str, Any],
-        shape: Shape,
-        prev: Layer | None,
-        explicit_names: set[str],
-    ) -> Layer:
+    def _add_layer(
+        self, stmt: Statement, spec: LayerSpec, values: dict[str, Any], inputs: list[_Tensor], scope: _Scope
+    ) -> _Tensor:
         spans: dict[str, Span] = values.pop("__spans__")
         given_name = values.pop("name", None)
+        if values.get("in") is not None and self.layers:
+            raise self._error_at_option(
+                stmt,
+                "in",
+                "`in=` sets the model's input size and is allowed only on the first layer",
+                hint="remove `in=`; this layer's input size comes from the layer before it",
+            )
         args = Args(tuple((k, v) for k, v in values.items()))
-        self._check_dtype(stmt, spec)
-        masked = self.mask_origin is not None
-        if masked and not spec.supports_mask:
-            origin = self.mask_origin
-            assert origin is not None
+        for tensor in inputs:
+            self._check_dtype(stmt, spec, tensor)
+        origins = [t.mask_origin for t in inputs if t.mask_origin is not None]
+        masked = bool(origins)
+        if masked and (not spec.supports_mask or len(inputs) > 1):
+            origin = origins[0]
             raise LayerCheckError(
                 f"`{stmt.name}` cannot use the mask made by `{origin.source}` on line {origin.span.line}",
                 span=stmt.name_span,
                 hint="Keras would drop the mask with only a warning, so padding would count as data; consume it "
                 "first (lstm, gru, simplernn, bidirectional, globalavgpool1d) or remove the mask",
             )
+        shape = inputs[0].shape
         try:
-            spec.validate(args, shape)
-            out_shape = spec.output_shape(args, shape)
-            weights = spec.weights(args, shape)
+            if spec.merge:
+                out_shape = spec.merge_shape(args, tuple(t.shape for t in inputs))
+                weights: tuple[Weight, ...] = ()
+            else:
+                spec.validate(args, shape)
+                out_shape = spec.output_shape(args, shape)
+                weights = spec.weights(args, shape)
         except ShapeError as exc:
             span = spans.get(exc.option, stmt.name_span) if exc.option else stmt.name_span
-            origin = f"`{prev.source.split()[0]}` on line {prev.span.line}" if prev else "the model input"
-            notes = (f"the input shape {shape_text(shape)} comes from {origin}",)
+            if len(inputs) == 1:
+                notes: tuple[str, ...] = (f"the input shape {shape_text(shape)} comes from {inputs[0].origin()}",)
+            else:
+                notes = tuple(
+                    f"branch {i + 1} {shape_text(t.shape)} comes from {t.origin()}" for i, t in enumerate(inputs)
+                )
             raise LayerCheckError(exc.message, span=span, hint=exc.hint, notes=notes) from None
         for d in out_shape:
             if d < 1:
@@ -342,12 +592,14 @@ class _Checker:
         self._check_elements(out_shape, stmt.name_span, f"the output of `{stmt.name}`", " per example")
         for weight in weights:
             self._check_elements(weight.shape, stmt.name_span, f"`{stmt.name}`'s {weight.name}")
-        name = given_name if given_name is not None else self._default_name(spec.keras_type, explicit_names)
         if given_name is not None:
-            if given_name in self.used_names:
-                raise LayerCheckError(f"layer name `{given_name}` is used twice", span=spans["name"])
-            self.used_names.add(given_name)
-        return Layer(
+            name = scope.prefixed(given_name)
+            if name in self.used_names:
+                raise LayerCheckError(f"layer name `{name}` is used twice", span=spans["name"])
+        else:
+            name = scope.fresh_name(keras_snake_case(spec.keras_type), self._name_unavailable)
+        self.used_names.add(name)
+        layer = Layer(
             kind=spec.kind,
             name=name,
             args=args,
@@ -359,42 +611,45 @@ class _Checker:
             keras_type=spec.keras_type,
             input_masked=masked,
             output_masked=spec.output_mask(args, masked),
+            inputs=tuple(t.name for t in inputs),
+            block=scope.chain,
+            input_shapes=tuple(t.shape for t in inputs) if spec.merge else (),
         )
+        self.layers.append(layer)
+        mask_origin = None
+        if layer.output_masked:
+            mask_origin = origins[0] if origins else layer
+        return _Tensor(name, out_shape, "float32", mask_origin, layer)
 
-    def _check_dtype(self, stmt: Statement, spec: LayerSpec) -> None:
-        is_int = self.dtype.startswith("int")
+    def _name_unavailable(self, name: str) -> bool:
+        return name in self.used_names or name in self.explicit_names or name in self.blocks
+
+    def _check_all_used(self, output: _Tensor) -> None:
+        used = {output.name} | {name for layer in self.layers for name in layer.inputs}
+        for layer in self.layers:
+            if layer.name not in used:
+                raise LayerCheckError(
+                    f"the output of `{layer.source.split()[0]}` ({layer.name}) is never used",
+                    span=layer.span,
+                    hint="a branch that goes nowhere: merge it (add, concat, ...) or remove it",
+                )
+
+    def _check_dtype(self, stmt: Statement, spec: LayerSpec, tensor: _Tensor) -> None:
+        is_int = tensor.dtype.startswith("int")
         if spec.input_dtype == "int" and not is_int:
             raise LayerCheckError(
-                f"`{stmt.name}` needs integer token ids, but its input is {self.dtype}",
+                f"`{stmt.name}` needs integer token ids, but its input is {tensor.dtype}",
                 span=stmt.name_span,
                 hint="an embedding comes first, on an integer input: `input 100 dtype=int32`",
             )
         if spec.input_dtype == "float" and is_int:
             raise LayerCheckError(
-                f"`{stmt.name}` needs float input, but the model input is {self.dtype}",
+                f"`{stmt.name}` needs float input, but the model input is {tensor.dtype}",
                 span=stmt.name_span,
                 hint="integer inputs are token ids for an `embedding`; for other data use `dtype=float32`",
             )
 
     # --- helpers ---------------------------------------------------------------------
-
-    def _explicit_names(self, statements: tuple[Statement, ...]) -> set[str]:
-        return {
-            str(o.value.value)
-            for s in statements
-            for o in s.options
-            if o.key == "name" and o.value.kind == "name"
-        }
-
-    def _default_name(self, keras_type: str, explicit_names: set[str]) -> str:
-        base = keras_snake_case(keras_type)
-        while True:
-            n = self.name_counts.get(base, 0)
-            self.name_counts[base] = n + 1
-            name = base if n == 0 else f"{base}_{n}"
-            if name not in self.used_names and name not in explicit_names:
-                self.used_names.add(name)
-                return name
 
     def _identifier(self, value: Value, what: str) -> str:
         if value.kind != "name" or not _IDENTIFIER.match(str(value.value)):
@@ -484,6 +739,113 @@ class _Checker:
     def _error_at_option(self, stmt: Statement, key: str, message: str, hint: str | None = None) -> LayerCheckError:
         span = next((o.span for o in stmt.options if o.key == key), stmt.name_span)
         return LayerCheckError(message, span=span, hint=hint)
+
+
+@dataclass
+class _Tensor:
+    """A tensor during checking: the layer that made it (or the model input), shape, dtype, mask."""
+
+    name: str
+    shape: Shape
+    dtype: str
+    mask_origin: Layer | None
+    layer: Layer | None
+
+    def origin(self) -> str:
+        if self.layer is None:
+            return "the model input"
+        return f"`{self.layer.source.split()[0]}` on line {self.layer.span.line}"
+
+
+@dataclass
+class _BlockDef:
+    name: str
+    params: tuple[str, ...]
+    defaults: dict[str, Value]
+    body: tuple[Item, ...]
+    span: Span
+
+
+@dataclass
+class _Scope:
+    """Where statements run: the top level, or one block instance (its name prefix and taps)."""
+
+    prefix: str
+    chain: tuple[str, ...]
+    names: tuple[str, ...]  # block names in the call chain, for recursion checks
+    parent: _Scope | None
+    taps: dict[str, _Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def top() -> _Scope:
+        return _Scope("", (), (), None)
+
+    def block_names(self) -> list[str]:
+        return list(self.names)
+
+    def child(self, instance: str, block: str, stmt: Statement) -> _Scope:
+        if len(self.chain) >= MAX_BLOCK_DEPTH:
+            raise LayerCheckError(f"blocks nest more than {MAX_BLOCK_DEPTH} deep", span=stmt.name_span)
+        name = self.prefixed(instance)
+        return _Scope(name, (*self.chain, name), (*self.names, block), self)
+
+    def prefixed(self, name: str) -> str:
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    def fresh_name(self, base: str, unavailable: Callable[[str], bool]) -> str:
+        """Keras-style `base`, `base_1`, ... within this scope, prefixed by the block instance."""
+        return self.prefixed(self.fresh_local(base, unavailable))
+
+    def fresh_local(self, base: str, unavailable: Callable[[str], bool]) -> str:
+        """The next free `base`, `base_1`, ... in this scope, without the instance prefix."""
+        while True:
+            n = self.counts.get(base, 0)
+            self.counts[base] = n + 1
+            local = base if n == 0 else f"{base}_{n}"
+            if not unavailable(self.prefixed(local)):
+                return local
+
+    def tap(self, name: str, span: Span) -> _Tensor:
+        scope: _Scope | None = self
+        known: list[str] = []
+        while scope is not None:
+            if name in scope.taps:
+                return scope.taps[name]
+            known.extend(scope.taps)
+            scope = scope.parent
+        raise LayerCheckError(
+            f"unknown tap `@{name}`",
+            span=span,
+            hint=did_you_mean(name, known) or "name a tensor first with `tap NAME`, then refer to it as `@NAME`",
+        )
+
+
+def _substitute(item: Item, bound: dict[str, Value]) -> Item:
+    """A block body item with parameter names replaced by the bound values."""
+    if isinstance(item, Reference):
+        return item
+
+    def value(v: Value) -> Value:
+        return bound.get(str(v.value), v) if v.kind == "name" else v
+
+    return dataclasses.replace(
+        item,
+        positionals=tuple(value(v) for v in item.positionals),
+        options=tuple(dataclasses.replace(o, value=value(o.value)) for o in item.options),
+        bodies=tuple(tuple(_substitute(i, bound) for i in body) for body in item.bodies),
+    )
+
+
+def _explicit_names(items: Iterable[Item]) -> set[str]:
+    """Every `name=` at the top level, so default names never take one a later layer asks for."""
+    return {
+        str(o.value.value)
+        for item in items
+        if isinstance(item, Statement) and item.name != "block"
+        for o in item.options
+        if o.key == "name" and o.value.kind == "name"
+    }
 
 
 class _Unwrapped(LayerSpec):

@@ -15,6 +15,9 @@ from .errors import Span
 
 Shape = tuple[int, ...]
 
+#: The name by which layers refer to the model input in ``Layer.inputs``.
+INPUT_NAME = "input"
+
 
 @dataclass(frozen=True)
 class Args(Mapping[str, Any]):
@@ -65,6 +68,13 @@ class Layer:
     keras_type: str  # Keras class name, for summaries ("Conv2D")
     input_masked: bool = False  # a Keras mask arrives with the input (embedding mask_zero, masking)
     output_masked: bool = False  # the output carries a mask on to the next layer
+    #: Names of the layers whose outputs this layer reads (``"input"`` is the model input);
+    #: one name for ordinary layers, several for merges (add, concat, ...).
+    inputs: tuple[str, ...] = ()
+    #: The block call chain this layer came from, outermost first (block instance names).
+    block: tuple[str, ...] = ()
+    #: For merges, the shape of each input, in order.
+    input_shapes: tuple[Shape, ...] = ()
 
     @property
     def params(self) -> int:
@@ -98,10 +108,26 @@ class Model:
     layers: tuple[Layer, ...]
     filename: str = "<string>"
     source_text: str = field(default="", repr=False, compare=False)
+    #: The layer whose output is the model's output (the last one, unless the model ends on `@tap`).
+    output: str = ""
+
+    @property
+    def output_layer(self) -> Layer:
+        return self.layer(self.output) if self.output else self.layers[-1]
 
     @property
     def output_shape(self) -> Shape:
-        return self.layers[-1].output_shape if self.layers else self.input.shape
+        return self.output_layer.output_shape if self.layers else self.input.shape
+
+    @property
+    def is_sequential(self) -> bool:
+        """True when every layer reads the one before it and the last layer is the output."""
+        previous = INPUT_NAME
+        for layer in self.layers:
+            if layer.inputs not in ((), (previous,)):
+                return False
+            previous = layer.name
+        return not self.output or self.output == previous
 
     @property
     def total_params(self) -> int:

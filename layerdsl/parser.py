@@ -35,6 +35,8 @@ class Value:
             return '"' + str(self.value).encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
         if self.kind == "float":
             return repr(self.value)
+        if self.kind == "ref":
+            return f"@{self.value}"
         return str(self.value)
 
 
@@ -47,26 +49,42 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """``@name`` on a line of its own: continue from the tensor tapped as ``name``."""
+
+    name: str
+    span: Span
+
+    def source(self) -> str:
+        return f"@{self.name}"
+
+
+@dataclass(frozen=True)
 class Statement:
     name: str
     name_span: Span
     positionals: tuple[Value, ...]
     options: tuple[Option, ...]
     span: Span
+    bodies: tuple[tuple[Item, ...], ...] = ()
 
     def source(self) -> str:
-        """Canonical one-line spelling, built from parsed parts only."""
+        """Canonical one-line spelling of the head (bodies excluded), built from parsed parts only."""
         parts = [self.name, *(v.source() for v in self.positionals)]
         parts.extend(f"{o.key}={o.value.source()}" for o in self.options)
         return " ".join(parts)
 
 
+Item = Statement | Reference
+
+
 @dataclass(frozen=True)
 class Program:
-    statements: tuple[Statement, ...]
+    statements: tuple[Item, ...]
 
 
 MAX_SOURCE_CHARS = 5_000_000
+MAX_NESTING = 64  # braces deeper than this are refused before parsing (keeps recursion bounded)
 
 
 def _grammar_path() -> Path:
@@ -125,6 +143,17 @@ class _ToSyntax(Transformer):
         (tok,) = children
         return Value("string", _unquote(str(tok), _span_of_token(tok)), _span_of_token(tok))
 
+    def ref(self, children: list[Token]) -> Value:
+        (tok,) = children
+        return Value("ref", str(tok)[1:], _span_of_token(tok))
+
+    def reference(self, children: list[Token]) -> Reference:
+        (tok,) = children
+        return Reference(str(tok)[1:], _span_of_token(tok))
+
+    def body(self, children: list[Item]) -> tuple[Item, ...]:
+        return tuple(children)
+
     @v_args(meta=True)
     def option(self, meta, children) -> Option:  # type: ignore[no-untyped-def]
         key, value = children
@@ -135,9 +164,10 @@ class _ToSyntax(Transformer):
         head, *items = children
         positionals = tuple(i for i in items if isinstance(i, Value))
         options = tuple(i for i in items if isinstance(i, Option))
-        return Statement(str(head), _span_of_token(head), positionals, options, _span_of_meta(meta))
+        bodies = tuple(i for i in items if isinstance(i, tuple))
+        return Statement(str(head), _span_of_token(head), positionals, options, _span_of_meta(meta), bodies)
 
-    def start(self, children: list[Statement]) -> Program:
+    def start(self, children: list[Item]) -> Program:
         return Program(tuple(children))
 
 
@@ -174,6 +204,9 @@ _TOKEN_WORDS = {
     "FLOAT": "a number",
     "DIMS": "dimensions such as 3x3",
     "STRING": "a string",
+    "REF": "a reference such as @skip",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
     "$END": "the end of the input",
 }
 
@@ -185,6 +218,7 @@ def parse_syntax(text: str, filename: str = "<string>") -> Program:
             f"input is {len(text):,} characters; layerdsl reads at most {MAX_SOURCE_CHARS:,}",
             filename=filename,
         )
+    _check_nesting(text, filename)
     try:
         tree = _lark().parse(text)
         program = _ToSyntax().transform(tree)
@@ -199,6 +233,42 @@ def parse_syntax(text: str, filename: str = "<string>") -> Program:
         raise
     assert isinstance(program, Program)
     return program
+
+
+def _check_nesting(text: str, filename: str) -> None:
+    """Refuse braces nested deeper than MAX_NESTING, skipping strings and comments."""
+    if "{" not in text:
+        return
+    depth, line, column, i = 0, 1, 0, 0
+    in_string = in_comment = False
+    while i < len(text):
+        ch = text[i]
+        column += 1
+        if ch == "\n":
+            line, column, in_comment, in_string = line + 1, 0, False, False
+        elif in_comment:
+            pass
+        elif in_string:
+            if ch == "\\":
+                i += 1
+                column += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == "#":
+            in_comment = True
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise LayerSyntaxError(
+                    f"braces nest more than {MAX_NESTING} deep",
+                    span=Span(line, column, line, column + 1),
+                    hint="flatten the structure with blocks and `repeat`",
+                ).located(filename, text)
+        elif ch == "}":
+            depth -= 1
+        i += 1
 
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> LayerSyntaxError:

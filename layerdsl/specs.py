@@ -31,6 +31,7 @@ ACTIVATIONS = (
     "softsign",
     "leaky_relu",
     "silu",
+    "relu6",
 )
 
 
@@ -102,6 +103,8 @@ class LayerSpec:
     supports_mask: ClassVar[bool] = False
     #: For wrappers (``bidirectional lstm 32``): the layer kinds they can wrap.
     wraps: ClassVar[tuple[str, ...]] = ()
+    #: Merges (add, concat, ...) read several tensors: see ``merge_shape``.
+    merge: ClassVar[bool] = False
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -128,6 +131,10 @@ class LayerSpec:
     def output_mask(self, args: Args, masked: bool) -> bool:
         """Whether the output carries a mask; layers that support masking pass it on."""
         return masked and self.supports_mask
+
+    def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
+        """For merges: the output shape from every input's shape."""
+        raise NotImplementedError
 
 
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
@@ -652,6 +659,261 @@ class GlobalAvgPool2D(_GlobalPool):
     rank = 3
 
 
+# --- merges and the layers of real architectures ------------------------------------------
+
+
+class _ElementwiseMerge(LayerSpec):
+    merge = True
+    params = ()
+
+    def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
+        if len(shapes) < 2:
+            raise ShapeError(f"`{self.kind}` needs at least two inputs, received {len(shapes)}")
+        if len(set(shapes)) > 1:
+            listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
+            raise ShapeError(
+                f"`{self.kind}` needs inputs of one shape, but receives {listed}",
+                hint="project the branch that differs, e.g. `residual project=true { ... }`, "
+                "or a shortcut body `residual { ... } { conv2d C 1 stride=S | batchnorm }`",
+            )
+        return shapes[0]
+
+
+class Add(_ElementwiseMerge):
+    kind = "add"
+    keras_type = "Add"
+    doc = "Sums its inputs (a residual connection, or branches in braces)."
+
+
+class Multiply(_ElementwiseMerge):
+    kind = "multiply"
+    keras_type = "Multiply"
+    doc = "Multiplies its inputs elementwise."
+
+
+class Average(_ElementwiseMerge):
+    kind = "average"
+    keras_type = "Average"
+    doc = "Averages its inputs elementwise."
+
+
+class Concat(LayerSpec):
+    kind = "concat"
+    keras_type = "Concatenate"
+    doc = "Concatenates its inputs along an axis (the channel axis by default)."
+    merge = True
+    params = (Param("axis", "int", default=-1, doc="axis to join along, counted without the batch axis (-1: channels)"),)
+
+    def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
+        if len(shapes) < 2:
+            raise ShapeError(f"`concat` needs at least two inputs, received {len(shapes)}")
+        rank = len(shapes[0])
+        axis = args["axis"]
+        if not -rank <= axis < rank:
+            raise ShapeError(f"`concat` axis {axis} is out of range for rank-{rank} inputs", option="axis")
+        axis %= rank
+        others = [tuple(d for i, d in enumerate(s) if i != axis) for s in shapes]
+        if any(len(s) != rank for s in shapes) or len(set(others)) > 1:
+            listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
+            raise ShapeError(
+                f"`concat` needs inputs that agree except on axis {args['axis']}, but receives {listed}",
+                hint="resize the branch that differs (pooling, strides, upsample2d) so the spatial sizes match",
+            )
+        return tuple(sum(s[axis] for s in shapes) if i == axis else d for i, d in enumerate(shapes[0]))
+
+
+class ZeroPad2D(LayerSpec):
+    kind = "zeropad2d"
+    keras_type = "ZeroPadding2D"
+    doc = "Pads images with zeros: `zeropad2d 3`, `zeropad2d 1x2` (height x width), or per side."
+    params = (
+        Param("pad", "size2", positional=True, default=None, low=0, doc="symmetric padding: P or HxW"),
+        Param("top", "int", default=None, low=0, doc="rows added on top"),
+        Param("bottom", "int", default=None, low=0, doc="rows added at the bottom"),
+        Param("left", "int", default=None, low=0, doc="columns added on the left"),
+        Param("right", "int", default=None, low=0, doc="columns added on the right"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        sides = ("top", "bottom", "left", "right")
+        pad = values["pad"]
+        if pad is None:  # Keras's default is one on every side, unless sides are given
+            pad = (0, 0) if any(values[k] is not None for k in sides) else (1, 1)
+        for key, default in (("top", pad[0]), ("bottom", pad[0]), ("left", pad[1]), ("right", pad[1])):
+            if values[key] is None:
+                values[key] = default
+        values["pad"] = pad
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank("zeropad2d", shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        return (shape[0] + args["top"] + args["bottom"], shape[1] + args["left"] + args["right"], shape[2])
+
+
+class DepthwiseConv2D(LayerSpec):
+    kind = "depthwiseconv2d"
+    keras_type = "DepthwiseConv2D"
+    doc = "Depthwise 2-D convolution: each input channel convolved on its own (times `multiplier`)."
+    params = (
+        Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
+        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
+        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
+        Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"),
+        positive("multiplier", default=1, doc="output channels per input channel"),
+        Param("bias", "bool", default=True, doc="add a bias vector"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+    )
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        Conv2D.validate(self, args, shape)  # type: ignore[arg-type]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        out = _window_out(self.kind, "kernel", shape, args["kernel"], args["stride"], args["dilation"], args["pad"])
+        return (*out, shape[2] * args["multiplier"])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        kernel = Weight("kernel", (*args["kernel"], shape[2], args["multiplier"]), True, args["init"])
+        if not args["bias"]:
+            return (kernel,)
+        return (kernel, Weight("bias", (shape[2] * args["multiplier"],), True, args["bias_init"]))
+
+
+class SeparableConv2D(LayerSpec):
+    kind = "separableconv2d"
+    keras_type = "SeparableConv2D"
+    doc = "Depthwise convolution followed by a 1x1 pointwise convolution."
+    params = (
+        positive("filters", positional=True, doc="number of output channels"),
+        Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
+        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
+        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
+        Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"),
+        positive("multiplier", default=1, doc="depthwise channels per input channel"),
+        Param("bias", "bool", default=True, doc="add a bias vector"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="initializer of both kernels"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+    )
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        Conv2D.validate(self, args, shape)  # type: ignore[arg-type]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        out = _window_out(self.kind, "kernel", shape, args["kernel"], args["stride"], args["dilation"], args["pad"])
+        return (*out, args["filters"])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        depth = shape[2] * args["multiplier"]
+        out = (
+            Weight("depthwise_kernel", (*args["kernel"], shape[2], args["multiplier"]), True, args["init"]),
+            Weight("pointwise_kernel", (1, 1, depth, args["filters"]), True, args["init"]),
+        )
+        if args["bias"]:
+            out += (Weight("bias", (args["filters"],), True, args["bias_init"]),)
+        return out
+
+
+class Conv2DTranspose(LayerSpec):
+    kind = "conv2dtranspose"
+    keras_type = "Conv2DTranspose"
+    doc = "Transposed 2-D convolution (learned upsampling), as Keras computes its output size."
+    params = (
+        positive("filters", positional=True, doc="number of output channels"),
+        Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
+        Param("stride", "size2", default=(1, 1), low=1, doc="stride (upsampling factor): S or HxW"),
+        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding"),
+        Param("bias", "bool", default=True, doc="add a bias vector"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+    )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        out = []
+        for axis in range(2):
+            k, s = args["kernel"][axis], args["stride"][axis]
+            out.append(shape[axis] * s if args["pad"] == "same" else shape[axis] * s + max(k - s, 0))
+        return (out[0], out[1], args["filters"])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        kernel = Weight("kernel", (*args["kernel"], args["filters"], shape[2]), True, args["init"])
+        if not args["bias"]:
+            return (kernel,)
+        return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))
+
+
+class UpSample2D(LayerSpec):
+    kind = "upsample2d"
+    keras_type = "UpSampling2D"
+    doc = "Repeats rows and columns (nearest) or interpolates (bilinear) by an integer factor."
+    params = (
+        Param("size", "size2", positional=True, default=(2, 2), low=1, doc="factor: N or HxW"),
+        Param("interpolation", "choice", default="nearest", choices=("nearest", "bilinear"), doc="how to fill"),
+    )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        return (shape[0] * args["size"][0], shape[1] * args["size"][1], shape[2])
+
+
+class LayerNorm(LayerSpec):
+    kind = "layernorm"
+    keras_type = "LayerNormalization"
+    doc = "Layer normalization over the last axis (Keras's default epsilon 1e-3)."
+    supports_mask = True
+    params = (
+        Param("eps", "float", default=1e-3, low=0.0, low_exclusive=True, doc="added to the variance"),
+        Param("center", "bool", default=True, doc="learn an offset (beta)"),
+        Param("scale", "bool", default=True, doc="learn a scale (gamma)"),
+    )
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        out = []
+        if args["scale"]:
+            out.append(Weight("gamma", (shape[-1],), True, "ones"))
+        if args["center"]:
+            out.append(Weight("beta", (shape[-1],), True, "zeros"))
+        return tuple(out)
+
+
+class Reshape(LayerSpec):
+    kind = "reshape"
+    keras_type = "Reshape"
+    doc = "Reshapes each example (channels-last order, as Keras): `reshape 7x7x64`, `reshape 3136`."
+    params = (Param("target", "shape", positional=True, low=1, doc="the new shape without the batch axis"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        target = args["target"]
+        if math.prod(target) != math.prod(shape):
+            raise ShapeError(
+                f"`reshape` to {shape_text(target)} ({math.prod(target):,} values) cannot hold its input "
+                f"{shape_text(shape)} ({math.prod(shape):,} values)",
+                option="target",
+            )
+        return target
+
+
+class Permute(LayerSpec):
+    kind = "permute"
+    keras_type = "Permute"
+    doc = "Permutes the axes of each example, numbered from 1 as in Keras: `permute 2x1`."
+    params = (Param("dims", "shape", positional=True, low=1, doc="the new order of axes 1..rank"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        dims = args["dims"]
+        if sorted(dims) != list(range(1, len(shape) + 1)):
+            raise ShapeError(
+                f"`permute` {'x'.join(map(str, dims))} is not an order of the axes 1..{len(shape)} "
+                f"of its input {shape_text(shape)}",
+                option="dims",
+            )
+        return tuple(shape[d - 1] for d in dims)
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -678,10 +940,22 @@ REGISTRY: dict[str, LayerSpec] = {
     "globalavgpool1d": GlobalAvgPool1D(),
     "globalmaxpool": GlobalMaxPool2D(),
     "globalavgpool": GlobalAvgPool2D(),
+    "add": Add(),
+    "multiply": Multiply(),
+    "average": Average(),
+    "concat": Concat(),
+    "zeropad2d": ZeroPad2D(),
+    "depthwiseconv2d": DepthwiseConv2D(),
+    "separableconv2d": SeparableConv2D(),
+    "conv2dtranspose": Conv2DTranspose(),
+    "upsample2d": UpSample2D(),
+    "layernorm": LayerNorm(),
+    "reshape": Reshape(),
+    "permute": Permute(),
 }
 
 #: Statement names that are directives, not layers.
-DIRECTIVES = ("model", "input")
+DIRECTIVES = ("model", "input", "block", "repeat", "residual", "tap")
 
 
 def layer_kinds() -> list[str]:

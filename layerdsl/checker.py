@@ -150,7 +150,7 @@ class _Checker:
         self._no_bodies(stmt)
         if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
             raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
-        scope.taps[self._identifier(stmt.positionals[0], "tap name")] = current
+        scope.taps[self._identifier(stmt.positionals[0], "tap name", emitted=False)] = current
 
     def _repeat(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
         if len(stmt.positionals) != 1 or stmt.positionals[0].kind != "int" or stmt.options or len(stmt.bodies) != 1:
@@ -252,7 +252,7 @@ class _Checker:
             raise LayerCheckError(f"block `{name}` is defined twice", span=head.span, notes=(f"first defined on line {first}",))
         params: list[str] = []
         for value in stmt.positionals[1:]:
-            params.append(self._identifier(value, "block parameter"))
+            params.append(self._identifier(value, "block parameter", emitted=False))
         defaults: dict[str, Value] = {}
         for opt in stmt.options:
             if opt.key == "name":
@@ -273,14 +273,15 @@ class _Checker:
                                   hint="blocks cannot be recursive; write the repetition with `repeat N { ... }`")
         self._no_bodies(stmt)
         bound: dict[str, Value] = {}
-        if len(stmt.positionals) > len(block.params):
-            extra = stmt.positionals[len(block.params)]
+        order = [*block.params, *block.defaults]  # defaults may be given positionally too, as in Python
+        if len(stmt.positionals) > len(order):
+            extra = stmt.positionals[len(order)]
             raise LayerCheckError(
-                f"block `{block.name}` takes {len(block.params)} positional argument"
-                f"{'s' if len(block.params) != 1 else ''} ({', '.join(p.upper() for p in block.params) or 'none'})",
+                f"block `{block.name}` takes at most {len(order)} positional argument"
+                f"{'s' if len(order) != 1 else ''} ({', '.join(p.upper() for p in order) or 'none'})",
                 span=extra.span,
             )
-        bound.update(zip(block.params, stmt.positionals, strict=False))
+        bound.update(zip(order, stmt.positionals, strict=False))
         instance = None
         for opt in stmt.options:
             if opt.key == "name":
@@ -651,11 +652,12 @@ class _Checker:
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _identifier(self, value: Value, what: str) -> str:
+    def _identifier(self, value: Value, what: str, emitted: bool = True) -> str:
+        """A validated name; ``emitted`` names become Python identifiers in generated code."""
         if value.kind != "name" or not _IDENTIFIER.match(str(value.value)):
             raise LayerCheckError(f"{what} must be a name (letters, digits, `_`)", span=value.span)
         name = str(value.value)
-        if keyword.iskeyword(name) or name.startswith("__") or name in _RESERVED_NAMES:
+        if emitted and (keyword.iskeyword(name) or name.startswith("__") or name in _RESERVED_NAMES):
             raise LayerCheckError(f"`{name}` cannot be a {what}: it is reserved", span=value.span)
         if len(name) > 200:
             raise LayerCheckError(f"{what} is longer than 200 characters", span=value.span)
@@ -706,6 +708,16 @@ class _Checker:
             for n in size:
                 self._check_range(n, param, value)
             return size
+        if param.type == "shape":
+            if value.kind == "int":
+                dims: tuple[int, ...] = (int(value.value),)  # type: ignore[arg-type]
+            elif value.kind == "dims":
+                dims = tuple(value.value)  # type: ignore[arg-type]
+            else:
+                raise LayerCheckError(f"invalid value for `{key}`: expected N or AxBxC; {received}", span=value.span)
+            for n in dims:
+                self._check_range(n, param, value)
+            return dims
         raise AssertionError(f"unknown parameter type {param.type}")
 
     def _check_range(self, number: float, param: Param, value: Value) -> None:

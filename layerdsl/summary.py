@@ -21,19 +21,38 @@ def _size(params: int) -> str:
 
 
 def summary_text(model: Model) -> str:
-    """A table like ``keras.Model.summary()``: Layer (type) | Output Shape | Param #."""
-    rows = [(f"{layer.name} ({layer.keras_type})", _shape(layer.output_shape), f"{layer.params:,}") for layer in model.layers]
-    rows.insert(0, ("input (InputLayer)", _shape(model.input.fed_shape), "0"))
-    header = ("Layer (type)", "Output Shape", "Param #")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) + 3 for i in range(3)]
+    """A table like ``keras.Model.summary()``: Layer (type) | Output Shape | Param #.
+
+    Graphs get Keras's "Connected to" column, and models built from blocks a
+    "Block" column naming the block instance each layer came from.
+    """
+    graph = not model.is_sequential
+    blocks = any(layer.block for layer in model.layers)
+    header = ["Layer (type)", "Output Shape", "Param #"]
+    if graph:
+        header.append("Connected to")
+    if blocks:
+        header.append("Block")
+    # Each row is a list of lines per cell; a merge lists one input per line, as Keras does.
+    rows: list[list[list[str]]] = [[["input (InputLayer)"], [_shape(model.input.fed_shape)], ["0"]]]
+    rows[0] += [[""]] * (len(header) - 3)
+    for layer in model.layers:
+        row = [[f"{layer.name} ({layer.keras_type})"], [_shape(layer.output_shape)], [f"{layer.params:,}"]]
+        if graph:
+            row.append(list(layer.inputs))
+        if blocks:
+            row.append([layer.block[-1] if layer.block else ""])
+        rows.append(row)
+    widths = [max(len(header[i]), *(len(line) for r in rows for line in r[i])) + 3 for i in range(len(header))]
     total = sum(widths)
 
-    def fmt(row: tuple[str, str, str]) -> str:
-        return " " + row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2]
+    def fmt(cells: list[str]) -> str:
+        return (" " + "".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))).rstrip()
 
     lines = [f'Model: "{model.name}"', "_" * total, fmt(header), "=" * total]
     for i, row in enumerate(rows):
-        lines.append(fmt(row))
+        for k in range(max(len(cell) for cell in row)):
+            lines.append(fmt([cell[k] if k < len(cell) else "" for cell in row]))
         lines.append(("_" if i < len(rows) - 1 else "=") * total)
     lines.append(f"Total params: {model.total_params:,} ({_size(model.total_params)})")
     lines.append(f"Trainable params: {model.trainable_params:,} ({_size(model.trainable_params)})")
@@ -59,10 +78,13 @@ def summary_dict(model: Model) -> dict[str, Any]:
                 "line": layer.span.line,
                 "column": layer.span.column,
                 "source": layer.source,
+                "inputs": list(layer.inputs),
+                "block": list(layer.block),
             }
             for layer in model.layers
         ],
         "total_params": model.total_params,
         "trainable_params": model.trainable_params,
         "non_trainable_params": model.non_trainable_params,
+        "output": model.output_layer.name if model.layers else None,
     }

@@ -70,6 +70,7 @@ ACTIVATIONS = {
     "softsign": lambda x: x / (1.0 + np.abs(x)),
     "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
 }
 
 

@@ -4,6 +4,8 @@ Keras is the canonical layout, so weights map one to one: ``"<layer>.<param>"``
 is the variable ``param`` of ``model.get_layer(layer)`` (for a ``Bidirectional``,
 ``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on). The DSL's defaults are
 Keras's, so each emitter writes only the arguments that differ, plus ``name=``.
+A chain of layers keeps reassigning ``x``; in a graph (residuals, taps, merges) a tensor
+read again later, or read by a merge, gets a variable named after its layer.
 Keras and TensorFlow are imported only to build or read live models.
 """
 
@@ -231,6 +233,94 @@ def _global_pool(keras_class: str) -> Emitter:
     return emit
 
 
+def _merge(keras_class: str) -> Emitter:
+    def emit(layer: ir.Layer) -> LayerCall:
+        return keras_layer(keras_class, name=layer.name)
+
+    return emit
+
+
+def _concat(layer: ir.Layer) -> LayerCall:
+    # IR axes leave out the batch; Keras counts it, so axis a >= 0 is a + 1 (negative axes agree).
+    axis = layer.args["axis"]
+    options = {"axis": axis + 1 if axis >= 0 else axis} if axis != -1 else {}
+    return keras_layer("layers.Concatenate", **options, name=layer.name)
+
+
+def _zeropad2d(layer: ir.Layer) -> LayerCall:
+    top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
+    if top == bottom == left == right:
+        padding: Any = top
+    elif top == bottom and left == right:
+        padding = (top, left)
+    else:
+        padding = ((top, bottom), (left, right))
+    return keras_layer("layers.ZeroPadding2D", padding, name=layer.name)
+
+
+_WINDOW_KEYWORDS = {"stride": "strides", "pad": "padding", "dilation": "dilation_rate"}
+_WINDOW_DEFAULTS = {"stride": (1, 1), "pad": "valid", "dilation": (1, 1)}
+
+
+def _fused(layer: ir.Layer, kernel_initializers: tuple[str, ...]) -> dict[str, Any]:
+    """Multiplier, activation, bias and initializer keywords of the newer convolutions.
+
+    ``init`` sets every kernel named in ``kernel_initializers`` (SeparableConv2D has two).
+    """
+    args = layer.args
+    kwargs: dict[str, Any] = {}
+    if args.get("multiplier", 1) != 1:
+        kwargs["depth_multiplier"] = args["multiplier"]
+    if args["activation"] != "linear":
+        kwargs["activation"] = args["activation"]
+    if not args["bias"]:
+        kwargs["use_bias"] = False
+    if args["init"] != "glorot_uniform":
+        kwargs.update(dict.fromkeys(kernel_initializers, args["init"]))
+    if args["bias"] and args["bias_init"] != "zeros":
+        kwargs["bias_initializer"] = args["bias_init"]
+    return kwargs
+
+
+def _depthwiseconv2d(layer: ir.Layer) -> LayerCall:
+    kwargs = {**_options(layer, _WINDOW_DEFAULTS, _WINDOW_KEYWORDS), **_fused(layer, ("depthwise_initializer",))}
+    return keras_layer("layers.DepthwiseConv2D", layer.args["kernel"], **kwargs, name=layer.name)
+
+
+def _separableconv2d(layer: ir.Layer) -> LayerCall:
+    initializers = ("depthwise_initializer", "pointwise_initializer")
+    kwargs = {**_options(layer, _WINDOW_DEFAULTS, _WINDOW_KEYWORDS), **_fused(layer, initializers)}
+    return keras_layer("layers.SeparableConv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+
+
+def _conv2dtranspose(layer: ir.Layer) -> LayerCall:
+    options = _options(layer, {"stride": (1, 1), "pad": "valid"}, _WINDOW_KEYWORDS)
+    kwargs = {**options, **_fused(layer, ("kernel_initializer",))}
+    return keras_layer("layers.Conv2DTranspose", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+
+
+def _upsample2d(layer: ir.Layer) -> LayerCall:
+    options = _options(layer, {"interpolation": "nearest"}, {"interpolation": "interpolation"})
+    return keras_layer("layers.UpSampling2D", layer.args["size"], **options, name=layer.name)
+
+
+def _layernorm(layer: ir.Layer) -> LayerCall:
+    options = _options(
+        layer,
+        {"eps": 1e-3, "center": True, "scale": True},
+        {"eps": "epsilon", "center": "center", "scale": "scale"},
+    )
+    return keras_layer("layers.LayerNormalization", **options, name=layer.name)
+
+
+def _reshape(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Reshape", tuple(layer.args["target"]), name=layer.name)
+
+
+def _permute(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Permute", tuple(layer.args["dims"]), name=layer.name)
+
+
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
@@ -254,6 +344,18 @@ EMITTERS: dict[str, Emitter] = {
     "globalavgpool1d": _global_pool("layers.GlobalAveragePooling1D"),
     "globalmaxpool": _global_pool("layers.GlobalMaxPooling2D"),
     "globalavgpool": _global_pool("layers.GlobalAveragePooling2D"),
+    "add": _merge("layers.Add"),
+    "multiply": _merge("layers.Multiply"),
+    "average": _merge("layers.Average"),
+    "concat": _concat,
+    "zeropad2d": _zeropad2d,
+    "depthwiseconv2d": _depthwiseconv2d,
+    "separableconv2d": _separableconv2d,
+    "conv2dtranspose": _conv2dtranspose,
+    "upsample2d": _upsample2d,
+    "layernorm": _layernorm,
+    "reshape": _reshape,
+    "permute": _permute,
 }
 
 
@@ -287,20 +389,44 @@ class KerasBackend(Backend):
             inputs_kwargs["name"] = _free_name("input", taken)
             out.line(f"inputs = {call('keras.Input', **inputs_kwargs)}")
             x = "inputs"
+            names = None if model.is_sequential else _GraphNames(model, taken)
             if model.input.layout == "channels_first":
                 rank = len(model.input.shape)
                 order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
                 out.line(f"# the model is fed {_axes_text(rank)}; Keras layers work channels-last")
-                permute = call("layers.Permute", order, name=_free_name("to_channels_last", taken))
-                out.line(f"x = {permute}({x})")
-                x = "x"
-            for layer in model.layers:
-                out.line(layer_comment(layer, layer.output_shape))
-                for line in self.emitters[layer.kind](layer).lines("x = ", f"({x})", indent=4):
-                    out.line(line)
-                x = "x"
+                permute = keras_layer("layers.Permute", order, name=_free_name("to_channels_last", taken))
+                x = names.variable(ir.INPUT_NAME, "x") if names else "x"
+                out.line(f"{x} = {permute.code()}(inputs)")
+            if names is None:
+                block: tuple[str, ...] = ()
+                for layer in model.layers:
+                    block = _block_comment(out, layer, block)
+                    out.line(layer_comment(layer, layer.output_shape))
+                    for line in self.emitters[layer.kind](layer).lines("x = ", f"({x})", indent=4):
+                        out.line(line)
+                    x = "x"
+            else:
+                x = self._emit_graph(out, model, names, x)
             out.line(f"return {call('keras.Model', Code('inputs'), Code(x), name=ident(model.name))}")
         return out.text()
+
+    def _emit_graph(self, out: SourceWriter, model: ir.Model, names: _GraphNames, model_input: str) -> str:
+        """Functional-API calls for a DAG; returns the variable holding the model's output.
+
+        A chain keeps reusing ``x``; a tensor read more than once, read by a merge, or read
+        after other layers ran gets a variable named after its layer.
+        """
+        held = {ir.INPUT_NAME: model_input}  # tensor -> the variable holding it now
+        block: tuple[str, ...] = ()
+        for layer in model.layers:
+            sources = [held[tensor] for tensor in layer.inputs]
+            target = names.variable(layer.name, "x")
+            block = _block_comment(out, layer, block)
+            out.line(layer_comment(layer, layer.output_shape))
+            for line in _apply(self.emitters[layer.kind](layer), target, sources, REGISTRY[layer.kind].merge):
+                out.line(line)
+            held[layer.name] = target
+        return held[model.output_layer.name]
 
     def import_framework(self) -> Any:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -355,6 +481,61 @@ class KerasBackend(Backend):
             variables = self._variables(obj, layer)
             for w in layer.weights:
                 variables[w.name].assign(weights[f"{layer.name}.{w.name}"])
+
+
+class _GraphNames:
+    """Which tensors of a DAG need a variable of their own, and its name."""
+
+    #: names the generated function already uses
+    RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model"})
+
+    def __init__(self, model: ir.Model, taken: set[str]) -> None:
+        position = {layer.name: i for i, layer in enumerate(model.layers)}
+        position[ir.INPUT_NAME] = -1
+        readers: dict[str, list[ir.Layer]] = {}
+        for layer in model.layers:
+            for tensor in layer.inputs:
+                readers.setdefault(tensor, []).append(layer)
+        output = model.output_layer.name
+        self._named: dict[str, str] = {}
+        used = taken | self.RESERVED
+        for tensor in position:
+            read_by = readers.get(tensor, [])
+            if tensor == output:
+                lasting = position[tensor] != len(model.layers) - 1
+            else:
+                # `x` is overwritten by the next layer, so only that layer's single read may use it
+                lasting = len(read_by) != 1 or REGISTRY[read_by[0].kind].merge
+                lasting = lasting or position[read_by[0].name] != position[tensor] + 1
+            if lasting:
+                # a layer's own name is free unless the function uses it; other names avoid every layer's
+                wanted = "to_channels_last" if tensor == ir.INPUT_NAME else tensor
+                own = wanted == tensor and tensor not in self.RESERVED
+                self._named[tensor] = tensor if own else _free_name(wanted, used)
+                used.add(self._named[tensor])
+
+    def variable(self, tensor: str, chain: str) -> str:
+        """The variable that holds ``tensor``: its own, or ``chain`` when it is read once, next."""
+        return self._named.get(tensor, chain)
+
+
+def _apply(layer_call: LayerCall, target: str, sources: list[str], merge: bool) -> list[str]:
+    """``target = layers.X(...)(source)`` (a list of sources for merges), wrapped as black would."""
+    argument = "[" + ", ".join(sources) + "]" if merge else sources[0]
+    lines = layer_call.lines(f"{target} = ", f"({argument})", indent=4)
+    if all(4 + len(line) <= LINE_WIDTH for line in lines):
+        return lines
+    head = layer_call.lines(f"{target} = ", "(", indent=4)
+    if 8 + len(argument) <= LINE_WIDTH:
+        return [*head, f"    {argument}", ")"]
+    return [*head, "    [", *(f"        {source}," for source in sources), "    ]", ")"]
+
+
+def _block_comment(out: SourceWriter, layer: ir.Layer, previous: tuple[str, ...]) -> tuple[str, ...]:
+    """``# block stage2 > stage2_bottleneck_1`` where a layer enters another block instance."""
+    if layer.block and layer.block != previous:
+        out.line(f"# block {' > '.join(layer.block)}")
+    return layer.block
 
 
 def _axes_text(rank: int) -> str:

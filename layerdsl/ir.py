@@ -147,6 +147,12 @@ class Model:
                 return layer
         raise KeyError(name)
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows the summary table and the diagram."""
+        from .graph import model_html
+
+        return model_html(self)
+
     def weight_names(self) -> list[str]:
         """Canonical weight keys, ``"<layer>.<param>"``, in model order."""
         return [f"{layer.name}.{w.name}" for layer in self.layers for w in layer.weights]

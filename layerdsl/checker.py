@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import keyword
 import math
 import re
@@ -53,6 +54,7 @@ def did_you_mean(word: str, options: Iterable[str]) -> str | None:
     return f"did you mean `{matches[0]}`?" if matches else None
 
 
+@functools.lru_cache(maxsize=256)
 def keras_snake_case(name: str) -> str:
     """Keras's default-name rule (``keras.src.utils.naming.to_snake_case``)."""
     name = re.sub(r"\W+", "", name)

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import LayerSyntaxError, Span
@@ -104,11 +104,19 @@ def grammar_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The grammar alone (tree output): used by tools such as hypothesis's from_lark."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    """The parser used by parse_syntax: the transformer runs inside the LALR parse, no tree built."""
     return Lark(
         grammar_text(),
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=False,
+        transformer=_ToSyntax(),
     )
 
 
@@ -116,8 +124,14 @@ def _span_of_token(tok: Token) -> Span:
     return Span(tok.line or 1, tok.column or 1, tok.end_line or tok.line or 1, tok.end_column or (tok.column or 1) + 1)
 
 
-def _span_of_meta(meta) -> Span:  # type: ignore[no-untyped-def]
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+def _join(first: Span, last: Span) -> Span:
+    return Span(first.line, first.column, last.end_line, last.end_column)
+
+
+def _last_span(item: object) -> Span | None:
+    if isinstance(item, tuple):  # a body: its last item, if any
+        return _last_span(item[-1]) if item else None
+    return getattr(item, "span", None)
 
 
 class _ToSyntax(Transformer):
@@ -154,18 +168,25 @@ class _ToSyntax(Transformer):
     def body(self, children: list[Item]) -> tuple[Item, ...]:
         return tuple(children)
 
-    @v_args(meta=True)
-    def option(self, meta, children) -> Option:  # type: ignore[no-untyped-def]
+    # Spans come from the children, not lark's meta: the transformer runs inside the
+    # LALR parse (no tree is built), where meta is not available.
+    def option(self, children: list) -> Option:  # type: ignore[type-arg]
         key, value = children
-        return Option(str(key), value, _span_of_meta(meta), _span_of_token(key))
+        key_span = _span_of_token(key)
+        return Option(str(key), value, _join(key_span, value.span), key_span)
 
-    @v_args(meta=True)
-    def statement(self, meta, children) -> Statement:  # type: ignore[no-untyped-def]
+    def statement(self, children: list) -> Statement:  # type: ignore[type-arg]
         head, *items = children
         positionals = tuple(i for i in items if isinstance(i, Value))
         options = tuple(i for i in items if isinstance(i, Option))
         bodies = tuple(i for i in items if isinstance(i, tuple))
-        return Statement(str(head), _span_of_token(head), positionals, options, _span_of_meta(meta), bodies)
+        head_span = _span_of_token(head)
+        span = head_span
+        for item in items:
+            last = _last_span(item)
+            if last is not None:
+                span = _join(span, last)
+        return Statement(str(head), head_span, positionals, options, span, bodies)
 
     def start(self, children: list[Item]) -> Program:
         return Program(tuple(children))
@@ -220,8 +241,7 @@ def parse_syntax(text: str, filename: str = "<string>") -> Program:
         )
     _check_nesting(text, filename)
     try:
-        tree = _lark().parse(text)
-        program = _ToSyntax().transform(tree)
+        program = _parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text).located(filename, text) from None
     except LayerSyntaxError as exc:

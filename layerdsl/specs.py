@@ -767,6 +767,12 @@ class DepthwiseConv2D(LayerSpec):
 
     def validate(self, args: Args, shape: Shape) -> None:
         Conv2D.validate(self, args, shape)  # type: ignore[arg-type]
+        if args["stride"][0] != args["stride"][1]:
+            raise ShapeError(
+                f"`{self.kind}` needs equal strides along height and width (TensorFlow's depthwise "
+                "convolution refuses others)",
+                option="stride",
+            )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
@@ -799,6 +805,12 @@ class SeparableConv2D(LayerSpec):
 
     def validate(self, args: Args, shape: Shape) -> None:
         Conv2D.validate(self, args, shape)  # type: ignore[arg-type]
+        if args["stride"][0] != args["stride"][1]:
+            raise ShapeError(
+                f"`{self.kind}` needs equal strides along height and width (TensorFlow's depthwise "
+                "convolution refuses others)",
+                option="stride",
+            )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))

@@ -191,3 +191,9 @@ def test_summary_json_carries_inputs_and_blocks(tmp_path):
     assert data["output"] == "concatenate"
     table = subprocess.run([sys.executable, "-m", "layerdsl", "summary", str(path)], capture_output=True, text=True).stdout
     assert "Connected to" in table and "Block" in table
+
+
+@pytest.mark.parametrize("layer", ["depthwiseconv2d 3", "separableconv2d 4 3"])
+def test_depthwise_strides_must_be_equal(layer):
+    err = error_of(f"input 9x9x3\n{layer} stride=2x1")
+    assert "equal strides" in err.message and err.column > 10

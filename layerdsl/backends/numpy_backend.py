@@ -1,10 +1,12 @@
 """The numpy backend: a standalone file that needs only NumPy.
 
 The generated source carries its own copy of exactly the runtime pieces
-(``numpy_runtime``) the model uses, found as the sympy printers do: emitters
+(``numpy_runtime``, and ``numpy_runtime_graph`` for merges and the layers of
+real architectures) the model uses, found as the sympy printers do: emitters
 record each runtime name they write, and the pieces those pieces refer to
 follow. The model class builds its layers from Keras's initializer
-distributions, passed as literals, and runs them in order.
+distributions, passed as literals, and ``__call__`` runs them in graph order,
+a chain reusing ``x`` and each branching tensor held in a variable of its own.
 """
 
 from __future__ import annotations
@@ -148,6 +150,53 @@ def _activation_layer(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Co
     return call(use("Activation"), use(layer.args["function"]))
 
 
+def _concat(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    axis = layer.args["axis"]  # counted without the batch axis, as the IR shapes
+    return call(use("Concatenate"), **({"axis": axis + 1 if axis >= 0 else axis} if axis != -1 else {}))
+
+
+def _zeropad2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args = layer.args
+    return call(use("ZeroPad2D"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
+
+
+def _depthwise(runtime_class: str) -> Emitter:
+    """Depthwise and separable convolutions: a conv2d's options on per-channel kernels."""
+
+    def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+        args = layer.args
+        return call(
+            use(runtime_class),
+            **weights,
+            **_unless_default(
+                strides=args["stride"],
+                dilation=args["dilation"],
+                padding=spatial_padding(args, layer.input_shape, args["kernel"]),
+            ),
+            **_activation(args["activation"], use),
+        )
+
+    return emit
+
+
+def _conv2dtranspose(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args = layer.args
+    options = _unless_default(strides=args["stride"])
+    if args["pad"] != "valid":
+        options["padding"] = args["pad"]
+    return call(use("Conv2DTranspose"), **weights, **options, **_activation(args["activation"], use))
+
+
+def _upsample2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    interpolation = layer.args["interpolation"]
+    options = {"interpolation": interpolation} if interpolation != "nearest" else {}
+    return call(use("UpSample2D"), layer.args["size"], **options)
+
+
+def _layernorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    return call(use("LayerNorm"), **weights, eps=layer.args["eps"])
+
+
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
     "conv2d": _conv2d,
@@ -170,6 +219,18 @@ EMITTERS: dict[str, Emitter] = {
     "globalavgpool1d": _plain("GlobalAvgPool"),
     "globalmaxpool": _plain("GlobalMaxPool"),
     "globalavgpool": _plain("GlobalAvgPool"),
+    "add": _plain("Add"),
+    "multiply": _plain("Multiply"),
+    "average": _plain("Average"),
+    "concat": _concat,
+    "zeropad2d": _zeropad2d,
+    "depthwiseconv2d": _depthwise("DepthwiseConv2D"),
+    "separableconv2d": _depthwise("SeparableConv2D"),
+    "conv2dtranspose": _conv2dtranspose,
+    "upsample2d": _upsample2d,
+    "layernorm": _layernorm,
+    "reshape": lambda layer, weights, use: call(use("Reshape"), layer.args["target"]),
+    "permute": lambda layer, weights, use: call(use("Permute"), layer.args["dims"]),
 }
 
 #: Kinds whose runtime layer takes the mask as a second argument, when one arrives.
@@ -203,16 +264,22 @@ def _initial_value(weight: ir.Weight, use: Use) -> Code:
 
 @cache
 def _runtime_pieces() -> dict[str, Any]:
-    """Name -> function or class defined in the runtime, in definition order."""
-    from . import numpy_runtime  # numpy stays out of `import layerdsl`
+    """Name -> function or class defined in the runtime modules, in definition order (the graph
+    pieces build on the base ones, so they come after)."""
+    from . import numpy_runtime, numpy_runtime_graph  # numpy stays out of `import layerdsl`
 
-    pieces = [
-        obj
-        for obj in vars(numpy_runtime).values()
-        if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == numpy_runtime.__name__
-    ]
-    pieces.sort(key=lambda obj: inspect.getsourcelines(obj)[1])
-    return {obj.__name__: obj for obj in pieces}
+    out: dict[str, Any] = {}
+    for module in (numpy_runtime, numpy_runtime_graph):
+        pieces = [
+            obj
+            for obj in vars(module).values()
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__
+        ]
+        pieces.sort(key=lambda obj: inspect.getsourcelines(obj)[1])
+        for obj in pieces:
+            assert obj.__name__ not in out, f"runtime piece {obj.__name__} is defined twice"
+            out[obj.__name__] = obj
+    return out
 
 
 @cache
@@ -294,13 +361,8 @@ def emit_source(model: ir.Model) -> str:
         body.blank()
         body.line("def __call__(self, x):")
         with body.indent():
-            body.line(f"x = np.asarray(x, dtype=np.{ident(model.input.dtype)})")
-            if model.input.layout == "channels_first":
-                body.line("x = np.moveaxis(x, 1, -1)  # channels first -> last")
-            for layer in model.layers:
-                for line in _forward_lines(layer, f"self.{attributes[layer.name]}"):
-                    body.line(line)
-            body.line("return x")
+            for line in _call_lines(model, attributes):
+                body.line(line)
 
     name = class_name(model)
     out = SourceWriter()
@@ -321,15 +383,71 @@ def emit_source(model: ir.Model) -> str:
     return out.text()
 
 
-def _forward_lines(layer: ir.Layer, attribute: str) -> list[str]:
+#: Names ``__call__`` uses of its own, which no tensor variable may take.
+_CALL_NAMES = frozenset({"self", "x", "np", "mask", "inputs"})
+
+
+def tensor_variables(model: ir.Model) -> dict[str, str]:
+    """Tensor (a layer name, or ``"input"``) -> the variable that holds it in ``__call__``.
+
+    Along a chain, where a tensor feeds only the next layer, that is ``x``; a tensor that
+    branches, or is read further on, gets a variable named after its layer.
+    """
+    readers: dict[str, list[int]] = {}
+    previous = ir.INPUT_NAME
+    for position, layer in enumerate(model.layers):
+        for name in layer.inputs or (previous,):
+            readers.setdefault(name, []).append(position)
+        previous = layer.name
+    output = model.output or previous
+    readers.setdefault(output, []).append(len(model.layers))  # `return` reads it last
+
+    taken = set(_CALL_NAMES) | {layer.name for layer in model.layers}
+    out = {}
+    for position, name in enumerate([ir.INPUT_NAME] + [layer.name for layer in model.layers]):
+        if readers.get(name) == [position]:
+            out[name] = "x"
+        elif name == ir.INPUT_NAME:
+            out[name] = "inputs"
+        elif name not in _CALL_NAMES:
+            out[name] = ident(name)
+        else:
+            variable = f"{name}_out"
+            while variable in taken:
+                variable += "_"
+            taken.add(variable)
+            out[name] = ident(variable)
+    return out
+
+
+def _call_lines(model: ir.Model, attributes: dict[str, str]) -> list[str]:
+    """The body of ``__call__``: the layers in order, each reading the variables of its inputs."""
+    variables = tensor_variables(model)
+    fed = variables[ir.INPUT_NAME]
+    lines = [f"{fed} = np.asarray(x, dtype=np.{ident(model.input.dtype)})"]
+    if model.input.layout == "channels_first":
+        lines.append(f"{fed} = np.moveaxis({fed}, 1, -1)  # channels first -> last")
+    previous, block = ir.INPUT_NAME, ()
+    for layer in model.layers:
+        if layer.block and layer.block != block:
+            lines.append(f"# {' > '.join(layer.block)}")
+        block = layer.block
+        sources = ", ".join(variables[name] for name in layer.inputs or (previous,))
+        lines.extend(_forward_lines(layer, f"self.{attributes[layer.name]}", sources, variables[layer.name]))
+        previous = layer.name
+    lines.append(f"return {variables[model.output or previous]}")
+    return lines
+
+
+def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -> list[str]:
     """A layer's lines in ``__call__``: the mask is made where Keras makes it and passed to the layers that use it."""
     if layer.kind == "embedding" and layer.args["mask_zero"]:
-        return ["mask = x != 0  # token id 0 is padding", f"x = {attribute}(x)"]
+        return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
-        return [f"x, mask = {attribute}(x)"]
+        return [f"{target}, mask = {attribute}({sources})"]
     if layer.input_masked and layer.kind in _TAKES_MASK:
-        return [f"x = {attribute}(x, mask)"]
-    return [f"x = {attribute}(x)"]
+        return [f"{target} = {attribute}({sources}, mask)"]
+    return [f"{target} = {attribute}({sources})"]
 
 
 _LINE_LENGTH = 88
@@ -345,22 +463,32 @@ def _expression(out: SourceWriter, head: str, text: str, tail: str, width: int, 
 
     ``width`` counts what comes before ``text`` on its line, beyond the body's own indentation.
     """
+    if width + len(text) + len(tail) <= _LINE_LENGTH:  # most lines: no need to parse
+        out.line(f"{head}{text}{tail}")
+        return
     node = ast.parse(text, mode="eval").body
-    if width + len(text) + len(tail) <= _LINE_LENGTH or not isinstance(node, ast.Call | ast.List):
+    if not isinstance(node, ast.Call | ast.List):
         out.line(f"{head}{text}{tail}")
         return
     if isinstance(node, ast.Call):
-        opening, closing = f"{ast.get_source_segment(text, node.func)}(", ")"
+        opening, closing = f"{_segment(text, node.func)}(", ")"
         items = [("", arg) for arg in node.args] + [(f"{kw.arg}=", kw.value) for kw in node.keywords]
     else:
         opening, closing, items = "[", "]", [("", element) for element in node.elts]
     out.line(f"{head}{opening}")
     with out.indent():
         for name, item in items:
-            segment = ast.get_source_segment(text, item)
-            assert segment is not None
-            _expression(out, name, segment, ",", 4 * (depth + 1) + len(name), depth + 1)
+            _expression(out, name, _segment(text, item), ",", 4 * (depth + 1) + len(name), depth + 1)
     out.line(f"{closing}{tail}")
+
+
+def _segment(text: str, node: ast.expr) -> str:
+    """The source of ``node`` within one-line ``text`` (``ast.get_source_segment`` re-splits the text per call)."""
+    if "\n" in text:
+        segment = ast.get_source_segment(text, node)
+        assert segment is not None
+        return segment
+    return text.encode()[node.col_offset : node.end_col_offset].decode()  # offsets count UTF-8 bytes
 
 
 class NumpyBackend(Backend):

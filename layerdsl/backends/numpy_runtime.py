@@ -38,9 +38,17 @@ def relu(x):
     return np.maximum(x, 0.0)
 
 
+def relu6(x):
+    return np.clip(x, 0.0, 6.0)
+
+
 def sigmoid(x):
-    small = np.exp(-np.abs(x))  # never overflows
-    return np.where(x >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+    # 0.5 * tanh(x / 2) + 0.5: never overflows, and three passes over one array where exp and where take six.
+    y = np.multiply(x, 0.5)
+    np.tanh(y, out=y)
+    y *= 0.5
+    y += 0.5
+    return y
 
 
 def tanh(x):
@@ -48,8 +56,10 @@ def tanh(x):
 
 
 def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e = np.subtract(x, x.max(axis=-1, keepdims=True))
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def elu(x):
@@ -95,7 +105,10 @@ def pad(x, padding, value=0.0):
     """Pads the spatial axes of a channels-last batch: ((before, after),) per axis, time or height and width."""
     if not any(map(any, padding)):
         return x
-    return np.pad(x, ((0, 0), *padding, (0, 0)), constant_values=value)
+    n, *spatial, c = x.shape
+    padded = np.full((n, *(s + sum(p) for s, p in zip(spatial, padding, strict=True)), c), value, x.dtype)
+    padded[(slice(None), *(slice(p[0], p[0] + s) for s, p in zip(spatial, padding, strict=True)))] = x
+    return padded
 
 
 def windows(x, size, strides, dilation=None):
@@ -152,7 +165,10 @@ class Dense(Layer):
         super().__init__(kernel=kernel, bias=bias)
 
     def __call__(self, x):
-        return self.activation(x @ self.kernel + self.bias)
+        y = x @ self.kernel
+        if np.ndim(self.bias):
+            y += self.bias  # in place: no temporary
+        return self.activation(y)
 
 
 class Conv2D(Layer):
@@ -168,8 +184,10 @@ class Conv2D(Layer):
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding), self.kernel.shape[:-2], self.strides, self.dilation)
-        y = patches.reshape(-1, len(self.matrix)) @ self.matrix  # im2col: one GEMM for the whole batch
-        return self.activation(y.reshape(*patches.shape[: x.ndim - 1], self.matrix.shape[1]) + self.bias)
+        y = patches.reshape(-1, len(self.matrix)) @ self.matrix  # im2col (the one copy): one GEMM for the batch
+        if np.ndim(self.bias):
+            y += self.bias
+        return self.activation(y.reshape(*patches.shape[: x.ndim - 1], self.matrix.shape[1]))
 
 
 class Conv1D(Conv2D):
@@ -184,7 +202,12 @@ class MaxPool2D(Layer):
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
-        return patches.max(axis=tuple(range(x.ndim - 1, 2 * x.ndim - 3)))
+        # One strided view per window offset, folded with maximum: several times faster than max() over the window.
+        views = [patches[(..., *offset, slice(None))] for offset in np.ndindex(*self.pool)]
+        out = views[0].copy()
+        for view in views[1:]:
+            np.maximum(out, view, out=out)
+        return out
 
 
 class AvgPool2D(Layer):
@@ -193,11 +216,15 @@ class AvgPool2D(Layer):
         super().__init__()
 
     def __call__(self, x):
-        window_axes = tuple(range(x.ndim - 1, 2 * x.ndim - 3))
-        sums = windows(pad(x, self.padding), self.pool, self.strides).sum(axis=window_axes)
+        patches = windows(pad(x, self.padding), self.pool, self.strides)
+        views = [patches[(..., *offset, slice(None))] for offset in np.ndindex(*self.pool)]
+        sums = views[0].copy()
+        for view in views[1:]:
+            sums += view
         # As TensorFlow: padded positions count in no average.
         ones = pad(np.ones((1, *x.shape[1:-1], 1), dtype=x.dtype), self.padding)
-        return sums / windows(ones, self.pool, self.strides).sum(axis=window_axes)
+        sums /= windows(ones, self.pool, self.strides).sum(axis=tuple(range(x.ndim - 1, 2 * x.ndim - 3)))
+        return sums
 
 
 class MaxPool1D(MaxPool2D):
@@ -224,7 +251,9 @@ class BatchNorm(Layer):
         self.shift = (self.beta - self.moving_mean * scale).astype(np.float32)
 
     def __call__(self, x):
-        return x * self.scale + self.shift
+        y = x * self.scale
+        y += self.shift
+        return y
 
 
 class Flatten(Layer):
@@ -309,17 +338,20 @@ class Recurrent(Layer):
 
     def __call__(self, x, mask=None):
         n, steps, features = x.shape
-        time_major = np.ascontiguousarray(x.swapaxes(0, 1)).reshape(steps * n, features)
-        inputs = (time_major @ self.kernel + self.input_bias).reshape(steps, n, -1)
+        inputs = x.reshape(n * steps, features) @ self.kernel  # every step at once; rows stay batch-major
+        if np.ndim(self.input_bias):
+            inputs += self.input_bias
+        inputs = inputs.reshape(n, steps, -1)
         outputs = np.empty((n, steps, self.units), dtype=np.float32) if self.return_sequences else None
         state = self.initial_state(n)
         for i, t in enumerate(range(steps - 1, -1, -1) if self.go_backwards else range(steps)):
-            new = self.step(inputs[t], *state)
+            new = self.step(inputs[:, t], *state)
             if mask is None:
                 state = new
             else:
                 keep = mask[:, t, None]
-                state = tuple(np.where(keep, now, before) for now, before in zip(new, state, strict=True))
+                for before, now in zip(state, new, strict=True):
+                    np.copyto(before, now, where=keep)  # in place: the state arrays are this call's own
             if outputs is None:
                 continue
             outputs[:, i] = state[0]
@@ -335,18 +367,25 @@ class SimpleRNN(Recurrent):
         super().__init__(kernel, recurrent_kernel, bias, activation, None, return_sequences, go_backwards)
 
     def step(self, x, h):
-        return (self.activation(x + h @ self.recurrent_kernel),)
+        z = h @ self.recurrent_kernel
+        z += x
+        return (self.activation(z),)
 
 
 class LSTM(Recurrent):
     def initial_state(self, n):
-        return super().initial_state(n) * 2  # h and c
+        return super().initial_state(n) + super().initial_state(n)  # h and c, two arrays (updated in place)
 
     def step(self, x, h, c):
-        i, f, g, o = np.split(x + h @ self.recurrent_kernel, 4, axis=1)  # Keras order: i, f, c, o
-        gate = self.recurrent_activation
-        c = gate(f) * c + gate(i) * self.activation(g)
-        return gate(o) * self.activation(c), c
+        z = h @ self.recurrent_kernel
+        z += x
+        u, gate = self.units, self.recurrent_activation
+        input_forget = gate(z[:, : 2 * u])  # Keras order i, f, c, o: one call for i and f
+        c = input_forget[:, u:] * c
+        c += input_forget[:, :u] * self.activation(z[:, 2 * u : 3 * u])
+        h = self.activation(c)
+        h *= gate(z[:, 3 * u :])
+        return h, c
 
 
 class GRU(Recurrent):

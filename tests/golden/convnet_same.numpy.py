@@ -37,15 +37,20 @@ def relu(x):
 
 
 def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e = np.subtract(x, x.max(axis=-1, keepdims=True))
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def pad(x, padding, value=0.0):
     """Pads the spatial axes of a channels-last batch: ((before, after),) per axis, time or height and width."""
     if not any(map(any, padding)):
         return x
-    return np.pad(x, ((0, 0), *padding, (0, 0)), constant_values=value)
+    n, *spatial, c = x.shape
+    padded = np.full((n, *(s + sum(p) for s, p in zip(spatial, padding, strict=True)), c), value, x.dtype)
+    padded[(slice(None), *(slice(p[0], p[0] + s) for s, p in zip(spatial, padding, strict=True)))] = x
+    return padded
 
 
 def windows(x, size, strides, dilation=None):
@@ -102,7 +107,10 @@ class Dense(Layer):
         super().__init__(kernel=kernel, bias=bias)
 
     def __call__(self, x):
-        return self.activation(x @ self.kernel + self.bias)
+        y = x @ self.kernel
+        if np.ndim(self.bias):
+            y += self.bias  # in place: no temporary
+        return self.activation(y)
 
 
 class Conv2D(Layer):
@@ -118,8 +126,10 @@ class Conv2D(Layer):
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding), self.kernel.shape[:-2], self.strides, self.dilation)
-        y = patches.reshape(-1, len(self.matrix)) @ self.matrix  # im2col: one GEMM for the whole batch
-        return self.activation(y.reshape(*patches.shape[: x.ndim - 1], self.matrix.shape[1]) + self.bias)
+        y = patches.reshape(-1, len(self.matrix)) @ self.matrix  # im2col (the one copy): one GEMM for the batch
+        if np.ndim(self.bias):
+            y += self.bias
+        return self.activation(y.reshape(*patches.shape[: x.ndim - 1], self.matrix.shape[1]))
 
 
 class MaxPool2D(Layer):
@@ -129,7 +139,12 @@ class MaxPool2D(Layer):
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
-        return patches.max(axis=tuple(range(x.ndim - 1, 2 * x.ndim - 3)))
+        # One strided view per window offset, folded with maximum: several times faster than max() over the window.
+        views = [patches[(..., *offset, slice(None))] for offset in np.ndindex(*self.pool)]
+        out = views[0].copy()
+        for view in views[1:]:
+            np.maximum(out, view, out=out)
+        return out
 
 
 class AvgPool2D(Layer):
@@ -138,11 +153,15 @@ class AvgPool2D(Layer):
         super().__init__()
 
     def __call__(self, x):
-        window_axes = tuple(range(x.ndim - 1, 2 * x.ndim - 3))
-        sums = windows(pad(x, self.padding), self.pool, self.strides).sum(axis=window_axes)
+        patches = windows(pad(x, self.padding), self.pool, self.strides)
+        views = [patches[(..., *offset, slice(None))] for offset in np.ndindex(*self.pool)]
+        sums = views[0].copy()
+        for view in views[1:]:
+            sums += view
         # As TensorFlow: padded positions count in no average.
         ones = pad(np.ones((1, *x.shape[1:-1], 1), dtype=x.dtype), self.padding)
-        return sums / windows(ones, self.pool, self.strides).sum(axis=window_axes)
+        sums /= windows(ones, self.pool, self.strides).sum(axis=tuple(range(x.ndim - 1, 2 * x.ndim - 3)))
+        return sums
 
 
 class BatchNorm(Layer):
@@ -159,7 +178,9 @@ class BatchNorm(Layer):
         self.shift = (self.beta - self.moving_mean * scale).astype(np.float32)
 
     def __call__(self, x):
-        return x * self.scale + self.shift
+        y = x * self.scale
+        y += self.shift
+        return y
 
 
 class Flatten(Layer):

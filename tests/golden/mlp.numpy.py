@@ -37,8 +37,10 @@ def relu(x):
 
 
 def softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e = np.subtract(x, x.max(axis=-1, keepdims=True))
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 class Layer:
@@ -75,7 +77,10 @@ class Dense(Layer):
         super().__init__(kernel=kernel, bias=bias)
 
     def __call__(self, x):
-        return self.activation(x @ self.kernel + self.bias)
+        y = x @ self.kernel
+        if np.ndim(self.bias):
+            y += self.bias  # in place: no temporary
+        return self.activation(y)
 
 
 class Dropout(Layer):

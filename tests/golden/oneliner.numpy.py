@@ -70,7 +70,10 @@ class Dense(Layer):
         super().__init__(kernel=kernel, bias=bias)
 
     def __call__(self, x):
-        return self.activation(x @ self.kernel + self.bias)
+        y = x @ self.kernel
+        if np.ndim(self.bias):
+            y += self.bias  # in place: no temporary
+        return self.activation(y)
 
 
 class BatchNorm(Layer):
@@ -87,7 +90,9 @@ class BatchNorm(Layer):
         self.shift = (self.beta - self.moving_mean * scale).astype(np.float32)
 
     def __call__(self, x):
-        return x * self.scale + self.shift
+        y = x * self.scale
+        y += self.shift
+        return y
 
 
 class Dropout(Layer):

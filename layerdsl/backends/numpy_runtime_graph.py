@@ -1,0 +1,188 @@
+"""NumPy runtime pieces for graphs and the layers of real architectures (merges, depthwise and
+transposed convolutions, upsampling, layer normalization, reshapes).
+
+Same rules as ``numpy_runtime``: each top-level function and class is self-contained apart from
+``np`` and the runtime's pieces (here and in ``numpy_runtime``), because the numpy backend copies
+the source of exactly the pieces a model uses into its generated file.
+"""
+
+import numpy as np
+
+from .numpy_runtime import Layer, linear, pad, windows
+
+
+class Add(Layer):
+    def __call__(self, *inputs):
+        total = inputs[0]
+        for x in inputs[1:]:
+            total = total + x  # in input order, as Keras sums
+        return total
+
+
+class Multiply(Layer):
+    def __call__(self, *inputs):
+        product = inputs[0]
+        for x in inputs[1:]:
+            product = product * x
+        return product
+
+
+class Average(Add):
+    def __call__(self, *inputs):
+        return super().__call__(*inputs) / np.float32(len(inputs))
+
+
+class Concatenate(Layer):
+    def __init__(self, axis=-1):
+        self.axis = axis  # counted with the batch axis
+        super().__init__()
+
+    def __call__(self, *inputs):
+        return np.concatenate(inputs, axis=self.axis)
+
+
+class ZeroPad2D(Layer):
+    def __init__(self, padding):
+        self.padding = padding
+        super().__init__()
+
+    def __call__(self, x):
+        return pad(x, self.padding)
+
+
+def depthwise(x, kernel, strides, dilation, padding):
+    """Each channel correlated with its own (KH, KW, C, M) kernel; output channel c*M + m, as Keras."""
+    kh, kw, _, multiplier = kernel.shape
+    if multiplier > 1:
+        x = x.repeat(multiplier, axis=-1)  # output channel c*M + m reads input channel c
+    taps = kernel.reshape(kh, kw, -1)
+    patches = windows(pad(x, padding), (kh, kw), strides, dilation)
+    out = np.zeros((*patches.shape[:3], taps.shape[-1]), dtype=np.float32)
+    # One multiply-add per kernel tap, over bands of output rows small enough to stay in cache.
+    band = max(1, 2**17 // out[:, 0].size)
+    scratch = np.empty_like(out[:, :band])
+    for top in range(0, out.shape[1], band):
+        rows = out[:, top : top + band]
+        for i in range(kh):
+            for j in range(kw):
+                rows += np.multiply(patches[:, top : top + band, :, i, j], taps[i, j], out=scratch[:, : rows.shape[1]])
+    return out
+
+
+class DepthwiseConv2D(Layer):
+    bias = 0.0
+
+    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+        self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
+        super().__init__(kernel=kernel, bias=bias)
+
+    def __call__(self, x):
+        return self.activation(depthwise(x, self.kernel, self.strides, self.dilation, self.padding) + self.bias)
+
+
+class SeparableConv2D(Layer):
+    bias = 0.0
+
+    def __init__(
+        self,
+        depthwise_kernel,
+        pointwise_kernel,
+        bias=None,
+        strides=(1, 1),
+        dilation=(1, 1),
+        padding=((0, 0), (0, 0)),
+        activation=linear,
+    ):
+        self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
+        super().__init__(depthwise_kernel=depthwise_kernel, pointwise_kernel=pointwise_kernel, bias=bias)
+
+    def __call__(self, x):
+        y = depthwise(x, self.depthwise_kernel, self.strides, self.dilation, self.padding)
+        pointwise = self.pointwise_kernel.reshape(self.pointwise_kernel.shape[2:])
+        return self.activation(y @ pointwise + self.bias)
+
+
+class Conv2DTranspose(Layer):
+    """Keras's transposed convolution (TensorFlow's gradient of conv2d): one GEMM spreads each input
+    pixel over a (KH, KW, F) patch, the patches overlap-add ``strides`` apart, and ``same`` crops
+    the result to ``in * stride`` as TensorFlow does (the extra row or column comes off the end)."""
+
+    bias = 0.0
+
+    def __init__(self, kernel, bias=None, strides=(1, 1), padding="valid", activation=linear):
+        self.strides, self.padding, self.activation = strides, padding, activation
+        super().__init__(kernel=kernel, bias=bias)
+
+    def refresh(self):
+        super().refresh()
+        kh, kw, filters, channels = self.kernel.shape
+        self.matrix = self.kernel.transpose(3, 0, 1, 2).reshape(channels, kh * kw * filters)
+
+    def __call__(self, x):
+        n, h, w, _ = x.shape
+        (kh, kw, filters, _), (sh, sw) = self.kernel.shape, self.strides
+        patches = (x.reshape(-1, x.shape[-1]) @ self.matrix).reshape(n, h, w, kh, kw, filters)
+        # The `valid` output: every patch, and zeros beyond them when the kernel is smaller than the stride.
+        out = np.zeros((n, h * sh + max(kh - sh, 0), w * sw + max(kw - sw, 0), filters), dtype=np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                out[:, i : i + (h - 1) * sh + 1 : sh, j : j + (w - 1) * sw + 1 : sw] += patches[:, :, :, i, j]
+        if self.padding == "same":
+            top, left = max(kh - sh, 0) // 2, max(kw - sw, 0) // 2
+            out = out[:, top : top + h * sh, left : left + w * sw]
+        return self.activation(out + self.bias)
+
+
+def bilinear_axis(x, axis, factor):
+    """Upsamples one axis by ``factor`` as TensorFlow's bilinear resize with half-pixel centers."""
+    size = x.shape[axis]
+    source = (np.arange(size * factor) + 0.5) / factor - 0.5
+    below = np.floor(source)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    weight = (source - below).astype(np.float32).reshape(shape)
+    lower = np.take(x, np.clip(below, 0, size - 1).astype(int), axis=axis)
+    upper = np.take(x, np.clip(below + 1, 0, size - 1).astype(int), axis=axis)
+    return lower + (upper - lower) * weight
+
+
+class UpSample2D(Layer):
+    def __init__(self, size=(2, 2), interpolation="nearest"):
+        self.size, self.interpolation = size, interpolation
+        super().__init__()
+
+    def __call__(self, x):
+        if self.interpolation == "bilinear":
+            return bilinear_axis(bilinear_axis(x, 1, self.size[0]), 2, self.size[1])
+        return x.repeat(self.size[0], axis=1).repeat(self.size[1], axis=2)
+
+
+class LayerNorm(Layer):
+    gamma, beta = 1.0, 0.0
+
+    def __init__(self, gamma=None, beta=None, eps=1e-3):
+        self.eps = eps
+        super().__init__(gamma=gamma, beta=beta)
+
+    def __call__(self, x):
+        mean = x.mean(axis=-1, keepdims=True)
+        variance = np.square(x - mean).mean(axis=-1, keepdims=True)
+        return (x - mean) / np.sqrt(variance + np.float32(self.eps)) * self.gamma + self.beta
+
+
+class Reshape(Layer):
+    def __init__(self, target):
+        self.target = target
+        super().__init__()
+
+    def __call__(self, x):
+        return x.reshape(len(x), *self.target)
+
+
+class Permute(Layer):
+    def __init__(self, dims):
+        self.axes = (0, *dims)  # Keras numbers the axes from 1, after the batch axis
+        super().__init__()
+
+    def __call__(self, x):
+        return x.transpose(self.axes)

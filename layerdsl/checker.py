@@ -616,6 +616,7 @@ class _Checker:
             output_masked=spec.output_mask(args, masked),
             inputs=tuple(t.name for t in inputs),
             block=scope.chain,
+            block_defs=scope.names,
             input_shapes=tuple(t.shape for t in inputs) if spec.merge else (),
         )
         self.layers.append(layer)

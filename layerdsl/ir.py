@@ -73,6 +73,8 @@ class Layer:
     inputs: tuple[str, ...] = ()
     #: The block call chain this layer came from, outermost first (block instance names).
     block: tuple[str, ...] = ()
+    #: The block definitions of that chain, one per instance (``("stage", "conv_bn")``).
+    block_defs: tuple[str, ...] = ()
     #: For merges, the shape of each input, in order.
     input_shapes: tuple[Shape, ...] = ()
 

@@ -1,7 +1,18 @@
 """The torch backend: IR -> an ``nn.Module`` subclass computing what the Keras model computes.
 
 Layout: an image tensor, (H, W, C) in the IR, is (N, C, H, W) in torch; every
-other tensor keeps the IR's order, so vectors are (N, F).
+other tensor keeps the IR's order, so vectors are (N, F). Layers that think in
+Keras's channels-last order (concat's axis, layernorm, reshape, permute) map
+their axes to it.
+
+Graphs: the forward pass follows each layer's ``inputs``. A chain keeps reusing
+``x``; a tensor read anywhere but by the next step gets a variable named after
+its layer. Each block instance is a submodule (``self.conv_bn_1 = ConvBn()``),
+so state_dict keys nest by instance; instances whose generated code is identical
+share one class. A block that reads a tensor from outside (an outer ``@tap``)
+takes it as an extra ``forward`` argument. Instances that read or pass a Keras
+mask stay flat, their layers joining the enclosing module. Canonical weight keys
+stay flat (``"<layer name>.<param>"``) whatever the nesting.
 
 Flatten: ``nn.Flatten`` orders an image's features (C, H, W) where Keras has
 (H, W, C). When a dense layer consumes the flattened vector (possibly through
@@ -9,6 +20,11 @@ dropout, activations or batchnorm, which act per feature), the permutation is
 folded into that dense kernel's rows (and those batchnorms' vectors) during
 weight transfer, so the forward pass stays plain. Otherwise the generated
 forward permutes to channels-last before flattening.
+
+Transposed convolutions are ``nn.ConvTranspose2d`` with the kernel unflipped;
+``padding`` and ``output_padding`` reproduce TensorFlow's output, and `same`
+with an odd excess, which TensorFlow crops at the bottom/right, slices one
+extra row/column off.
 
 Batchnorm with ``center=false`` or ``scale=false``: the module uses
 ``affine=False`` and holds the one vector that exists as its own
@@ -35,7 +51,11 @@ This module never imports torch at import time or while emitting source.
 
 from __future__ import annotations
 
+import builtins
+import io
+import keyword
 import sys
+import tokenize
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -80,12 +100,13 @@ _ACTIVATIONS = {
     "softsign": "F.softsign({x})",
     "leaky_relu": "F.leaky_relu({x}, negative_slope=0.2)",  # Keras's slope, not torch's 0.01
     "silu": "F.silu({x})",
+    "relu6": "F.relu6({x})",
 }
 
 _MINUS_INF = Code('float("-inf")')
 
 #: Layers that act on each feature alike, so a flatten permutation passes through them.
-_PER_FEATURE = frozenset({"dropout", "activation", "batchnorm", "flatten"})
+_PER_FEATURE = frozenset({"dropout", "activation", "batchnorm", "layernorm", "flatten"})
 
 
 def _is_image(shape: ir.Shape) -> bool:
@@ -124,8 +145,10 @@ class _Context:
     """Model-level facts an emitter needs about its layer."""
 
     attr: str  # the layer's attribute name
-    taken: set[str]  # every attribute name in use
+    taken: set[str]  # every attribute name in use in its module
     keras_order: bool = False  # flatten: no dense absorbs the permutation
+    #: the variables holding a merge's inputs, in order (other layers read `x`)
+    inputs: tuple[str, ...] = ("x",)
 
     def extra(self, suffix: str) -> str:
         """A fresh attribute name for a helper module or parameter of this layer."""
@@ -147,15 +170,20 @@ def _dense(layer: ir.Layer, ctx: _Context) -> _Piece:
     )
 
 
-def _conv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
-    args, a = layer.args, ctx.attr
+def _windowed_conv(
+    piece: _Piece, layer: ir.Layer, ctx: _Context, attr: str, out_channels: int, *, groups: int = 1, bias: bool
+) -> str:
+    """Add ``self.<attr> = nn.Conv2d(...)`` with the layer's kernel, stride, dilation and TensorFlow padding.
+
+    Returns the expression applying it to ``x``.
+    """
+    args = layer.args
     (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
     kwargs: dict[str, Any] = {"kernel_size": _size(args["kernel"])}
     if args["stride"] != (1, 1):
         kwargs["stride"] = _size(args["stride"])
     if args["dilation"] != (1, 1):
         kwargs["dilation"] = _size(args["dilation"])
-    piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
     x = "x"
     if (top, left) != (bottom, right):
         pad = ctx.extra("pad")
@@ -164,13 +192,177 @@ def _conv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
         x = f"self.{pad}(x)"
     elif top or left:
         kwargs["padding"] = _size((top, left))
-    if not args["bias"]:
+    if groups != 1:
+        kwargs["groups"] = groups
+    if not bias:
         kwargs["bias"] = False
-    piece.init.append(f"self.{a} = {call('nn.Conv2d', layer.input_shape[2], args['filters'], **kwargs)}")
-    piece.forward.append(f"x = {_activate(args['activation'], f'self.{a}({x})', layer.output_shape)}")
+    piece.init.append(f"self.{attr} = {call('nn.Conv2d', layer.input_shape[2], out_channels, **kwargs)}")
+    return f"self.{attr}({x})"
+
+
+def _conv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a = layer.args, ctx.attr
+    piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
+    conv = _windowed_conv(piece, layer, ctx, a, args["filters"], bias=args["bias"])
+    piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
     if args["maxnorm"] is not None:
         piece.constraint = f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=(1, 2, 3))"
     return piece
+
+
+def _depthwiseconv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a = layer.args, ctx.attr
+    channels = layer.input_shape[2]
+    piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
+    piece.init.append("# groups=channels: each input channel convolved on its own")
+    conv = _windowed_conv(piece, layer, ctx, a, channels * args["multiplier"], groups=channels, bias=args["bias"])
+    piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
+    return piece
+
+
+def _separableconv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    channels = layer.input_shape[2]
+    depth = channels * args["multiplier"]
+    depthwise, pointwise = ctx.extra("depthwise"), ctx.extra("pointwise")
+    piece = _Piece(tensors={"depthwise_kernel": f"{depthwise}.weight", "pointwise_kernel": f"{pointwise}.weight"})
+    piece.init.append("# a depthwise convolution (groups=channels), then a 1x1 pointwise one")
+    conv = _windowed_conv(piece, layer, ctx, depthwise, depth, groups=channels, bias=False)
+    kwargs: dict[str, Any] = {} if args["bias"] else {"bias": False}
+    piece.init.append(f"self.{pointwise} = {call('nn.Conv2d', depth, args['filters'], 1, **kwargs)}")
+    if args["bias"]:
+        piece.tensors["bias"] = f"{pointwise}.bias"
+    piece.forward.append(f"x = {_activate(args['activation'], f'self.{pointwise}({conv})', layer.output_shape)}")
+    return piece
+
+
+def _transpose_padding(size: int, out: int, kernel: int, stride: int) -> tuple[int, int, bool]:
+    """(padding, output_padding, crop) for nn.ConvTranspose2d to give TensorFlow's output along one axis.
+
+    TensorFlow computes the full transposed convolution ((size - 1) * stride + kernel) and crops
+    `same`'s padding with the odd row at the end; torch crops `padding` from both ends and adds
+    `output_padding` zeros at the end, so an odd crop leaves one extra row to slice off (crop=True).
+    """
+    full = (size - 1) * stride + kernel
+    if full <= out:  # valid, or a kernel smaller than the stride: zeros at the end
+        return 0, out - full, False
+    excess = full - out
+    return excess // 2, 0, excess % 2 == 1
+
+
+def _conv2dtranspose(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a = layer.args, ctx.attr
+    (height, width, channels), (out_height, out_width, _) = layer.input_shape, layer.output_shape
+    rows = _transpose_padding(height, out_height, args["kernel"][0], args["stride"][0])
+    cols = _transpose_padding(width, out_width, args["kernel"][1], args["stride"][1])
+    kwargs: dict[str, Any] = {"kernel_size": _size(args["kernel"])}
+    if args["stride"] != (1, 1):
+        kwargs["stride"] = _size(args["stride"])
+    if rows[0] or cols[0]:
+        kwargs["padding"] = _size((rows[0], cols[0]))
+    if rows[1] or cols[1]:
+        kwargs["output_padding"] = _size((rows[1], cols[1]))
+    if not args["bias"]:
+        kwargs["bias"] = False
+    piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
+    piece.init.append(f"self.{a} = {call('nn.ConvTranspose2d', channels, args['filters'], **kwargs)}")
+    conv = f"self.{a}(x)"
+    if rows[2] or cols[2]:
+        piece.forward.append("# TensorFlow crops `same`'s odd row/column at the bottom/right")
+        conv += f"[:, :, :{out_height}, :{out_width}]"
+    piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
+    return piece
+
+
+def _zeropad2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a = layer.args, ctx.attr
+    sides = (args["left"], args["right"], args["top"], args["bottom"])
+    padding = sides[0] if len(set(sides)) == 1 else sides
+    return _Piece(init=[f"self.{a} = {call('nn.ZeroPad2d', padding)}"], forward=[f"x = self.{a}(x)"])
+
+
+def _upsample2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a = layer.args, ctx.attr
+    kwargs: dict[str, Any] = {"scale_factor": _size(args["size"]), "mode": args["interpolation"]}
+    if args["interpolation"] == "bilinear":
+        kwargs["align_corners"] = False  # TensorFlow's half-pixel centers
+    return _Piece(init=[f"self.{a} = {call('nn.Upsample', **kwargs)}"], forward=[f"x = self.{a}(x)"])
+
+
+def _layernorm(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args, a, shape = layer.args, ctx.attr, layer.input_shape
+    channels = shape[-1]
+    kwargs: dict[str, Any] = {"eps": args["eps"]}
+    if not args["scale"]:
+        kwargs["elementwise_affine"] = False
+    elif not args["center"]:
+        kwargs["bias"] = False
+    piece = _Piece(init=[f"self.{a} = {call('nn.LayerNorm', channels, **kwargs)}"])
+    if _is_image(shape):
+        piece.init.append("# Keras normalizes each pixel over its channels: dim 1 here, moved last and back")
+        x = f"self.{a}(x.movedim(1, -1)).movedim(-1, 1)"
+    else:
+        x = f"self.{a}(x)"
+    if args["scale"]:
+        piece.tensors["gamma"] = f"{a}.weight"
+        if args["center"]:
+            piece.tensors["beta"] = f"{a}.bias"
+    elif args["center"]:
+        beta = ctx.extra("beta")
+        piece.init.append("# Keras learns only beta (scale=false)")
+        piece.init.append(f"self.{beta} = nn.Parameter(torch.zeros({py(channels)}))")
+        piece.tensors["beta"] = beta
+        x = f"{x} + self.{beta}{'[:, None, None]' if _is_image(shape) else ''}"
+    piece.forward.append(f"x = {x}")
+    return piece
+
+
+def _torch_axis(shape: ir.Shape, axis: int) -> int:
+    """The torch dimension (batch included) of IR axis ``axis`` (batch excluded) of a ``shape`` tensor."""
+    axis %= len(shape)
+    if _is_image(shape):
+        return (2, 3, 1)[axis]  # (H, W, C) -> (N, C, H, W)
+    return axis + 1
+
+
+def _reshape(layer: ir.Layer, ctx: _Context) -> _Piece:
+    target = layer.args["target"]
+    x = "x"
+    if _is_image(layer.input_shape):
+        x = "x.permute(0, 2, 3, 1)"
+    x = f"{x}.reshape(x.shape[0], {', '.join(py(d) for d in target)})"
+    if _is_image(target):
+        x += ".permute(0, 3, 1, 2)"
+    piece = _Piece(forward=[f"x = {x}"])
+    if _is_image(layer.input_shape) or _is_image(target):
+        piece.forward.insert(0, "# Keras reshapes in channels-last order")
+    return piece
+
+
+def _permute(layer: ir.Layer, ctx: _Context) -> _Piece:
+    shape, dims = layer.input_shape, layer.args["dims"]
+    out = layer.output_shape
+    order = [0] * (len(shape) + 1)
+    for axis, source in enumerate(dims):  # output IR axis `axis` is input IR axis `source - 1`
+        order[_torch_axis(out, axis)] = _torch_axis(shape, source - 1)
+    if order == list(range(len(order))):
+        return _Piece()  # the identity in torch's layout: only its comment shows
+    return _Piece(forward=[f"x = x.permute({', '.join(map(str, order))})"])
+
+
+def _elementwise(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
+    def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
+        x = f" {operator} ".join(ctx.inputs)  # left to right, as Keras folds them
+        if layer.kind == "average":
+            x = f"({x}) / {len(ctx.inputs)}"
+        return _Piece(forward=[f"x = {x}"])
+
+    return emit
+
+
+def _concat(layer: ir.Layer, ctx: _Context) -> _Piece:
+    dim = _torch_axis(layer.output_shape, layer.args["axis"])
+    return _Piece(forward=[f"x = torch.cat([{', '.join(ctx.inputs)}], dim={dim})"])
 
 
 def _pool(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
@@ -306,6 +498,7 @@ _ACTIVATION_FUNCTIONS = {
     "softsign": "F.softsign",
     "leaky_relu": "nn.LeakyReLU(0.2)",
     "silu": "F.silu",
+    "relu6": "F.relu6",
 }
 
 _MERGES = {
@@ -519,70 +712,412 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "globalavgpool1d": _global_pool("mean"),
     "globalmaxpool": _global_pool("amax"),
     "globalavgpool": _global_pool("mean"),
+    "add": _elementwise("+"),
+    "multiply": _elementwise("*"),
+    "average": _elementwise("+"),
+    "concat": _concat,
+    "zeropad2d": _zeropad2d,
+    "depthwiseconv2d": _depthwiseconv2d,
+    "separableconv2d": _separableconv2d,
+    "conv2dtranspose": _conv2dtranspose,
+    "upsample2d": _upsample2d,
+    "layernorm": _layernorm,
+    "reshape": _reshape,
+    "permute": _permute,
 }
 
 
-def _attribute_names(model: ir.Model) -> dict[str, str]:
-    """Layer name -> attribute name, avoiding nn.Module's own attributes."""
-    taken: set[str] = {layer.name for layer in model.layers}
+def _attribute_names(names: list[str]) -> dict[str, str]:
+    """Local name -> attribute name in one module, avoiding nn.Module's own attributes."""
+    taken: set[str] = set(names)
     out = {}
-    for layer in model.layers:
-        name = layer.name
+    for local in names:
+        name = local
         if name.startswith("_"):  # torch's private attributes
             name = "layer" + name
         elif name in _MODULE_ATTRIBUTES:
             name += "_"
-        if name != layer.name:
+        if name != local:
             while name in taken or name in _MODULE_ATTRIBUTES:
                 name += "_"
             taken.add(name)
-        out[layer.name] = codegen.ident(name)
+        out[local] = codegen.ident(name)
     return out
 
 
-def _flatten_orders(model: ir.Model) -> tuple[set[str], dict[str, ir.Shape]]:
+def _reads(model: ir.Model) -> dict[str, tuple[str, ...]]:
+    """Layer name -> the tensors it reads (a layer without ``inputs`` reads the one before it)."""
+    out = {}
+    previous = ir.INPUT_NAME
+    for layer in model.layers:
+        out[layer.name] = layer.inputs or (previous,)
+        previous = layer.name
+    return out
+
+
+def _output_name(model: ir.Model) -> str:
+    return model.output_layer.name if model.layers else ir.INPUT_NAME
+
+
+def _consumers(model: ir.Model, reads: Mapping[str, tuple[str, ...]]) -> dict[str, list[ir.Layer]]:
+    """Tensor name -> the layers that read it, in model order."""
+    out: dict[str, list[ir.Layer]] = {}
+    for layer in model.layers:
+        for name in dict.fromkeys(reads[layer.name]):
+            out.setdefault(name, []).append(layer)
+    return out
+
+
+def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) -> tuple[set[str], dict[str, ir.Shape]]:
     """Flattens that must keep Keras's order, and the layers whose feature axis is in torch's.
 
-    The second maps a layer name to the (H, W, C) image shape whose flatten (in
-    torch's (C, H, W) order) feeds it, up to and including the dense that absorbs it.
+    The second maps a layer name to the (H, W, C) image shape whose flatten (in torch's
+    (C, H, W) order) feeds it, through per-feature layers, up to and including the denses
+    that absorb it. A flattened vector that reaches anything else (a merge, a reshape, the
+    model output) keeps Keras's order instead.
     """
     keras_order: set[str] = set()
     permuted: dict[str, ir.Shape] = {}
-    for i, layer in enumerate(model.layers):
+    output = _output_name(model)
+    for layer in model.layers:
         if layer.kind != "flatten" or not _is_image(layer.input_shape):
             continue
         downstream: dict[str, ir.Shape] = {}
-        for later in model.layers[i + 1 :]:
-            if later.kind == "dense":
-                downstream[later.name] = layer.input_shape
-                permuted.update(downstream)
-                break
-            if later.kind not in _PER_FEATURE:
-                keras_order.add(layer.name)
-                break
-            downstream[later.name] = layer.input_shape
-        else:  # the flattened vector is the model's output
+        pending, absorbed = [layer], True
+        while pending and absorbed:
+            node = pending.pop()
+            absorbed = node.name != output
+            for later in consumers.get(node.name, []):
+                if later.kind == "dense":
+                    downstream[later.name] = layer.input_shape
+                elif later.kind in _PER_FEATURE:
+                    downstream[later.name] = layer.input_shape
+                    pending.append(later)
+                else:
+                    absorbed = False
+        if absorbed:
+            permuted.update(downstream)
+        else:
             keras_order.add(layer.name)
     return keras_order, permuted
 
 
 @dataclass
-class _Plan:
-    """One description of the module, read by both the source writer and weight transfer."""
+class _Unit:
+    """One step of a module's forward pass: a layer, or a block instance's submodule."""
 
-    pieces: list[tuple[ir.Layer, _Piece]]
+    local: str  # its name inside the module
+    tensor: str  # the model-level name of the tensor it produces
+    reads: tuple[str, ...]  # the model-level names of the tensors it reads
+    layer: ir.Layer | None = None
+    module: _Module | None = None
+    attr: str = ""
+    piece: _Piece = field(default_factory=_Piece)
+    init: list[str] = field(default_factory=list)  # __init__ lines, with the comment
+    forward: list[str] = field(default_factory=list)  # forward lines, bound to the module's variables
+
+
+@dataclass
+class _Module:
+    """The model, or one block instance: an ``nn.Module`` of its own."""
+
+    instance: str  # the model-level instance name; "" for the model
+    units: list[_Unit]
+    inputs: list[str]  # tensors it reads from outside, in order of first use (`x`, then the skips)
+    output: str  # the tensor it returns
+    class_name: str = ""
+    params: list[str] = field(default_factory=list)  # forward's parameters, one per input
+    prologue: list[str] = field(default_factory=list)  # forward's first lines (an alias of `x`)
+    returns: str = "x"
+
+    def walk(self, path: str = "") -> Iterator[tuple[_Module, str]]:
+        """This module and every submodule below it, each with its attribute path."""
+        yield self, path
+        for unit in self.units:
+            if unit.module is not None:
+                yield from unit.module.walk(f"{path}{unit.attr}.")
+
+    @property
+    def has_weights(self) -> bool:
+        return any(
+            unit.module.has_weights if unit.module is not None else bool(unit.layer and unit.layer.weights)
+            for unit in self.units
+        )
+
+    @property
+    def has_constraints(self) -> bool:
+        return any(
+            unit.module.has_constraints if unit.module is not None else unit.piece.constraint is not None
+            for unit in self.units
+        )
+
+
+def _submodules(
+    model: ir.Model, reads: Mapping[str, tuple[str, ...]], consumers: Mapping[str, list[ir.Layer]]
+) -> dict[str, str]:
+    """Block instance -> its output tensor, for the instances that become submodules.
+
+    An instance stays flat (its layers join the enclosing module) when its layers are not
+    contiguous, when anything but its one output leaves it, or when it reads or passes a
+    Keras mask (computed once, in the model's forward).
+    """
+    members: dict[str, list[int]] = {}
+    for i, layer in enumerate(model.layers):
+        for instance in layer.block:
+            members.setdefault(instance, []).append(i)
+    output = _output_name(model)
+    out = {}
+    for instance, indices in members.items():
+        if indices != list(range(indices[0], indices[-1] + 1)):
+            continue
+        layers = [model.layers[i] for i in indices]
+        if any(layer.input_masked or layer.output_masked for layer in layers):
+            continue
+        names = {layer.name for layer in layers}
+        leaving = [
+            name for name in names if name == output or any(c.name not in names for c in consumers.get(name, []))
+        ]
+        if len(leaving) == 1:
+            out[instance] = leaving[0]
+    return out
+
+
+def _module(
+    instance: str,
+    layers: list[ir.Layer],
+    depth: int,
+    reads: Mapping[str, tuple[str, ...]],
+    submodules: Mapping[str, str],
+) -> _Module:
+    """The module of one block instance (or of the model, ``instance=""``) over its layers."""
+
+    def owner(layer: ir.Layer) -> str | None:
+        chain = layer.block[: depth + 1]
+        if len(layer.block) <= depth or not all(name in submodules for name in chain):
+            return None
+        return layer.block[depth]
+
+    def local(name: str) -> str:
+        prefix = f"{instance}_"
+        return name[len(prefix) :] if instance and name.startswith(prefix) else name
+
+    units = []
+    i = 0
+    while i < len(layers):
+        child = owner(layers[i])
+        if child is None:
+            layer = layers[i]
+            units.append(_Unit(local(layer.name), layer.name, reads[layer.name], layer=layer))
+            i += 1
+            continue
+        end = i + 1
+        while end < len(layers) and owner(layers[end]) == child:
+            end += 1
+        module = _module(child, layers[i:end], depth + 1, reads, submodules)
+        units.append(_Unit(local(child), module.output, tuple(module.inputs), module=module))
+        i = end
+    names = {layer.name for layer in layers}
+    inputs = [name for layer in layers for name in reads[layer.name] if name not in names]
+    return _Module(instance, units, list(dict.fromkeys(inputs)), submodules.get(instance, ""))
+
+
+#: Names a forward pass uses besides its tensors: never a tensor's variable.
+_RESERVED_VARIABLES = (
+    frozenset(keyword.kwlist)
+    | frozenset(dir(builtins))
+    | {"self", "x", "mask", "forward", "backward", "weights", "torch", "nn", "F", "max_norm_"}
+    | {"simplernn_scan", "lstm_scan", "gru_scan"}  # _SCAN_HELPERS
+)
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken or name in _RESERVED_VARIABLES:
+        name += "_"
+    taken.add(name)
+    return codegen.ident(name)
+
+
+def _bind(lines: list[str], source: str, target: str) -> list[str]:
+    """Forward lines written on ``x``, reading ``source`` and leaving their result in ``target``.
+
+    Reads of ``x`` before the lines first assign it become ``source``; the assigned ``x``, and
+    every read after, become ``target``.
+    """
+    if source == target == "x":
+        return lines
+    out = []
+    current = source
+    for line in lines:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(line).readline) if t.type != tokenize.NL]
+        depth, assignment = 0, None
+        for token in tokens:
+            if token.type == tokenize.OP:
+                if token.string in "([{":
+                    depth += 1
+                elif token.string in ")]}":
+                    depth -= 1
+                elif token.string == "=" and depth == 0 and assignment is None:
+                    assignment = token.start[1]
+        edits = []
+        assigns = False
+        previous = None
+        for token in tokens:
+            if token.type == tokenize.NAME and token.string == "x" and previous != ".":
+                column = token.start[1]
+                if assignment is not None and column < assignment:
+                    edits.append((column, target))
+                    assigns = True
+                else:
+                    edits.append((column, current))
+            previous = token.string
+        for column, name in reversed(edits):
+            line = line[:column] + name + line[column + 1 :]
+        if assigns:
+            current = target
+        out.append(line)
+    return out
+
+
+@dataclass
+class _Plan:
+    """One description of the generated module tree, read by both the source writer and weight transfer."""
+
+    root: _Module
     permuted: dict[str, ir.Shape]
+    classes: list[tuple[str, list[str]]]  # block classes in definition order: name, body lines
+    order: list[str]  # layer names in model order
+
+    def layers(self) -> Iterator[tuple[ir.Layer, _Piece, str]]:
+        """Every layer, in model order, with its piece and the attribute path of the module holding it."""
+        found = {}
+        for module, path in self.root.walk():
+            for unit in module.units:
+                if unit.layer is not None:
+                    found[unit.layer.name] = (unit.layer, unit.piece, path)
+        for name in self.order:
+            yield found[name]
+
+
+def _block_definitions(model: ir.Model) -> dict[str, str]:
+    """Block instance name -> the block definition it calls (``conv_bn_2`` -> ``conv_bn``)."""
+    return {
+        instance: definition
+        for layer in model.layers
+        for instance, definition in zip(layer.block, layer.block_defs, strict=True)
+    }
+
+
+class _Planner:
+    """Builds the module tree of a model: a forward per module, and one class per distinct block body."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        reads = _reads(model)
+        consumers = _consumers(model, reads)
+        self.keras_order, self.permuted = _flatten_orders(model, consumers)
+        submodules = _submodules(model, reads, consumers)
+        self.root = _module("", list(model.layers), 0, reads, submodules)
+        self.root.inputs = [ir.INPUT_NAME]
+        self.root.output = _output_name(model)
+        self.blocks = _block_definitions(model)
+        self.classes: list[tuple[str, list[str]]] = []
+        self.class_of: dict[tuple[str, tuple[str, ...]], str] = {}
+        #: never a block class's name: the model's class, `F` (torch.nn.functional), Python's builtins
+        self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
+
+    def plan(self) -> _Plan:
+        self._emit(self.root)
+        return _Plan(self.root, self.permuted, self.classes, [layer.name for layer in self.model.layers])
+
+    def shape(self, tensor: str) -> ir.Shape:
+        return self.model.input.shape if tensor == ir.INPUT_NAME else self.model.layer(tensor).output_shape
+
+    def _emit(self, module: _Module) -> None:
+        """Fill in each unit's attribute, piece and lines; name the block classes below, children first."""
+        for unit in module.units:
+            if unit.module is not None:
+                self._emit(unit.module)
+                self._name_class(unit.module, self.blocks[unit.module.instance])
+        attrs = _attribute_names([unit.local for unit in module.units])
+        taken = set(attrs.values())
+
+        # Chains reuse `x`; a tensor read anywhere but right after it is made gets a variable.
+        uses: dict[str, list[int]] = {}
+        for i, unit in enumerate(module.units):
+            for tensor in unit.reads:
+                uses.setdefault(tensor, []).append(i)
+        uses.setdefault(module.output, []).append(len(module.units))
+        variables: set[str] = set()
+        module.params = ["x", *(_fresh("skip", variables) for _ in module.inputs[1:])]
+        made_at = {tensor: -1 for tensor in module.inputs}
+        variable = dict(zip(module.inputs, module.params, strict=True))
+        chained = {module.inputs[0]} if 0 in uses.get(module.inputs[0], []) else set()
+        if any(i != 0 for i in uses.get(module.inputs[0], [])):
+            variable[module.inputs[0]] = _fresh("inputs", variables)
+            module.prologue = [f"{variable[module.inputs[0]]} = x"]
+        for i, unit in enumerate(module.units):
+            made_at[unit.tensor] = i
+            if i + 1 in uses.get(unit.tensor, []):
+                chained.add(unit.tensor)
+            if any(j != i + 1 for j in uses.get(unit.tensor, [])) or unit.tensor not in chained:
+                variable[unit.tensor] = _fresh(unit.local, variables)
+
+        def read(tensor: str, at: int) -> str:
+            return "x" if tensor in chained and made_at[tensor] == at - 1 else variable[tensor]
+
+        for i, unit in enumerate(module.units):
+            unit.attr = attrs[unit.local]
+            sources = [read(tensor, i) for tensor in unit.reads]
+            target = "x" if unit.tensor in chained else variable[unit.tensor]
+            if unit.module is not None:
+                shape = codegen.shape_comment(torch_shape(self.shape(unit.tensor)))
+                block = self.blocks[unit.module.instance]
+                unit.init = [f"# block {block} -> {shape}", f"self.{unit.attr} = {unit.module.class_name}()"]
+                unit.forward = _bind([f"x = self.{unit.attr}({', '.join(sources)})"], "x", target)
+            else:
+                layer = unit.layer
+                assert layer is not None
+                ctx = _Context(unit.attr, taken, keras_order=layer.name in self.keras_order, inputs=tuple(sources))
+                unit.piece = piece = EMITTERS[layer.kind](layer, ctx)
+                comment = codegen.layer_comment(layer, torch_shape(layer.output_shape))
+                source = sources[0] if len(sources) == 1 else "x"
+                body = _bind(piece.forward, source, target)
+                if not piece.forward and source != target:
+                    body = [f"{target} = {source}"]
+                unit.init = [comment, *piece.init] if piece.init else []
+                unit.forward = body if piece.init else [comment, *body]
+            if unit.tensor in chained and unit.tensor in variable:
+                unit.forward.append(f"{variable[unit.tensor]} = x")
+        module.returns = read(module.output, len(module.units))
+
+    def _name_class(self, module: _Module, block: str) -> None:
+        """Name the class of a block instance's module: one class per distinct generated body."""
+        w = codegen.SourceWriter()
+        with w.indent():
+            fed = [codegen.shape_comment(torch_shape(self.shape(tensor))) for tensor in module.inputs]
+            if len(fed) > 1:  # name each argument
+                fed = [f"{param} {shape}" for param, shape in zip(module.params, fed, strict=True)]
+            out = codegen.shape_comment(torch_shape(self.shape(module.output)))
+            w.line(f'"""The `{block}` block: maps {", ".join(fed)} to {out}."""')
+            _write_methods(w, module, is_model=False)
+        body = tuple(w.lines)
+        key = (block, body)
+        if key not in self.class_of:
+            base = codegen.camel_case(block)
+            separator = "_" if base[-1].isdigit() else ""  # BnRelu6_2, not BnRelu62
+            name, n = base, 1
+            while name in self.class_names:
+                n += 1
+                name = f"{base}{separator}{n}"
+            self.class_names.add(name)
+            self.class_of[key] = name
+            self.classes.append((name, list(body)))
+        module.class_name = self.class_of[key]
 
 
 def _plan(model: ir.Model) -> _Plan:
-    attrs = _attribute_names(model)
-    taken = set(attrs.values())
-    keras_order, permuted = _flatten_orders(model)
-    pieces = []
-    for layer in model.layers:
-        ctx = _Context(attrs[layer.name], taken, keras_order=layer.name in keras_order)
-        pieces.append((layer, EMITTERS[layer.kind](layer, ctx)))
-    return _Plan(pieces, permuted)
+    return _Planner(model).plan()
 
 
 _MAX_NORM_HELPER = '''\
@@ -714,12 +1249,67 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
     return lines
 
 
+def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) -> None:
+    """``__init__``, ``forward``, ``reset_parameters`` (and ``apply_constraints``) of one module's class."""
+    w.blank()
+    w.line("def __init__(self) -> None:")
+    with w.indent():
+        w.line("super().__init__()")
+        for unit in module.units:
+            for line in unit.init:
+                w.line(line)
+        if is_model:  # a block's weights are drawn by the model's reset_parameters
+            w.line("self.reset_parameters()")
+    w.blank()
+    params = ", ".join(f"{param}: torch.Tensor" for param in module.params)
+    w.line(f"def forward(self, {params}) -> torch.Tensor:")
+    with w.indent():
+        for line in module.prologue:
+            w.line(line)
+        for unit in module.units:
+            for line in unit.forward:
+                w.line(line)
+        w.line(f"return {module.returns}")
+    if is_model or module.has_weights:
+        w.blank()
+        w.line("def reset_parameters(self) -> None:")
+        with w.indent():
+            w.line('"""Draw every weight from the distribution of the Keras initializer it names."""')
+            for unit in module.units:
+                if unit.module is not None:
+                    if unit.module.has_weights:
+                        w.line(f"self.{unit.attr}.reset_parameters()")
+                    continue
+                assert unit.layer is not None
+                for line in _reset_lines(unit.layer, unit.piece):
+                    w.line(line)
+    if module.has_constraints:
+        w.blank()
+        w.line("@torch.no_grad()")
+        w.line("def apply_constraints(self) -> None:")
+        with w.indent():
+            if is_model:
+                w.line('"""Apply the max-norm constraints, as Keras does after each optimizer step.')
+                w.blank()
+                w.line("Call it after every `optimizer.step()`, for example with")
+                w.line("`optimizer.register_step_post_hook(lambda *args: model.apply_constraints())`.")
+                w.line('"""')
+            else:
+                w.line('"""Apply the max-norm constraints of this block\'s layers."""')
+            for unit in module.units:
+                if unit.module is not None:
+                    if unit.module.has_constraints:
+                        w.line(f"self.{unit.attr}.apply_constraints()")
+                elif unit.piece.constraint:
+                    w.line(unit.piece.constraint)
+
+
 def _source(model: ir.Model) -> str:
     plan = _plan(model)
     class_name = codegen.camel_case(model.name)
-    constraints = [p.constraint for _, p in plan.pieces if p.constraint]
-    lines = [line for _, p in plan.pieces for line in p.forward]
-    helpers = [name for name in _SCAN_HELPERS if any(name in p.helpers for _, p in plan.pieces)]
+    pieces = [piece for _, piece, _ in plan.layers()]
+    lines = [line for module, _ in plan.root.walk() for unit in module.units for line in unit.forward]
+    helpers = [name for name in _SCAN_HELPERS if any(name in p.helpers for p in pieces)]
     uses_functional = bool(helpers) or any("F." in line for line in lines)
 
     w = codegen.SourceWriter()
@@ -732,13 +1322,17 @@ def _source(model: ir.Model) -> str:
         w.line("import torch.nn.functional as F")
     w.line("from torch import nn")
     w.blank(2)
-    if constraints:
+    if plan.root.has_constraints:
         for line in _MAX_NORM_HELPER.splitlines():
             w.line(line)
         w.blank(2)
     for name in helpers:
         for line in _SCAN_HELPERS[name].splitlines():
             w.line(line)
+        w.blank(2)
+    for name, body in plan.classes:
+        w.line(f"class {name}(nn.Module):")
+        w.lines.extend(body)
         w.blank(2)
     fed = codegen.shape_comment(torch_shape(model.input.shape))
     out = codegen.shape_comment(torch_shape(model.output_shape))
@@ -747,44 +1341,7 @@ def _source(model: ir.Model) -> str:
         images = any(len(shape) == 3 for shape in (model.input.shape, model.output_shape))
         note = " (images channels-first)" if images else ""
         w.line(f'"""{model.name}: maps {fed} to {out}, as the Keras model does{note}."""')
-        w.blank()
-        w.line("def __init__(self) -> None:")
-        with w.indent():
-            w.line("super().__init__()")
-            for layer, piece in plan.pieces:
-                if piece.init:
-                    w.line(codegen.layer_comment(layer, torch_shape(layer.output_shape)))
-                    for line in piece.init:
-                        w.line(line)
-            w.line("self.reset_parameters()")
-        w.blank()
-        w.line("def forward(self, x: torch.Tensor) -> torch.Tensor:")
-        with w.indent():
-            for layer, piece in plan.pieces:
-                if not piece.init:  # layers without a submodule are only visible here
-                    w.line(codegen.layer_comment(layer, torch_shape(layer.output_shape)))
-                for line in piece.forward:
-                    w.line(line)
-            w.line("return x")
-        w.blank()
-        w.line("def reset_parameters(self) -> None:")
-        with w.indent():
-            w.line('"""Draw every weight from the distribution of the Keras initializer it names."""')
-            for layer, piece in plan.pieces:
-                for line in _reset_lines(layer, piece):
-                    w.line(line)
-        if constraints:
-            w.blank()
-            w.line("@torch.no_grad()")
-            w.line("def apply_constraints(self) -> None:")
-            with w.indent():
-                w.line('"""Apply the max-norm constraints, as Keras does after each optimizer step.')
-                w.blank()
-                w.line("Call it after every `optimizer.step()`, for example with")
-                w.line("`optimizer.register_step_post_hook(lambda *args: model.apply_constraints())`.")
-                w.line('"""')
-                for line in constraints:
-                    w.line(line)
+        _write_methods(w, plan.root, is_model=True)
     w.blank(2)
     w.line(f"def build_model() -> {class_name}:")
     with w.indent():
@@ -801,7 +1358,7 @@ def _permutation(shape: ir.Shape) -> np.ndarray:
 
 def _feature_indexed(layer: ir.Layer, weight: ir.Weight) -> bool:
     """Whether Keras axis 0 of ``weight`` runs over the layer's input features."""
-    return layer.kind == "batchnorm" or (layer.kind == "dense" and weight.name == "kernel")
+    return layer.kind in ("batchnorm", "layernorm") or (layer.kind == "dense" and weight.name == "kernel")
 
 
 def _kind_and_name(layer: ir.Layer, weight: ir.Weight) -> tuple[str, str]:
@@ -819,8 +1376,15 @@ def _swap_gates(array: np.ndarray) -> np.ndarray:
     return np.concatenate([r, z, h], axis=-1)
 
 
-#: Kernel axes, Keras layout -> torch layout (inverted for the way back).
-_KERNEL_AXES = {4: (3, 2, 0, 1), 3: (2, 1, 0), 2: (1, 0)}  # conv2d, conv1d, dense and recurrent
+#: Kernel axes, Keras layout -> torch layout (inverted for the way back): conv2d (kh, kw, C, F) ->
+#: (F, C, kh, kw) and conv2dtranspose (kh, kw, F, C) -> (C, F, kh, kw) alike; conv1d; dense and recurrent.
+_KERNEL_AXES = {4: (3, 2, 0, 1), 3: (2, 1, 0), 2: (1, 0)}
+_KERNELS = ("kernel", "recurrent_kernel", "pointwise_kernel")
+
+
+def _depthwise(kind: str, name: str) -> bool:
+    """A depthwise kernel: Keras (kh, kw, C, multiplier), torch (C * multiplier, 1, kh, kw)."""
+    return (kind, name) in (("depthwiseconv2d", "kernel"), ("separableconv2d", "depthwise_kernel"))
 
 
 def _to_torch(layer: ir.Layer, weight: ir.Weight, array: np.ndarray) -> list[np.ndarray]:
@@ -828,7 +1392,10 @@ def _to_torch(layer: ir.Layer, weight: ir.Weight, array: np.ndarray) -> list[np.
     kind, name = _kind_and_name(layer, weight)
     if kind == "gru":
         array = _swap_gates(array)
-    if name in ("kernel", "recurrent_kernel"):
+    if _depthwise(kind, name):  # output channel c * multiplier + m, as in Keras
+        height, width, channels, multiplier = array.shape
+        array = array.reshape(height, width, channels * multiplier).transpose(2, 0, 1)[:, None]
+    elif name in _KERNELS:
         array = array.transpose(_KERNEL_AXES[array.ndim])
     elif name == "bias" and array.ndim == 2:  # GRU reset_after: input row, recurrent row
         return [array[0], array[1]]
@@ -840,7 +1407,9 @@ def _to_keras(layer: ir.Layer, weight: ir.Weight, arrays: list[np.ndarray]) -> n
 
     kind, name = _kind_and_name(layer, weight)
     array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
-    if name in ("kernel", "recurrent_kernel"):
+    if _depthwise(kind, name):
+        return array[:, 0].transpose(1, 2, 0).reshape(weight.shape)
+    if name in _KERNELS:
         array = array.transpose(np.argsort(_KERNEL_AXES[array.ndim]))
     return _swap_gates(array) if kind == "gru" else array
 
@@ -869,13 +1438,13 @@ class TorchBackend(Backend):
     def _tensors(self, obj: Any, model: ir.Model) -> Iterator[tuple[str, list[Any], ir.Layer, ir.Weight, Any]]:
         """(canonical key, live tensors, layer, weight, flatten permutation or None) per weight."""
         plan = _plan(model)
-        for layer, piece in plan.pieces:
+        for layer, piece, module_path in plan.layers():
             shape = plan.permuted.get(layer.name)
             for weight in layer.weights:
                 tensors = []
                 for path in _paths(piece.tensors[weight.name]):
                     tensor = obj
-                    for part in path.split("."):
+                    for part in f"{module_path}{path}".split("."):
                         tensor = getattr(tensor, part)
                     tensors.append(tensor)
                 order = _permutation(shape) if shape is not None and _feature_indexed(layer, weight) else None

@@ -25,6 +25,8 @@ INPUT_DTYPES = ("float32", "int32", "int64")
 INPUT_LAYOUTS = ("channels_last", "channels_first")
 MAX_ELEMENTS = 2**31 - 1  # per example activation or per weight tensor
 MAX_REPEAT = 10_000
+MAX_LAYERS = 100_000
+MAX_INPUT_RANK = 8  # numpy arrays hold at most 64 axes; no layer here needs more than 3
 MAX_BLOCK_DEPTH = 64
 MAX_NESTING_TOTAL = 160  # bodies within block calls within bodies...: bounds the checker's recursion
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -96,12 +98,46 @@ class _Checker:
                 span=span,
                 hint="write at least one layer, e.g. `dense 10 in=20`",
             )
+        self._check_expansion(body)
         self._settle_input(body[0])
         assert self.input is not None
         model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
         output = self._run_items(body, _Scope.top(), model_input)
         self._check_all_used(output)
         return Model(self.model_name, self.input, tuple(self.layers), self.filename, source, output=output.name)
+
+    def _check_expansion(self, body: list[Item]) -> None:
+        """Refuse, before expanding anything, models whose repeats and blocks multiply past MAX_LAYERS."""
+        sizes: dict[str, int] = {}
+
+        def size(items: Iterable[Item], active: frozenset[str]) -> int:
+            total = 0
+            for item in items:
+                if isinstance(item, Reference):
+                    continue
+                if item.name == "repeat" and item.positionals and item.positionals[0].kind == "int":
+                    count = max(int(item.positionals[0].value), 0)  # type: ignore[arg-type]
+                    total += count * sum(size(b, active) for b in item.bodies)
+                elif item.name in self.blocks and item.name not in active:  # recursion is reported later
+                    if item.name not in sizes:
+                        sizes[item.name] = size(self.blocks[item.name].body, active | {item.name})
+                    total += sizes[item.name]
+                else:
+                    total += 1 + sum(size(b, active) for b in item.bodies)
+                if total > MAX_LAYERS:
+                    return total
+            return total
+
+        running = 0
+        for item in body:
+            running += size([item], frozenset())
+            if running > MAX_LAYERS:
+                span = item.name_span if isinstance(item, Statement) else item.span
+                raise LayerCheckError(
+                    f"the model expands to more than {MAX_LAYERS:,} layers",
+                    span=span,
+                    hint="repeats and blocks multiply: check the counts",
+                )
 
     # --- evaluation: statements act on the current tensor ------------------------------
 
@@ -378,6 +414,10 @@ class _Checker:
         else:
             raise LayerCheckError(
                 f"`input` needs a shape such as 28x28x1, received `{value.source()}`", span=value.span
+            )
+        if len(dims) > MAX_INPUT_RANK:
+            raise LayerCheckError(
+                f"`input` has {len(dims):,} axes; layerdsl takes at most {MAX_INPUT_RANK}", span=value.span
             )
         for d in dims:
             if d < 1:
@@ -692,7 +732,10 @@ class _Checker:
         if param.type == "float":
             if value.kind not in ("int", "float"):
                 raise LayerCheckError(f"invalid value for `{key}`: expected a number; {received}", span=value.span)
-            number = float(value.value)  # type: ignore[arg-type]
+            try:
+                number = float(value.value)  # type: ignore[arg-type]
+            except OverflowError:
+                number = math.inf
             if not math.isfinite(number):
                 raise LayerCheckError(f"invalid value for `{key}`: expected a finite number; {received}", span=value.span)
             self._check_range(number, param, value)

@@ -6,6 +6,7 @@ never holds framework objects; it is plain frozen data with source spans.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from math import prod
@@ -144,10 +145,11 @@ class Model:
         return self.total_params - self.trainable_params
 
     def layer(self, name: str) -> Layer:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
 
     def _repr_html_(self) -> str:
         """Jupyter shows the summary table and the diagram."""

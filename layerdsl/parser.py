@@ -139,14 +139,17 @@ class _ToSyntax(Transformer):
 
     def int(self, children: list[Token]) -> Value:
         (tok,) = children
+        _check_length(tok)
         return Value("int", int(tok), _span_of_token(tok))
 
     def float(self, children: list[Token]) -> Value:
         (tok,) = children
+        _check_length(tok)
         return Value("float", float(tok), _span_of_token(tok))
 
     def dims(self, children: list[Token]) -> Value:
         (tok,) = children
+        _check_length(tok)
         return Value("dims", tuple(int(p) for p in tok.split("x")), _span_of_token(tok))
 
     def name(self, children: list[Token]) -> Value:
@@ -190,6 +193,17 @@ class _ToSyntax(Transformer):
 
     def start(self, children: list[Item]) -> Program:
         return Program(tuple(children))
+
+
+MAX_NUMBER_CHARS = 400  # far above any real size; Python refuses int() of over 4,300 digits
+
+
+def _check_length(tok: Token) -> None:
+    if len(tok) > MAX_NUMBER_CHARS:
+        raise LayerSyntaxError(
+            f"number is {len(tok):,} characters long; layerdsl reads at most {MAX_NUMBER_CHARS}",
+            span=_span_of_token(tok),
+        )
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
@@ -266,6 +280,8 @@ def _check_nesting(text: str, filename: str) -> None:
         column += 1
         if ch == "\n":
             line, column, in_comment, in_string = line + 1, 0, False, False
+        elif ch == "\r":  # ends a comment or string too, as the grammar's terminals do
+            in_comment = in_string = False
         elif in_comment:
             pass
         elif in_string:

@@ -6,7 +6,7 @@
     (100,)
 """
 
-from .api import build, compile, load, parse, summary
+from .api import build, compile, format_text, load, parse, summary
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError
 from .ir import Layer, Model
 from .weights import get_weights, load_weights, save_weights, set_weights
@@ -19,18 +19,27 @@ def __getattr__(name: str):
         from .preprocessing import pad_sequences
 
         return pad_sequences
+    if name in ("from_keras", "from_torch", "Imported", "ModelImportError"):
+        from . import importers  # imports keras or torch only when called
+
+        return getattr(importers, name)
     raise AttributeError(f"module 'layerdsl' has no attribute {name!r}")
 
 
 __all__ = [
+    "Imported",
     "Layer",
     "LayerCheckError",
     "LayerDSLError",
     "LayerSyntaxError",
     "Model",
+    "ModelImportError",
     "WeightsError",
     "build",
     "compile",
+    "format_text",
+    "from_keras",
+    "from_torch",
     "get_weights",
     "load",
     "load_weights",

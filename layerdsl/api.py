@@ -8,6 +8,7 @@ from typing import Any
 
 from .checker import check, model_name_from_path
 from .errors import LayerDSLError
+from .formatter import format_text as format_text  # re-exported: public API
 from .ir import Model
 from .parser import parse_syntax
 
@@ -31,7 +32,9 @@ def load(path: str | os.PathLike[str]) -> Model:
     """Read, parse and check a `.layers` file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Bytes, decoded as the CLI does: a BOM is skipped, and line endings reach the
+        # parser as written (text mode would turn a lone `\r` into a line break).
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LayerDSLError(f"file is not UTF-8 text (byte {exc.start})", filename=str(path)) from None
     return parse(text, filename=str(path))

@@ -1,9 +1,10 @@
-"""The ``layerdsl`` command: check, summary, compile.
+"""The ``layerdsl`` command: check, summary, compile, fmt.
 
 Exit codes: 0 success; 1 the model has an error (printed as
 ``FILE:LINE:COL: error: ...`` with the source line and a caret); 2 usage or
 I/O errors (missing file, a directory, not UTF-8). Compile writes its output
-atomically: a failed compile never creates, truncates or changes ``-o OUT``.
+atomically: a failed compile never creates, truncates or changes ``-o OUT``;
+``fmt`` rewrites files the same way, and only files whose layout changes.
 """
 
 from __future__ import annotations
@@ -99,8 +100,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     model = _parse(args.file)
     if args.json:
         print(json.dumps(summary_dict(model), indent=2))
+    elif args.graph:
+        from .graph import to_text
+
+        sys.stdout.write(to_text(model))
     else:
         print(summary_text(model))
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .graph import SUFFIXES, render
+
+    to_file = args.output and args.output != "-"
+    fmt = args.format or (SUFFIXES.get(Path(args.output).suffix.lower(), "svg") if to_file else "svg")
+    text = render(_parse(args.file), fmt, args.direction)
+    if to_file:
+        _write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -114,6 +132,86 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(source)
     return EXIT_OK
+
+
+#: Model files whose loading can run code: pickles, and legacy HDF5 Keras files (Lambda layers hold bytecode).
+_UNSAFE_MODEL_FILES = (".h5", ".hdf5", ".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a Keras ``.keras`` file: write its `.layers` text, and optionally its weights."""
+    from .errors import LayerDSLError
+    from .importers import from_keras, load_keras
+    from .weights import save_weights
+
+    path = Path(args.file)
+    suffix = path.suffix.lower()
+    if suffix in _UNSAFE_MODEL_FILES:
+        raise UsageError(
+            f"{args.file}: refusing to load a {suffix} file: pickle-based formats (and legacy HDF5 Keras files) "
+            "can run arbitrary code when loaded; save the model as .keras (model.save('model.keras')), or "
+            "for a torch module you trust call layerdsl.from_torch(module, input_shape) in Python"
+        )
+    if suffix != ".keras":
+        raise UsageError(f"{args.file}: expected a Keras 3 .keras file")
+    if path.is_dir():
+        raise UsageError(f"{args.file}: is a directory")
+    if not path.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    try:
+        model = load_keras(path)
+    except LayerDSLError:
+        raise
+    except Exception as exc:  # Keras raises many kinds for a file it cannot read
+        raise UsageError(f"{args.file}: Keras cannot load it: {exc}") from None
+    try:
+        imported = from_keras(model)
+    except LayerDSLError as exc:
+        exc.filename = exc.filename or args.file
+        raise
+    if args.output and args.output != "-":
+        _write_atomic(args.output, imported.text)
+    else:
+        sys.stdout.write(imported.text)
+    if args.weights:
+        save_weights(args.weights, imported.weights)
+    for note in imported.notes:
+        print(f"layerdsl: note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrite files in canonical layout (atomically, only when they change); ``-`` is stdin to stdout."""
+    from .errors import LayerDSLError
+    from .formatter import FormatterBug, format_text
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            name, text = _read(path)
+            formatted = format_text(text, filename=name)
+            if path == "-":
+                changed = formatted != text
+                if not args.check:
+                    sys.stdout.write(formatted)
+            else:
+                # Compare bytes, so a BOM or CRLF line endings count as a change.
+                changed = formatted.encode("utf-8") != Path(path).read_bytes()
+                if changed and not args.check:
+                    _write_atomic(str(Path(path).resolve()), formatted)  # through symlinks
+                    print(f"reformatted {path}", file=sys.stderr)
+        except LayerDSLError as exc:
+            print(exc.render(), file=sys.stderr)
+            status = max(status, EXIT_MODEL_ERROR)
+            continue
+        except (UsageError, FormatterBug, OSError) as exc:
+            print(f"layerdsl: error: {exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        if changed and args.check:
+            print(f"would reformat {name}", file=sys.stderr)
+            status = max(status, EXIT_MODEL_ERROR)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,14 +231,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="print a Keras-style summary table")
     p.add_argument("file", metavar="FILE", help="a .layers file, or - for stdin")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    shown.add_argument("--graph", action="store_true", help="draw the layer graph with box-drawing characters")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("graph", help="draw the model: SVG, Graphviz DOT, Mermaid or text")
+    p.add_argument("file", metavar="FILE", help="a .layers file, or - for stdin")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here (atomically) instead of stdout")
+    p.add_argument(
+        "-f",
+        "--format",
+        choices=("svg", "dot", "mermaid", "text"),
+        help="default: from OUT's suffix (.svg .dot .gv .mmd .txt), else svg",
+    )
+    p.add_argument("-d", "--direction", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right")
+    p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("compile", help="generate standalone Python source")
     p.add_argument("file", metavar="FILE", help="a .layers file, or - for stdin")
     p.add_argument("-t", "--target", required=True, choices=TARGETS, help="the framework to generate for")
     p.add_argument("-o", "--output", metavar="OUT", help="write here (atomically) instead of stdout")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("import", help="turn a Keras .keras model into .layers text (and weights)")
+    p.add_argument("file", metavar="MODEL", help="a Keras 3 .keras file (loaded in safe mode)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write the text here (atomically) instead of stdout")
+    p.add_argument("--weights", metavar="NPZ", help="also write the weights, canonical layout, as .npz")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("fmt", help="rewrite files in canonical layout, keeping comments")
+    p.add_argument("files", nargs="+", metavar="FILE", help="a .layers file, or - for stdin (formatted to stdout)")
+    p.add_argument(
+        "--check", action="store_true", help="change nothing; list files that would change and exit 1 if any"
+    )
+    p.set_defaults(func=cmd_fmt)
     return parser
 
 
@@ -161,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # e.g. -o into a read-only directory: a message, not a traceback
+        print(f"layerdsl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

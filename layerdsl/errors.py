@@ -53,9 +53,11 @@ class LayerDSLError(Exception):
         if self.filename is None:
             self.filename = filename
         if self.span is not None and self.source_line is None:
-            lines = source.splitlines()
+            # Lines end at `\n` only, as the parser counts them (splitlines would also split
+            # at `\r`, form feeds, U+2028 ... inside comments and strings).
+            lines = source.split("\n")
             if 0 < self.span.line <= len(lines):
-                self.source_line = lines[self.span.line - 1]
+                self.source_line = lines[self.span.line - 1].removesuffix("\r")
         return self
 
     def __str__(self) -> str:

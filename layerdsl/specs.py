@@ -208,6 +208,30 @@ def spatial_padding(args: Args, shape: Shape, kernel: tuple[int, int]) -> tuple[
     )
 
 
+def _conv2d_options(dilation: bool = True, maxnorm: bool = False) -> tuple[Param, ...]:
+    """The options 2-D convolutions share (conv2d, depthwise, separable, transposed)."""
+    options = [
+        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
+        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
+    ]
+    if dilation:
+        options.append(Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"))
+    return (*options, *_weight_options(maxnorm, "each filter"))
+
+
+def _weight_options(maxnorm: bool, unit: str) -> tuple[Param, ...]:
+    """bias, initializers, max-norm and the fused activation."""
+    options = [
+        Param("bias", "bool", default=True, doc="add a bias vector"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+    ]
+    if maxnorm:
+        options.append(Param("maxnorm", "float", default=None, low=0, low_exclusive=True, doc=f"max-norm constraint on {unit}"))
+    options.append(Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"))
+    return tuple(options)
+
+
 class Conv2D(LayerSpec):
     kind = "conv2d"
     keras_type = "Conv2D"
@@ -215,14 +239,7 @@ class Conv2D(LayerSpec):
     params = (
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
-        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
-        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
-        Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"),
-        Param("bias", "bool", default=True, doc="add a bias vector"),
-        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
-        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
-        Param("maxnorm", "float", default=None, low=0, low_exclusive=True, doc="max-norm constraint on each filter"),
-        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        *_conv2d_options(maxnorm=True),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -755,14 +772,8 @@ class DepthwiseConv2D(LayerSpec):
     doc = "Depthwise 2-D convolution: each input channel convolved on its own (times `multiplier`)."
     params = (
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
-        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
-        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
-        Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"),
         positive("multiplier", default=1, doc="output channels per input channel"),
-        Param("bias", "bool", default=True, doc="add a bias vector"),
-        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
-        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
-        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        *_conv2d_options(),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -793,14 +804,8 @@ class SeparableConv2D(LayerSpec):
     params = (
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
-        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
-        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
-        Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"),
         positive("multiplier", default=1, doc="depthwise channels per input channel"),
-        Param("bias", "bool", default=True, doc="add a bias vector"),
-        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="initializer of both kernels"),
-        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
-        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        *_conv2d_options(),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -835,12 +840,7 @@ class Conv2DTranspose(LayerSpec):
     params = (
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
-        Param("stride", "size2", default=(1, 1), low=1, doc="stride (upsampling factor): S or HxW"),
-        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding"),
-        Param("bias", "bool", default=True, doc="add a bias vector"),
-        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
-        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
-        Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        *_conv2d_options(dilation=False),
     )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:

@@ -96,7 +96,7 @@ def test_pool_stride_defaults_to_window():
 
 def test_batchnorm_weights_follow_center_and_scale():
     names = lambda t: [w.name for w in layerdsl.parse(t).layers[0].weights]  # noqa: E731
-    assert names("batchnorm in=4" if False else "input 4\nbatchnorm") == ["gamma", "beta", "moving_mean", "moving_variance"]
+    assert names("input 4\nbatchnorm") == ["gamma", "beta", "moving_mean", "moving_variance"]
     assert names("input 4\nbatchnorm center=false") == ["gamma", "moving_mean", "moving_variance"]
     assert names("input 4\nbatchnorm scale=false center=false") == ["moving_mean", "moving_variance"]
 

@@ -17,7 +17,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LayerCheckError, Span
-from .ir import INPUT_NAME, Args, Input, Layer, Model, Shape, Weight
+from .ir import (
+    INPUT_NAME,
+    Args,
+    BlockCall,
+    BlockDef,
+    Input,
+    Layer,
+    LayerNode,
+    Model,
+    Node,
+    Repeat,
+    Shape,
+    Tap,
+    Weight,
+    layers_of,
+)
 from .parser import Item, Option, Program, Reference, Statement, Value
 from .specs import DIRECTIVES, MAX_DIM, REGISTRY, LayerSpec, Param, ShapeError, shape_text
 
@@ -74,6 +89,8 @@ class _Checker:
         self.used_names: set[str] = set()
         self.instances: set[str] = set()
         self.depth = 0
+        #: The structure being recorded: one list per open block instance or repeat iteration.
+        self.nodes: list[list[Node]] = [[]]
 
     def run(self, program: Program, source: str) -> Model:
         items = list(program.statements)
@@ -104,7 +121,10 @@ class _Checker:
         model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
         output = self._run_items(body, _Scope.top(), model_input)
         self._check_all_used(output)
-        return Model(self.model_name, self.input, tuple(self.layers), self.filename, source, output=output.name)
+        structure = tuple(self.nodes[0])
+        blocks = tuple(definition.ir() for definition in self.blocks.values())
+        return Model(self.model_name, self.input, layers_of(structure), self.filename, source, output=output.name,
+                     blocks=blocks, body=structure)
 
     def _check_expansion(self, body: list[Item]) -> None:
         """Refuse, before expanding anything, models whose repeats and blocks multiply past MAX_LAYERS."""
@@ -188,7 +208,9 @@ class _Checker:
         self._no_bodies(stmt)
         if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
             raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
-        scope.taps[self._identifier(stmt.positionals[0], "tap name", emitted=False)] = current
+        name = self._identifier(stmt.positionals[0], "tap name", emitted=False)
+        scope.taps[name] = current
+        self.nodes[-1].append(Tap(name, current.name, stmt.span))
 
     def _repeat(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
         if len(stmt.positionals) != 1 or stmt.positionals[0].kind != "int" or stmt.options or len(stmt.bodies) != 1:
@@ -201,8 +223,13 @@ class _Checker:
                 f"invalid value for the repeat count: expected 1 <= count <= {MAX_REPEAT:,}; received {count}",
                 span=stmt.positionals[0].span,
             )
+        start = current
+        iterations = []
         for _ in range(count):
+            self.nodes.append([])
             current = self._run_items(stmt.bodies[0], scope, current)
+            iterations.append(tuple(self.nodes.pop()))
+        self.nodes[-1].append(Repeat(count, stmt.span, start.name, current.name, tuple(iterations)))
         return current
 
     def _residual(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
@@ -311,7 +338,7 @@ class _Checker:
                                   hint="blocks cannot be recursive; write the repetition with `repeat N { ... }`")
         self._no_bodies(stmt)
         bound: dict[str, Value] = {}
-        order = [*block.params, *block.defaults]  # defaults may be given positionally too, as in Python
+        order = list(block.signature)  # defaults may be given positionally too, as in Python
         if len(stmt.positionals) > len(order):
             extra = stmt.positionals[len(order)]
             raise LayerCheckError(
@@ -351,11 +378,16 @@ class _Checker:
         self.instances.add(scope.prefixed(instance))
         inner = scope.child(instance, block.name, stmt)
         body = tuple(_substitute(item, bound) for item in block.body)
+        self.nodes.append([])
         try:
-            return self._run_items(body, inner, current)
+            output = self._run_items(body, inner, current)
         except LayerCheckError as exc:
             exc.notes = (*exc.notes, f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
             raise
+        args = Args(tuple((key, _python_value(bound[key])) for key in block.signature))
+        call = BlockCall(block.name, inner.prefix, args, stmt.span, current.name, output.name, tuple(self.nodes.pop()))
+        self.nodes[-1].append(call)
+        return output
 
     # --- layers ------------------------------------------------------------------------
 
@@ -660,6 +692,7 @@ class _Checker:
             input_shapes=tuple(t.shape for t in inputs) if spec.merge else (),
         )
         self.layers.append(layer)
+        self.nodes[-1].append(LayerNode(layer))
         mask_origin = None
         if layer.output_masked:
             mask_origin = origins[0] if origins else layer
@@ -822,6 +855,23 @@ class _BlockDef:
     defaults: dict[str, Value]
     body: tuple[Item, ...]
     span: Span
+
+    @property
+    def signature(self) -> tuple[str, ...]:
+        return (*self.params, *self.defaults)
+
+    def ir(self) -> BlockDef:
+        defaults = Args(tuple((key, _python_value(value)) for key, value in self.defaults.items()))
+        return BlockDef(self.name, self.params, defaults, self.span)
+
+
+def _python_value(value: Value) -> Any:
+    """A block argument as the Python value a backend would render: `true` is True, `same` is "same"."""
+    if value.kind == "name" and value.value in ("true", "false"):
+        return value.value == "true"
+    if value.kind == "dims":
+        return tuple(value.value)  # type: ignore[arg-type]
+    return value.value
 
 
 @dataclass

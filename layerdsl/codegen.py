@@ -27,6 +27,51 @@ class Code(str):
     """An already-rendered Python expression (as opposed to a literal value to repr)."""
 
 
+class Hint:
+    """A literal together with what it means, for the block planner: ``py(Hint(64, "in_channels"))``
+    renders ``64`` in flat code, and lets a block's class take it as its ``in_channels`` argument."""
+
+    __slots__ = ("meaning", "value")
+
+    def __init__(self, value: Any, meaning: str) -> None:
+        self.value = value
+        self.meaning = meaning
+
+
+class _Holes:
+    """Literals rendered while capturing: each becomes a marker ``\0N\0`` in the text."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.meanings: list[str | None] = []
+
+    def add(self, value: Any, meaning: str | None) -> str:
+        self.values.append(value)
+        self.meanings.append(meaning)
+        return f"\0{len(self.values) - 1}\0"
+
+
+_capturing: list[_Holes] = []
+
+
+@contextmanager
+def holes() -> Iterator[_Holes]:
+    """Within this block, ``py`` renders literals as markers that the block planner
+    (``backends.structure``) turns into a block's parameters or back into literals."""
+    captured = _Holes()
+    _capturing.append(captured)
+    try:
+        yield captured
+    finally:
+        _capturing.pop()
+
+
+def _is_literal(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return not isinstance(value, Code)
+    return isinstance(value, tuple) and all(_is_literal(v) for v in value)
+
+
 def ident(name: str) -> str:
     """Return ``name`` if it is a safe Python identifier, else raise ValueError."""
     if not isinstance(name, str) or not _IDENTIFIER.match(name) or keyword.iskeyword(name):
@@ -44,6 +89,20 @@ def py(value: Any) -> str:
     """Render a literal as Python source; only plain data is accepted."""
     if isinstance(value, Code):
         return str(value)
+    meaning = None
+    if isinstance(value, Hint):
+        value, meaning = value.value, value.meaning
+    if _capturing and _is_literal(value):
+        return _capturing[-1].add(value, meaning)
+    return literal(value)
+
+
+def literal(value: Any) -> str:
+    """``py`` without capturing: the literal itself."""
+    if isinstance(value, Code):
+        return str(value)
+    if isinstance(value, Hint):
+        value = value.value
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
@@ -58,7 +117,7 @@ def py(value: Any) -> str:
             text = '"' + text[1:-1] + '"'
         return text
     if isinstance(value, tuple):
-        inner = ", ".join(py(v) for v in value)
+        inner = ", ".join(literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if isinstance(value, list):
         return "[" + ", ".join(py(v) for v in value) + "]"

@@ -88,6 +88,87 @@ class Layer:
         return sum(w.size for w in self.weights if w.trainable)
 
 
+# --- structure: what the source says, kept for backends that write one class per block ---
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    """A `block NAME PARAM... KEY=DEFAULT... { body }` definition."""
+
+    name: str
+    params: tuple[str, ...]  # required parameters, in order
+    defaults: Args  # optional parameters with their default values (Python values)
+    span: Span  # the block's name in its definition
+
+    @property
+    def signature(self) -> tuple[str, ...]:
+        """Every parameter in call order: the required ones, then those with defaults."""
+        return (*self.params, *self.defaults)
+
+
+@dataclass(frozen=True)
+class LayerNode:
+    """One layer of the model, in the order the checker made it."""
+
+    layer: Layer
+
+    @property
+    def span(self) -> Span:
+        return self.layer.span
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One instance of a block: its bound arguments and what its body made."""
+
+    block: str  # the definition's name
+    instance: str  # the instance's full name, the prefix of its layers' names ("stage_conv_bn_1")
+    args: Args  # every parameter of the definition, bound (defaults filled), Python values
+    span: Span  # the call statement
+    input: str  # the tensor the block reads (a layer name, or INPUT_NAME)
+    output: str  # the tensor it returns
+    body: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat N { body }`: each iteration's nodes, in order (the body run N times)."""
+
+    count: int
+    span: Span
+    input: str
+    output: str
+    iterations: tuple[tuple[Node, ...], ...]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """`tap NAME`: the tensor named ``tensor`` is known as ``@NAME`` from here on."""
+
+    name: str
+    tensor: str
+    span: Span
+
+
+Node = LayerNode | BlockCall | Repeat | Tap
+
+
+def walk(nodes: tuple[Node, ...]) -> Iterator[Node]:
+    """Every node, depth first, in source order (block bodies and repeat iterations included)."""
+    for node in nodes:
+        yield node
+        if isinstance(node, BlockCall):
+            yield from walk(node.body)
+        elif isinstance(node, Repeat):
+            for body in node.iterations:
+                yield from walk(body)
+
+
+def layers_of(nodes: tuple[Node, ...]) -> tuple[Layer, ...]:
+    """The flat per-layer view of a structure."""
+    return tuple(node.layer for node in walk(nodes) if isinstance(node, LayerNode))
+
+
 @dataclass(frozen=True)
 class Input:
     shape: Shape  # channels-last, without the batch axis
@@ -113,6 +194,15 @@ class Model:
     source_text: str = field(default="", repr=False, compare=False)
     #: The layer whose output is the model's output (the last one, unless the model ends on `@tap`).
     output: str = ""
+    #: Block definitions, in source order.
+    blocks: tuple[BlockDef, ...] = ()
+    #: The structure the layers came from: layers, block instances, repeats and taps in source
+    #: order. ``layers`` is its flat view (``layers_of(body) == layers``); empty for models made
+    #: without the checker (importers build flat models).
+    body: tuple[Node, ...] = field(default=(), repr=False, compare=False)
+
+    def block(self, name: str) -> BlockDef:
+        return next(b for b in self.blocks if b.name == name)
 
     @property
     def output_layer(self) -> Layer:

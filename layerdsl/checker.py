@@ -683,6 +683,7 @@ class _Checker:
             weights=weights,
             span=stmt.span,
             source=stmt.source(),
+            written=(stmt.written or stmt).source(),
             keras_type=spec.keras_type,
             input_masked=masked,
             output_masked=spec.output_mask(args, masked),
@@ -939,6 +940,7 @@ def _substitute(item: Item, bound: dict[str, Value]) -> Item:
 
     return dataclasses.replace(
         item,
+        written=item.written or item,
         positionals=tuple(value(v) for v in item.positionals),
         options=tuple(dataclasses.replace(o, value=value(o.value)) for o in item.options),
         bodies=tuple(tuple(_substitute(i, bound) for i in body) for body in item.bodies),

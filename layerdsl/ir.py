@@ -78,6 +78,9 @@ class Layer:
     block_defs: tuple[str, ...] = ()
     #: For merges, the shape of each input, in order.
     input_shapes: tuple[Shape, ...] = ()
+    #: The statement as written, before a block's parameters were bound (``conv2d filters k``);
+    #: equal to ``source`` outside blocks. Safe for comments, like ``source``.
+    written: str = ""
 
     @property
     def params(self) -> int:

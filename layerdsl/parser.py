@@ -7,7 +7,7 @@ and options. The checker (``checker.py``) gives it meaning.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark import Lark, Token, Transformer
@@ -67,6 +67,8 @@ class Statement:
     options: tuple[Option, ...]
     span: Span
     bodies: tuple[tuple[Item, ...], ...] = ()
+    #: In a block's body with its parameters bound: the statement as written in the definition.
+    written: Statement | None = field(default=None, compare=False, repr=False)
 
     def source(self) -> str:
         """Canonical one-line spelling of the head (bodies excluded), built from parsed parts only."""

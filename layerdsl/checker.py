@@ -788,6 +788,15 @@ class _Checker:
             for n in size:
                 self._check_range(n, param, value)
             return size
+        if param.type == "padding":
+            if value.kind == "name":
+                return self._choice(value, param.choices, key)
+            if value.kind not in ("int", "dims"):
+                raise LayerCheckError(
+                    f"invalid value for `{key}`: expected {', '.join(param.choices)}, P or HxW; {received}",
+                    span=value.span,
+                )
+            return self._convert(value, dataclasses.replace(param, type="size2"), layer)
         if param.type == "shape":
             if value.kind == "int":
                 dims: tuple[int, ...] = (int(value.value),)  # type: ignore[arg-type]

@@ -49,7 +49,8 @@ class Param:
 
     type: ``int``, ``float``, ``bool``, ``choice`` (a name from ``choices``),
     ``size2`` (an int ``n`` meaning ``n x n``, or ``HxW``), ``shape`` (an int or
-    ``AxBxC``).
+    ``AxBxC``), ``padding`` (a name from ``choices``, or zero padding on both sides of
+    each axis as for ``size2``, which may be 0).
     """
 
     name: str
@@ -182,10 +183,13 @@ class Dense(LayerSpec):
         return (kernel, Weight("bias", (args["units"],), True, args["bias_init"]))
 
 
-def _conv_out(size: int, kernel: int, stride: int, dilation: int, pad: str) -> int:
+def _conv_out(size: int, kernel: int, stride: int, dilation: int, pad: str | int) -> int:
+    """Output length of one axis; ``pad`` is `valid`, `same`, or zeros added on both sides."""
     effective = (kernel - 1) * dilation + 1
     if pad == "same":
         return -(-size // stride)
+    if isinstance(pad, int):
+        size += 2 * pad
     return (size - effective) // stride + 1
 
 
@@ -201,6 +205,9 @@ def spatial_padding(args: Args, shape: Shape, kernel: tuple[int, int]) -> tuple[
     """Padding ((top, bottom), (left, right)) that a 2-D conv or pool applies."""
     if args["pad"] == "valid":
         return (0, 0), (0, 0)
+    if isinstance(args["pad"], tuple):
+        rows, columns = args["pad"]
+        return (rows, rows), (columns, columns)
     dilation = args["dilation"] if "dilation" in args else (1, 1)
     return (
         tf_same_padding(shape[0], kernel[0], args["stride"][0], dilation[0]),
@@ -208,12 +215,15 @@ def spatial_padding(args: Args, shape: Shape, kernel: tuple[int, int]) -> tuple[
     )
 
 
-def _conv2d_options(dilation: bool = True, maxnorm: bool = False) -> tuple[Param, ...]:
+def _conv2d_options(dilation: bool = True, maxnorm: bool = False, zeros: bool = True) -> tuple[Param, ...]:
     """The options 2-D convolutions share (conv2d, depthwise, separable, transposed)."""
-    options = [
-        Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"),
-        Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does"),
-    ]
+    pad = (
+        Param("pad", "padding", default="valid", choices=("valid", "same"), low=0,
+              doc="padding: `valid`, `same` (as TensorFlow pads), or zeros on each side: P or HxW")
+        if zeros
+        else Param("pad", "choice", default="valid", choices=("valid", "same"), doc="padding; `same` pads as TensorFlow does")
+    )
+    options = [Param("stride", "size2", default=(1, 1), low=1, doc="stride: S or HxW"), pad]
     if dilation:
         options.append(Param("dilation", "size2", default=(1, 1), low=1, doc="dilation rate: D or HxW"))
     return (*options, *_weight_options(maxnorm, "each filter"))
@@ -273,19 +283,20 @@ def _window_out(
     window: tuple[int, int],
     stride: tuple[int, int],
     dilation: tuple[int, int],
-    pad: str,
+    pad: str | tuple[int, int],
 ) -> tuple[int, int]:
     out = []
     for axis in range(2):
         effective = (window[axis] - 1) * dilation[axis] + 1
-        if pad == "valid" and effective > shape[axis]:
+        zeros = pad[axis] if isinstance(pad, tuple) else 0
+        if pad != "same" and effective > shape[axis] + 2 * zeros:
             extent = "x".join(str((w - 1) * d + 1) for w, d in zip(window, dilation, strict=True))
             raise ShapeError(
                 f"`{kind}` {what} {extent} is larger than its {shape[0]}x{shape[1]} input",
                 hint="use a smaller window, or pad=same",
                 option=what,
             )
-        out.append(_conv_out(shape[axis], window[axis], stride[axis], dilation[axis], pad))
+        out.append(_conv_out(shape[axis], window[axis], stride[axis], dilation[axis], zeros or pad))
     return out[0], out[1]
 
 
@@ -840,7 +851,7 @@ class Conv2DTranspose(LayerSpec):
     params = (
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
-        *_conv2d_options(dilation=False),
+        *_conv2d_options(dilation=False, zeros=False),
     )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:

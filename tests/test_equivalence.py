@@ -159,3 +159,15 @@ def test_live_parameter_counts_equal_keras(name, count):
         net = layerdsl.build(model, target="keras")
         assert net.count_params() == count
         del net
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "input 9x9x3 | conv2d 4 3 pad=1 bias=false | batchnorm | relu | conv2d 5 3 stride=2 pad=1x2",
+        "input 9x9x3 | depthwiseconv2d 3 pad=1 multiplier=2 | separableconv2d 4 3 pad=2x1 stride=2",
+        "input 10x10x2 | conv2d 3 5 pad=2x0 dilation=2",
+    ],
+)
+def test_symmetric_zero_padding_agrees_across_backends(text):
+    testing.assert_backends_agree(text, TARGETS, batch=3)

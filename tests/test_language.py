@@ -271,3 +271,18 @@ def test_flatten_of_a_vector_is_refused():
 
 def test_missing_positional_hint_shows_an_example():
     assert error_of("input 8x8x1\nconv2d").hint == "write e.g. `conv2d 32 3`"
+
+
+def test_conv_pad_takes_zeros_on_each_side_as_torchvision_writes_it():
+    model = layerdsl.parse("input 8x8x3 | conv2d 4 3 pad=1 | conv2d 4 3 stride=2 pad=1x0")
+    assert [layer.args["pad"] for layer in model.layers] == [(1, 1), (1, 0)]
+    assert [layer.output_shape for layer in model.layers] == [(8, 8, 4), (4, 3, 4)]
+
+
+def test_conv_pad_refuses_what_is_neither_a_mode_nor_a_size():
+    with pytest.raises(LayerDSLError, match=r"expected valid, same, P or HxW; received pad=0.5"):
+        layerdsl.parse("input 8x8x3 | conv2d 4 3 pad=0.5")
+    with pytest.raises(LayerDSLError, match=r"did you mean `same`"):
+        layerdsl.parse("input 8x8x3 | conv2d 4 3 pad=sme")
+    with pytest.raises(LayerDSLError, match=r"pad >= 0"):
+        layerdsl.parse("input 8x8x3 | conv2d 4 3 pad=-1")

@@ -11,6 +11,7 @@ Keras and TensorFlow are imported only to build or read live models.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -39,6 +40,12 @@ class LayerCall:
     func: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    #: A layer applied to the input first (``ZeroPadding2D`` for a convolution's `pad=1`).
+    before: LayerCall | None = None
+
+    def argument(self, source: str) -> str:
+        """What this call is applied to: ``source``, through ``before`` if there is one."""
+        return source if self.before is None else f"{self.before.code()}({source})"
 
     def code(self) -> Code:
         """The call on one line."""
@@ -75,8 +82,28 @@ Emitter = Callable[[ir.Layer], LayerCall]
 
 
 def _options(layer: ir.Layer, defaults: Mapping[str, Any], keras_names: Mapping[str, str]) -> dict[str, Any]:
-    """Keras keyword arguments for the DSL arguments that differ from their defaults."""
-    return {keras_names[dsl]: layer.args[dsl] for dsl, default in defaults.items() if layer.args[dsl] != default}
+    """Keras keyword arguments for the DSL arguments that differ from their defaults (a `pad`
+    of zeros is a ZeroPadding2D before the layer: see ``_zero_padded``)."""
+    return {
+        keras_names[dsl]: layer.args[dsl]
+        for dsl, default in defaults.items()
+        if layer.args[dsl] != default and not (dsl == "pad" and isinstance(layer.args[dsl], tuple))
+    }
+
+
+def _zero_padded(emit: Emitter) -> Emitter:
+    """Symmetric zero padding (`pad=1`, `pad=1x2`): Keras pads with a ZeroPadding2D, then convolves `valid`."""
+
+    def padded(layer: ir.Layer) -> LayerCall:
+        layer_call = emit(layer)
+        pad = layer.args["pad"]
+        if not isinstance(pad, tuple) or pad == (0, 0):
+            return layer_call
+        padding = pad[0] if pad[0] == pad[1] else pad
+        before = keras_layer("layers.ZeroPadding2D", padding, name=f"{layer.name}_pad")
+        return dataclasses.replace(layer_call, before=before)
+
+    return padded
 
 
 def _weighted(layer: ir.Layer, maxnorm_axis: int | list[int]) -> dict[str, Any]:
@@ -324,7 +351,7 @@ def _permute(layer: ir.Layer) -> LayerCall:
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
-    "conv2d": _conv2d,
+    "conv2d": _zero_padded(_conv2d),
     "maxpool": _pool("layers.MaxPooling2D"),
     "avgpool": _pool("layers.AveragePooling2D"),
     "flatten": _flatten,
@@ -349,8 +376,8 @@ EMITTERS: dict[str, Emitter] = {
     "average": _merge("layers.Average"),
     "concat": _concat,
     "zeropad2d": _zeropad2d,
-    "depthwiseconv2d": _depthwiseconv2d,
-    "separableconv2d": _separableconv2d,
+    "depthwiseconv2d": _zero_padded(_depthwiseconv2d),
+    "separableconv2d": _zero_padded(_separableconv2d),
     "conv2dtranspose": _conv2dtranspose,
     "upsample2d": _upsample2d,
     "layernorm": _layernorm,
@@ -402,7 +429,8 @@ class KerasBackend(Backend):
                 for layer in model.layers:
                     block = _block_comment(out, layer, block)
                     out.line(layer_comment(layer, layer.output_shape))
-                    for line in self.emitters[layer.kind](layer).lines("x = ", f"({x})", indent=4):
+                    layer_call = self.emitters[layer.kind](layer)
+                    for line in layer_call.lines("x = ", f"({layer_call.argument(x)})", indent=4):
                         out.line(line)
                     x = "x"
             else:
@@ -521,7 +549,7 @@ class _GraphNames:
 
 def _apply(layer_call: LayerCall, target: str, sources: list[str], merge: bool) -> list[str]:
     """``target = layers.X(...)(source)`` (a list of sources for merges), wrapped as black would."""
-    argument = "[" + ", ".join(sources) + "]" if merge else sources[0]
+    argument = "[" + ", ".join(sources) + "]" if merge else layer_call.argument(sources[0])
     lines = layer_call.lines(f"{target} = ", f"({argument})", indent=4)
     if all(4 + len(line) <= LINE_WIDTH for line in lines):
         return lines

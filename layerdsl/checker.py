@@ -7,7 +7,6 @@ value) and, where one exists, suggests the fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import keyword
 import math
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .arguments import bind_args, choice, convert, did_you_mean, identifier
 from .errors import LayerCheckError, Span
 from .ir import (
     INPUT_NAME,
@@ -44,8 +44,6 @@ MAX_LAYERS = 100_000
 MAX_INPUT_RANK = 8  # numpy arrays hold at most 64 axes; no layer here needs more than 3
 MAX_BLOCK_DEPTH = 64
 MAX_NESTING_TOTAL = 160  # bodies within block calls within bodies...: bounds the checker's recursion
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED_NAMES = frozenset({"input", "inputs", "x", "model", "self"})
 
 
 def check(program: Program, *, filename: str = "<string>", source: str = "", default_name: str = "model") -> Model:
@@ -64,11 +62,6 @@ def model_name_from_path(stem: str) -> str:
     if keyword.iskeyword(name):
         name += "_"
     return name
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -200,7 +193,7 @@ class _Checker:
                 else:
                     self._no_bodies(stmt)
                     self._no_refs(stmt)
-                    values = self._bind_args(stmt, spec)
+                    values = bind_args(stmt, spec)
                     current = self._add_layer(stmt, spec, values, [current], scope)
         return current
 
@@ -208,7 +201,7 @@ class _Checker:
         self._no_bodies(stmt)
         if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
             raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
-        name = self._identifier(stmt.positionals[0], "tap name", emitted=False)
+        name = identifier(stmt.positionals[0], "tap name", emitted=False)
         scope.taps[name] = current
         self.nodes[-1].append(Tap(name, current.name, stmt.span))
 
@@ -248,7 +241,7 @@ class _Checker:
                     span=opt.key_span,
                     hint=did_you_mean(opt.key, ["project"]) or "`residual` takes project=true|false",
                 )
-            project = self._convert(opt.value, Param("project", "bool"), "residual")
+            project = convert(opt.value, Param("project", "bool"), "residual")
         main = self._run_items(stmt.bodies[0], scope, current)
         if len(stmt.bodies) == 2:
             shortcut = self._run_items(stmt.bodies[1], scope, current)
@@ -281,9 +274,9 @@ class _Checker:
              Option("pad", Value("name", "same", span), span, span)),
             stmt.span,
         )
-        out = self._add_layer(conv, REGISTRY["conv2d"], self._bind_args(conv, REGISTRY["conv2d"]), [x], scope)
+        out = self._add_layer(conv, REGISTRY["conv2d"], bind_args(conv, REGISTRY["conv2d"]), [x], scope)
         norm = Statement("batchnorm", span, (), (), stmt.span)
-        return self._add_layer(norm, REGISTRY["batchnorm"], self._bind_args(norm, REGISTRY["batchnorm"]), [out], scope)
+        return self._add_layer(norm, REGISTRY["batchnorm"], bind_args(norm, REGISTRY["batchnorm"]), [out], scope)
 
     def _merge(self, stmt: Statement, spec: LayerSpec, scope: _Scope, current: _Tensor) -> _Tensor:
         refs = [scope.tap(str(v.value), v.span) for v in stmt.positionals if v.kind == "ref"]
@@ -297,7 +290,7 @@ class _Checker:
             )
         plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
                           stmt.options, stmt.span)
-        return self._add_layer(stmt, spec, self._bind_args(plain, spec), inputs, scope)
+        return self._add_layer(stmt, spec, bind_args(plain, spec), inputs, scope)
 
     # --- blocks ------------------------------------------------------------------------
 
@@ -309,7 +302,7 @@ class _Checker:
                 hint="write e.g. `block conv_bn filters k=3 stride=1 { conv2d filters k stride=stride | batchnorm | relu }`",
             )
         head = stmt.positionals[0]
-        name = self._identifier(head, "block name")
+        name = identifier(head, "block name")
         if name in REGISTRY or name in DIRECTIVES:
             raise LayerCheckError(f"`{name}` is a layer name; a block needs a name of its own", span=head.span)
         if name in self.blocks:
@@ -317,7 +310,7 @@ class _Checker:
             raise LayerCheckError(f"block `{name}` is defined twice", span=head.span, notes=(f"first defined on line {first}",))
         params: list[str] = []
         for value in stmt.positionals[1:]:
-            params.append(self._identifier(value, "block parameter", emitted=False))
+            params.append(identifier(value, "block parameter", emitted=False))
         defaults: dict[str, Value] = {}
         for opt in stmt.options:
             if opt.key == "name":
@@ -350,7 +343,7 @@ class _Checker:
         instance = None
         for opt in stmt.options:
             if opt.key == "name":
-                instance = self._identifier(opt.value, "block instance name")
+                instance = identifier(opt.value, "block instance name")
             elif opt.key in block.params or opt.key in block.defaults:
                 if opt.key in bound:
                     raise LayerCheckError(f"`{opt.key}` is given twice", span=opt.key_span)
@@ -424,7 +417,7 @@ class _Checker:
             raise LayerCheckError(
                 "`model` takes one name", span=stmt.span, hint="write e.g. `model mnist_convnet`"
             )
-        self.model_name = self._identifier(stmt.positionals[0], "model name")
+        self.model_name = identifier(stmt.positionals[0], "model name")
         self.model_span = stmt.span
 
     def _input_directive(self, stmt: Statement, seen_layers: bool) -> None:
@@ -459,9 +452,9 @@ class _Checker:
         dtype, layout = "float32", "channels_last"
         for opt in stmt.options:
             if opt.key == "dtype":
-                dtype = self._choice(opt.value, INPUT_DTYPES, "dtype")
+                dtype = choice(opt.value, INPUT_DTYPES, "dtype")
             elif opt.key == "layout":
-                layout = self._choice(opt.value, INPUT_LAYOUTS, "layout")
+                layout = choice(opt.value, INPUT_LAYOUTS, "layout")
             else:
                 raise LayerCheckError(
                     f"unknown option `{opt.key}` for `input`",
@@ -484,7 +477,7 @@ class _Checker:
         spec = REGISTRY.get(stmt.name) if stmt is not None else None
         size = None
         if stmt is not None and spec is not None and spec.takes_input_size and not stmt.bodies:
-            size = self._bind_args(stmt, spec).get("in")
+            size = bind_args(stmt, spec).get("in")
         if self.input is not None:
             if size is not None and self.input.shape != (size,):
                 assert stmt is not None
@@ -522,99 +515,6 @@ class _Checker:
                 hint=hint or "see the README's language reference for the layers layerdsl knows",
             )
         return spec
-
-    def _bind_args(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
-        if spec.wraps:
-            return self._bind_wrapper(stmt, spec)
-        positional = [p for p in spec.params if p.positional]
-        if len(stmt.positionals) > len(positional):
-            extra = stmt.positionals[len(positional)]
-            names = ", ".join(p.name.upper() for p in positional) or "no"
-            took = f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
-            raise LayerCheckError(
-                f"`{stmt.name}` {took} ({names}), but received {len(stmt.positionals)}",
-                span=extra.span,
-                hint=_options_hint(spec),
-            )
-        values: dict[str, Any] = {}
-        spans: dict[str, Span] = {}
-        for param, value in zip(positional, stmt.positionals, strict=False):
-            values[param.name] = self._convert(value, param, stmt.name)
-            spans[param.name] = value.span
-        allowed = {p.name: p for p in spec.params if not p.positional}
-        for opt in stmt.options:
-            if opt.key == "name":
-                if "name" in spans:
-                    raise LayerCheckError("option `name` is given twice", span=opt.key_span)
-                values["name"] = self._identifier(opt.value, "layer name")
-                spans["name"] = opt.span
-                continue
-            param = allowed.get(opt.key)
-            if param is None:
-                if any(p.name == opt.key for p in positional):
-                    raise LayerCheckError(
-                        f"`{opt.key}` is positional for `{stmt.name}`: write it without `{opt.key}=`",
-                        span=opt.key_span,
-                    )
-                raise LayerCheckError(
-                    f"unknown option `{opt.key}` for `{stmt.name}`",
-                    span=opt.key_span,
-                    hint=did_you_mean(opt.key, [*allowed, "name"]) or _options_hint(spec),
-                )
-            if opt.key in spans:
-                raise LayerCheckError(f"option `{opt.key}` is given twice", span=opt.key_span)
-            values[param.name] = self._convert(opt.value, param, stmt.name)
-            spans[param.name] = opt.value.span
-        for param in spec.params:
-            if param.name not in values:
-                if param.required:
-                    raise LayerCheckError(
-                        f"`{stmt.name}` needs its {param.name.upper()} argument ({param.doc})",
-                        span=stmt.name_span,
-                        hint=f"write e.g. `{_example(stmt.name, spec)}`",
-                    )
-                values[param.name] = param.default
-        values.update(spec.fixed_args())
-        spec.complete(values)
-        ordered = {p.name: values[p.name] for p in spec.params}
-        ordered.update((k, v) for k, v in values.items() if k not in ordered)
-        ordered["__spans__"] = spans
-        return ordered
-
-    def _bind_wrapper(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
-        """`bidirectional lstm 32 merge=sum`: the wrapper's options, the rest go to the wrapped layer."""
-        choices = ", ".join(spec.wraps)
-        if not stmt.positionals or stmt.positionals[0].kind != "name":
-            raise LayerCheckError(
-                f"`{stmt.name}` wraps a layer: one of {choices}",
-                span=stmt.name_span,
-                hint=f"write e.g. `{stmt.name} lstm 32`",
-            )
-        head = stmt.positionals[0]
-        inner_name = str(head.value)
-        if inner_name not in spec.wraps:
-            raise LayerCheckError(
-                f"`{stmt.name}` cannot wrap `{inner_name}`; it wraps one of {choices}",
-                span=head.span,
-                hint=did_you_mean(inner_name, spec.wraps),
-            )
-        own = {p.name for p in spec.params} | {"name"}
-        inner_stmt = Statement(
-            inner_name,
-            head.span,
-            stmt.positionals[1:],
-            tuple(o for o in stmt.options if o.key not in own),
-            stmt.span,
-        )
-        inner_spec = REGISTRY[inner_name]
-        inner_values = self._bind_args(inner_stmt, inner_spec)
-        inner_spans = inner_values.pop("__spans__")
-        outer_stmt = Statement(stmt.name, stmt.name_span, (), tuple(o for o in stmt.options if o.key in own), stmt.span)
-        values = self._bind_args(outer_stmt, _Unwrapped(spec))
-        values["layer"] = inner_name
-        values["inner"] = Args(tuple(inner_values.items()))
-        values["__spans__"].update(inner_spans)
-        return values
 
     def _add_layer(
         self, stmt: Statement, spec: LayerSpec, values: dict[str, Any], inputs: list[_Tensor], scope: _Scope
@@ -728,105 +628,6 @@ class _Checker:
             )
 
     # --- helpers ---------------------------------------------------------------------
-
-    def _identifier(self, value: Value, what: str, emitted: bool = True) -> str:
-        """A validated name; ``emitted`` names become Python identifiers in generated code."""
-        if value.kind != "name" or not _IDENTIFIER.match(str(value.value)):
-            raise LayerCheckError(f"{what} must be a name (letters, digits, `_`)", span=value.span)
-        name = str(value.value)
-        if emitted and (keyword.iskeyword(name) or name.startswith("__") or name in _RESERVED_NAMES):
-            raise LayerCheckError(f"`{name}` cannot be a {what}: it is reserved", span=value.span)
-        if len(name) > 200:
-            raise LayerCheckError(f"{what} is longer than 200 characters", span=value.span)
-        return name
-
-    def _choice(self, value: Value, choices: tuple[str, ...], key: str) -> str:
-        if value.kind != "name" or value.value not in choices:
-            raise LayerCheckError(
-                f"invalid value for `{key}`: expected one of {', '.join(choices)}; received {key}={value.source()}",
-                span=value.span,
-                hint=did_you_mean(str(value.value), choices) if value.kind in ("name", "string") else None,
-            )
-        return str(value.value)
-
-    def _convert(self, value: Value, param: Param, layer: str) -> Any:
-        key = param.name
-        received = f"received {key}={value.source()}"
-        if param.type == "choice":
-            return self._choice(value, param.choices, key)
-        if param.type == "bool":
-            if value.kind == "name" and value.value in ("true", "false"):
-                return value.value == "true"
-            raise LayerCheckError(f"invalid value for `{key}`: expected true or false; {received}", span=value.span)
-        if param.type == "int":
-            if value.kind != "int":
-                raise LayerCheckError(f"invalid value for `{key}`: expected an integer; {received}", span=value.span)
-            self._check_range(int(value.value), param, value)  # type: ignore[arg-type]
-            return int(value.value)  # type: ignore[arg-type]
-        if param.type == "float":
-            if value.kind not in ("int", "float"):
-                raise LayerCheckError(f"invalid value for `{key}`: expected a number; {received}", span=value.span)
-            try:
-                number = float(value.value)  # type: ignore[arg-type]
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise LayerCheckError(f"invalid value for `{key}`: expected a finite number; {received}", span=value.span)
-            self._check_range(number, param, value)
-            return number
-        if param.type == "size2":
-            if value.kind == "int":
-                size = (int(value.value), int(value.value))  # type: ignore[arg-type]
-            elif value.kind == "dims" and len(value.value) == 2:  # type: ignore[arg-type]
-                size = tuple(value.value)  # type: ignore[arg-type,assignment]
-            else:
-                raise LayerCheckError(
-                    f"invalid value for `{key}`: expected N or HxW; {received}",
-                    span=value.span,
-                    hint=f"`{layer}` works on 2-D images: give one size, or height x width",
-                )
-            for n in size:
-                self._check_range(n, param, value)
-            return size
-        if param.type == "padding":
-            if value.kind == "name":
-                return self._choice(value, param.choices, key)
-            if value.kind not in ("int", "dims"):
-                raise LayerCheckError(
-                    f"invalid value for `{key}`: expected {', '.join(param.choices)}, P or HxW; {received}",
-                    span=value.span,
-                )
-            return self._convert(value, dataclasses.replace(param, type="size2"), layer)
-        if param.type == "shape":
-            if value.kind == "int":
-                dims: tuple[int, ...] = (int(value.value),)  # type: ignore[arg-type]
-            elif value.kind == "dims":
-                dims = tuple(value.value)  # type: ignore[arg-type]
-            else:
-                raise LayerCheckError(f"invalid value for `{key}`: expected N or AxBxC; {received}", span=value.span)
-            for n in dims:
-                self._check_range(n, param, value)
-            return dims
-        raise AssertionError(f"unknown parameter type {param.type}")
-
-    def _check_range(self, number: float, param: Param, value: Value) -> None:
-        low_ok = param.low is None or (number > param.low if param.low_exclusive else number >= param.low)
-        high_ok = param.high is None or number < param.high
-        too_big = isinstance(number, int) and number > MAX_DIM
-        if low_ok and high_ok and not too_big:
-            return
-        if too_big:
-            expected = f"at most {MAX_DIM:,}"
-        elif param.low is not None and param.high is not None:
-            expected = f"{param.low:g} {'<' if param.low_exclusive else '<='} {param.name} < {param.high:g}"
-        elif param.low is not None:
-            expected = f"{param.name} {'>' if param.low_exclusive else '>='} {param.low:g}"
-        else:
-            expected = f"{param.name} < {param.high:g}"
-        raise LayerCheckError(
-            f"invalid value for `{param.name}`: expected {expected}; received {param.name}={value.source()}",
-            span=value.span,
-        )
 
     def _check_elements(self, shape: Shape, span: Span, what: str, per: str = "") -> None:
         if math.prod(shape) > MAX_ELEMENTS:
@@ -967,31 +768,4 @@ def _explicit_names(items: Iterable[Item]) -> set[str]:
     }
 
 
-class _Unwrapped(LayerSpec):
-    """A wrapper's own parameters, bound like an ordinary layer's."""
-
-    def __init__(self, wrapper: LayerSpec) -> None:
-        self.params = wrapper.params
-        self.kind = wrapper.kind
-
-    def complete(self, values: dict[str, Any]) -> None:
-        pass
-
-
-def _options_hint(spec: LayerSpec) -> str:
-    options = [p.name for p in spec.params if not p.positional]
-    if not options:
-        return "this layer takes no options besides name="
-    return "options are written key=value: " + ", ".join(f"{o}=" for o in options)
-
-
-_EXAMPLE_VALUES = {"units": "64", "filters": "32", "kernel": "3", "pool": "2", "rate": "0.5", "function": "relu",
-                   "vocab": "10000", "dim": "64", "value": "0.0"}
-
-
-def _example(name: str, spec: LayerSpec) -> str:
-    values = [_EXAMPLE_VALUES.get(p.name, p.name.upper()) for p in spec.params if p.positional]
-    return " ".join([name, *values])
-
-
-__all__ = ["Weight", "check", "did_you_mean", "keras_snake_case", "model_name_from_path"]
+__all__ = ["check", "keras_snake_case", "model_name_from_path"]

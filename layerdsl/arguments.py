@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import keyword
 import math
 import re
@@ -23,67 +24,90 @@ RESERVED_NAMES = frozenset({"input", "inputs", "x", "model", "self"})
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    """The option closest to ``word``: one that differs only in case first, then by spelling."""
+    options = list(options)
+    folded = [o for o in options if o.lower() == word.lower()]
+    matches = folded or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None
 
 
 def bind_args(stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
+    """The statement's values by parameter name, defaults filled, plus ``__spans__``. Raises
+    the first problem with every other one among its arguments in ``additional``."""
     if spec.wraps:
         return bind_wrapper(stmt, spec)
+    problems: list[LayerCheckError] = []
     positional = [p for p in spec.params if p.positional]
     if len(stmt.positionals) > len(positional):
         extra = stmt.positionals[len(positional)]
         names = ", ".join(p.name.upper() for p in positional) or "no"
         took = f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
-        raise LayerCheckError(
+        problems.append(LayerCheckError(
             f"`{stmt.name}` {took} ({names}), but received {len(stmt.positionals)}",
             span=extra.span,
-            hint=_options_hint(spec),
-        )
+            hint=_dims_hint(stmt.positionals) or _options_hint(spec),
+        ))
     values: dict[str, Any] = {}
     spans: dict[str, Span] = {}
     for param, value in zip(positional, stmt.positionals, strict=False):
-        values[param.name] = convert(value, param, stmt.name)
+        try:
+            values[param.name] = convert(value, param, stmt.name)
+        except LayerCheckError as exc:
+            problems.append(exc)
         spans[param.name] = value.span
-    allowed = {p.name: p for p in spec.params if not p.positional}
     for opt in stmt.options:
-        if opt.key == "name":
-            if "name" in spans:
-                raise LayerCheckError("option `name` is given twice", span=opt.key_span)
-            values["name"] = identifier(opt.value, "layer name")
-            spans["name"] = opt.span
-            continue
-        param = allowed.get(opt.key)
-        if param is None:
-            if any(p.name == opt.key for p in positional):
-                raise LayerCheckError(
-                    f"`{opt.key}` is positional for `{stmt.name}`: write it without `{opt.key}=`",
-                    span=opt.key_span,
-                )
-            raise LayerCheckError(
-                f"unknown option `{opt.key}` for `{stmt.name}`",
-                span=opt.key_span,
-                hint=did_you_mean(opt.key, [*allowed, "name"]) or _options_hint(spec),
-            )
-        if opt.key in spans:
-            raise LayerCheckError(f"option `{opt.key}` is given twice", span=opt.key_span)
-        values[param.name] = convert(opt.value, param, stmt.name)
-        spans[param.name] = opt.value.span
+        try:
+            _bind_option(stmt, spec, opt, values, spans)
+        except LayerCheckError as exc:
+            problems.append(exc)
     for param in spec.params:
         if param.name not in values:
+            if param.name in spans:  # given, but its value was refused
+                continue
             if param.required:
-                raise LayerCheckError(
+                problems.append(LayerCheckError(
                     f"`{stmt.name}` needs its {param.name.upper()} argument ({param.doc})",
                     span=stmt.name_span,
                     hint=f"write e.g. `{_example(stmt.name, spec)}`",
-                )
+                ))
             values[param.name] = param.default
+    if problems:
+        problems[0].additional = tuple(problems[1:])
+        raise problems[0]
     values.update(spec.fixed_args())
     spec.complete(values)
     ordered = {p.name: values[p.name] for p in spec.params}
     ordered.update((k, v) for k, v in values.items() if k not in ordered)
     ordered["__spans__"] = spans
     return ordered
+
+
+def _bind_option(stmt: Statement, spec: LayerSpec, opt: Any, values: dict[str, Any], spans: dict[str, Span]) -> None:
+    positional = [p for p in spec.params if p.positional]
+    allowed = {p.name: p for p in spec.params if not p.positional}
+    if opt.key == "name":
+        if "name" in spans:
+            raise LayerCheckError("option `name` is given twice", span=opt.key_span)
+        spans["name"] = opt.span
+        values["name"] = identifier(opt.value, "layer name")
+        return
+    param = allowed.get(opt.key)
+    if param is None:
+        if any(p.name == opt.key for p in positional):
+            raise LayerCheckError(
+                f"`{opt.key}` is positional for `{stmt.name}`: write it without `{opt.key}=`",
+                span=opt.key_span,
+            )
+        raise LayerCheckError(
+            f"unknown option `{opt.key}` for `{stmt.name}`",
+            span=opt.key_span,
+            hint=did_you_mean(opt.key, [*allowed, "name"]) or _options_hint(spec),
+        )
+    if opt.key in spans:
+        raise LayerCheckError(f"option `{opt.key}` is given twice", span=opt.key_span)
+    spans[param.name] = opt.value.span
+    values[param.name] = convert(opt.value, param, stmt.name)
+
 
 def bind_wrapper(stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
     """`bidirectional lstm 32 merge=sum`: the wrapper's options, the rest go to the wrapped layer."""
@@ -214,10 +238,42 @@ def check_range(number: float, param: Param, value: Value) -> None:
         expected = f"{param.name} {'>' if param.low_exclusive else '>='} {param.low:g}"
     else:
         expected = f"{param.name} < {param.high:g}"
+    hint = None
+    if param.high == 1 and 1 <= number <= 100 and not too_big:
+        hint = f"a {param.name} is a fraction, not a percentage: `{number / 100:g}` for {number:g}%"
     raise LayerCheckError(
         f"invalid value for `{param.name}`: expected {expected}; received {param.name}={value.source()}",
         span=value.span,
+        hint=hint,
     )
+
+
+# Keras and PyTorch class names (compared without case and `_`) -> the DSL's layer name.
+_FRAMEWORK_NAMES = {
+    "linear": "dense", "batchnorm1d": "batchnorm", "batchnorm2d": "batchnorm", "batchnormalization": "batchnorm",
+    "layernormalization": "layernorm", "conv2d": "conv2d", "conv1d": "conv1d", "convtranspose2d": "conv2dtranspose",
+    "maxpool2d": "maxpool", "avgpool2d": "avgpool", "maxpool1d": "maxpool1d", "avgpool1d": "avgpool1d",
+    "adaptiveavgpool2d": "globalavgpool", "adaptivemaxpool2d": "globalmaxpool", "zeropad2d": "zeropad2d",
+    "upsample": "upsample2d", "rnn": "simplernn", "relu": "relu", "relu6": "relu6", "leakyrelu": "leaky_relu",
+    "gelu": "gelu", "silu": "silu", "swish": "silu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
+    "elu": "elu", "selu": "selu", "softplus": "softplus", "softsign": "softsign", "identity": "linear",
+}
+
+
+def framework_name_hint(name: str) -> str | None:
+    """`MaxPooling2D`, `maxpooling2d`, `BatchNorm2d`, `Linear`: the DSL's name for that framework class."""
+    folded = name.replace("_", "").lower()
+    for kind, spec in REGISTRY.items():
+        if spec.keras_type.lower() == folded and spec.keras_type != "Activation":
+            if kind == name.lower():
+                return f"did you mean `{kind}`? (layer names are lowercase)"
+            return f"did you mean `{kind}`? (`{name}` is Keras's `{spec.keras_type}`)"
+    kind = _FRAMEWORK_NAMES.get(folded)
+    if kind is not None and kind in REGISTRY and kind != name:
+        return f"did you mean `{kind}`? (layerdsl's name for `{name}`)"
+    if name.lower() in REGISTRY:
+        return f"did you mean `{name.lower()}`? (layer names are lowercase)"
+    return None
 
 
 class _Unwrapped(LayerSpec):
@@ -229,6 +285,19 @@ class _Unwrapped(LayerSpec):
 
     def complete(self, values: dict[str, Any]) -> None:
         pass
+
+
+def _dims_hint(values: tuple[Value, ...]) -> str | None:
+    """`reshape 1x1xc` reads as `1` and the name `x1xc`: dims hold numbers only."""
+    for before, value in itertools.pairwise(values):
+        touching = before.span.end_line == value.span.line and before.span.end_column == value.span.column
+        if touching and value.kind == "name" and str(value.value).startswith("x") and before.kind in ("int", "dims"):
+            written = f"{before.source()}{value.value}"
+            return (
+                f"`{written}` reads as `{before.source()}` and the name `{value.value}`: sizes in dims are numbers; "
+                f"pass the whole shape as a block parameter instead (`block b shape {{ reshape shape }}`, `b 1x1x64`)"
+            )
+    return None
 
 
 def _options_hint(spec: LayerSpec) -> str:

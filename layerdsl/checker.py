@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .arguments import bind_args, choice, convert, did_you_mean, identifier
-from .errors import LayerCheckError, Span
+from .arguments import bind_args, choice, convert, did_you_mean, framework_name_hint, identifier
+from .errors import LayerCheckError, LayerCheckWarning, Span
 from .ir import (
     INPUT_NAME,
     Args,
@@ -46,12 +46,29 @@ MAX_BLOCK_DEPTH = 64
 MAX_NESTING_TOTAL = 160  # bodies within block calls within bodies...: bounds the checker's recursion
 
 
+MAX_ERRORS = 20  # reported per file; more are usually one mistake seen many times
+
+
 def check(program: Program, *, filename: str = "<string>", source: str = "", default_name: str = "model") -> Model:
-    """Check a parsed program and return its IR; raise LayerCheckError on the first problem."""
+    """Check a parsed program and return its IR.
+
+    Raises LayerCheckError for the first problem in the source, with every other independent
+    one in its ``additional``: after an error, checking goes on with what does not depend on
+    the failed statement's output (later statements' arguments and names, other branches, other
+    block instances); a shape error ends only the chain it is in.
+    """
+    checker = _Checker(filename, default_name)
     try:
-        return _Checker(filename, default_name).run(program, source)
+        model = checker.run(program, source)
     except LayerCheckError as exc:
         raise exc.located(filename, source) from None
+    for warning in model.warnings:
+        warning.located(filename, source)
+    return model
+
+
+class _Enough(Exception):
+    """MAX_ERRORS errors are reported: stop checking."""
 
 
 def model_name_from_path(stem: str) -> str:
@@ -84,6 +101,24 @@ class _Checker:
         self.depth = 0
         #: The structure being recorded: one list per open block instance or repeat iteration.
         self.nodes: list[list[Node]] = [[]]
+        self.errors: list[LayerCheckError] = []
+        self.warnings: list[LayerCheckWarning] = []
+        self.reported: set[tuple[Span | None, str]] = set()
+        #: "in block ... called on line ..." for each open block call, outermost first.
+        self.calls: list[str] = []
+
+    def record(self, exc: LayerCheckError) -> None:
+        """Keep an error (once: block bodies are checked once per call) and carry on."""
+        for error in exc.all_errors():
+            key = (error.span, error.message)
+            if key in self.reported:
+                continue
+            self.reported.add(key)
+            error.additional = ()
+            error.notes = (*error.notes, *reversed(self.calls))
+            self.errors.append(error)
+        if len(self.errors) >= MAX_ERRORS:
+            raise _Enough
 
     def run(self, program: Program, source: str) -> Model:
         items = list(program.statements)
@@ -91,33 +126,55 @@ class _Checker:
         self.blocks: dict[str, _BlockDef] = {}
         body: list[Item] = []
         seen_layers = False
-        for item in items:
-            if isinstance(item, Statement) and item.name == "model":
-                self._model_directive(item, seen_layers)
-            elif isinstance(item, Statement) and item.name == "input":
-                self._input_directive(item, seen_layers)
-            elif isinstance(item, Statement) and item.name == "block":
-                self._define_block(item)
-            else:
-                seen_layers = True
-                body.append(item)
-        if not body:
-            span = items[-1].span if items else Span(1, 1, 1, 1)
-            raise LayerCheckError(
-                "the model has no layers",
-                span=span,
-                hint="write at least one layer, e.g. `dense 10 in=20`",
-            )
-        self._check_expansion(body)
-        self._settle_input(body[0])
-        assert self.input is not None
-        model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
-        output = self._run_items(body, _Scope.top(), model_input)
-        self._check_all_used(output)
+        try:
+            for item in items:
+                try:
+                    if isinstance(item, Statement) and item.name == "model":
+                        self._model_directive(item, seen_layers)
+                    elif isinstance(item, Statement) and item.name == "input":
+                        self._input_directive(item, seen_layers)
+                    elif isinstance(item, Statement) and item.name == "block":
+                        self._define_block(item)
+                    else:
+                        seen_layers = True
+                        body.append(item)
+                except LayerCheckError as exc:
+                    self.record(exc)
+            if not body:
+                span = items[-1].span if items else Span(1, 1, 1, 1)
+                self.record(LayerCheckError(
+                    "the model has no layers",
+                    span=span,
+                    hint="write at least one layer, e.g. `dense 10 in=20`",
+                ))
+                return self._finish(None, source)
+            self._check_expansion(body)
+            try:
+                self._settle_input(body[0])
+            except LayerCheckError as exc:
+                self.record(exc)
+            model_input = _Tensor.unknown()
+            if self.input is not None:
+                model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
+            output = self._run_items(body, _Scope.top(), model_input)
+        except _Enough:
+            return self._finish(None, source)
+        return self._finish(output, source)
+
+    def _finish(self, output: _Tensor | None, source: str) -> Model:
+        if not self.errors and output is not None:
+            try:
+                self._check_all_used(output)
+            except LayerCheckError as exc:
+                self.errors.append(exc)
+        if self.errors:
+            self.errors[0].additional = tuple(self.errors[1:])
+            raise self.errors[0]
+        assert output is not None and self.input is not None
         structure = tuple(self.nodes[0])
         blocks = tuple(definition.ir() for definition in self.blocks.values())
         return Model(self.model_name, self.input, layers_of(structure), self.filename, source, output=output.name,
-                     blocks=blocks, body=structure)
+                     blocks=blocks, body=structure, warnings=tuple(self.warnings))
 
     def _check_expansion(self, body: list[Item]) -> None:
         """Refuse, before expanding anything, models whose repeats and blocks multiply past MAX_LAYERS."""
@@ -171,30 +228,37 @@ class _Checker:
                 hint="flatten the structure: fewer nested blocks, or `repeat`",
             )
         for item in items:
-            if isinstance(item, Reference):
-                current = scope.tap(item.name, item.span)
-                continue
-            stmt = item
-            if stmt.name in ("model", "input", "block"):
-                where = "before the first layer" if stmt.name != "block" else "at the top level"
-                raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
-            if stmt.name == "tap":
-                self._tap(stmt, scope, current)
-            elif stmt.name == "repeat":
-                current = self._repeat(stmt, scope, current)
-            elif stmt.name == "residual":
-                current = self._residual(stmt, scope, current)
-            elif stmt.name in self.blocks:
-                current = self._call_block(stmt, scope, current)
+            try:
+                current = self._run_item(item, scope, current)
+            except LayerCheckError as exc:
+                self.record(exc)
+                current = _Tensor.unknown()
+        return current
+
+    def _run_item(self, item: Item, scope: _Scope, current: _Tensor) -> _Tensor:
+        if isinstance(item, Reference):
+            return scope.tap(item.name, item.span)
+        stmt = item
+        if stmt.name in ("model", "input", "block"):
+            where = "before the first layer" if stmt.name != "block" else "at the top level"
+            raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
+        if stmt.name == "tap":
+            self._tap(stmt, scope, current)
+        elif stmt.name == "repeat":
+            current = self._repeat(stmt, scope, current)
+        elif stmt.name == "residual":
+            current = self._residual(stmt, scope, current)
+        elif stmt.name in self.blocks:
+            current = self._call_block(stmt, scope, current)
+        else:
+            spec = self._lookup(stmt)
+            if spec.merge:
+                current = self._merge(stmt, spec, scope, current)
             else:
-                spec = self._lookup(stmt)
-                if spec.merge:
-                    current = self._merge(stmt, spec, scope, current)
-                else:
-                    self._no_bodies(stmt)
-                    self._no_refs(stmt)
-                    values = bind_args(stmt, spec)
-                    current = self._add_layer(stmt, spec, values, [current], scope)
+                self._no_bodies(stmt)
+                self._no_refs(stmt)
+                values = bind_args(stmt, spec)
+                current = self._add_layer(stmt, spec, values, [current], scope)
         return current
 
     def _tap(self, stmt: Statement, scope: _Scope, current: _Tensor) -> None:
@@ -245,7 +309,7 @@ class _Checker:
         main = self._run_items(stmt.bodies[0], scope, current)
         if len(stmt.bodies) == 2:
             shortcut = self._run_items(stmt.bodies[1], scope, current)
-        elif project and main.shape != current.shape:
+        elif project and main.known and current.known and main.shape != current.shape:
             shortcut = self._projection(stmt, scope, current, main)
         else:
             shortcut = current
@@ -321,6 +385,15 @@ class _Checker:
         if duplicate:
             raise LayerCheckError(f"block parameter `{duplicate}` is given twice", span=stmt.span)
         self.blocks[name] = _BlockDef(name, tuple(params), defaults, stmt.bodies[0], head.span)
+        used = _names_used(stmt.bodies[0])
+        spans = {str(v.value): v.span for v in stmt.positionals[1:]} | {o.key: o.key_span for o in stmt.options}
+        for param in names:
+            if param not in used:
+                self.warnings.append(LayerCheckWarning(
+                    f"block parameter `{param}` is never used in the body of `{name}`",
+                    span=spans[param],
+                    hint=f"remove it, or use it in the body, e.g. as a value: `conv2d {param} 3`",
+                ))
 
     def _call_block(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
         block = self.blocks[stmt.name]
@@ -372,11 +445,11 @@ class _Checker:
         inner = scope.child(instance, block.name, stmt)
         body = tuple(_substitute(item, bound) for item in block.body)
         self.nodes.append([])
+        self.calls.append(f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
         try:
             output = self._run_items(body, inner, current)
-        except LayerCheckError as exc:
-            exc.notes = (*exc.notes, f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
-            raise
+        finally:
+            self.calls.pop()
         args = Args(tuple((key, _python_value(bound[key])) for key in block.signature))
         call = BlockCall(block.name, inner.prefix, args, stmt.span, current.name, output.name, tuple(self.nodes.pop()))
         self.nodes[-1].append(call)
@@ -474,6 +547,8 @@ class _Checker:
     def _settle_input(self, first: Item) -> None:
         """The model input: from `input`, or from the first layer's `in=N`."""
         stmt = first if isinstance(first, Statement) else None
+        if stmt is not None and stmt.name not in (*DIRECTIVES, *self.blocks):
+            self._lookup(stmt)  # an unknown name is the problem, not the input it cannot know
         spec = REGISTRY.get(stmt.name) if stmt is not None else None
         size = None
         if stmt is not None and spec is not None and spec.takes_input_size and not stmt.bodies:
@@ -508,7 +583,8 @@ class _Checker:
     def _lookup(self, stmt: Statement) -> LayerSpec:
         spec = REGISTRY.get(stmt.name)
         if spec is None:
-            hint = did_you_mean(stmt.name, [*REGISTRY, *DIRECTIVES])
+            known = [*REGISTRY, *DIRECTIVES, *self.blocks]
+            hint = framework_name_hint(stmt.name) or did_you_mean(stmt.name, known)
             raise LayerCheckError(
                 f"unknown layer `{stmt.name}`",
                 span=stmt.name_span,
@@ -529,6 +605,8 @@ class _Checker:
                 hint="remove `in=`; this layer's input size comes from the layer before it",
             )
         args = Args(tuple((k, v) for k, v in values.items()))
+        if not all(tensor.known for tensor in inputs):
+            return _Tensor.unknown()
         for tensor in inputs:
             self._check_dtype(stmt, spec, tensor)
         origins = [t.mask_origin for t in inputs if t.mask_origin is not None]
@@ -558,7 +636,8 @@ class _Checker:
                 notes = tuple(
                     f"branch {i + 1} {shape_text(t.shape)} comes from {t.origin()}" for i, t in enumerate(inputs)
                 )
-            raise LayerCheckError(exc.message, span=span, hint=exc.hint, notes=notes) from None
+            hint = _sequence_hint(inputs[0]) if len(inputs) == 1 and len(shape) == 1 else None
+            raise LayerCheckError(exc.message, span=span, hint=hint or exc.hint, notes=notes) from None
         for d in out_shape:
             if d < 1:
                 raise LayerCheckError(
@@ -653,10 +732,37 @@ class _Tensor:
     mask_origin: Layer | None
     layer: Layer | None
 
+    @staticmethod
+    def unknown() -> _Tensor:
+        """What a failed statement leaves: later layers of its chain are checked for their
+        arguments only, since their input shape is unknown."""
+        return _Tensor("", (), "", None, None)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.dtype)
+
     def origin(self) -> str:
         if self.layer is None:
             return "the model input"
         return f"`{self.layer.source.split()[0]}` on line {self.layer.span.line}"
+
+
+_RECURRENT = ("lstm", "gru", "simplernn", "bidirectional")
+
+
+def _sequence_hint(tensor: _Tensor) -> str | None:
+    """For a sequence layer that receives a recurrent layer's last output alone: the fix."""
+    layer = tensor.layer
+    if layer is None or layer.kind not in _RECURRENT:
+        return None
+    args = layer.args["inner"] if layer.kind == "bidirectional" else layer.args
+    if args["return_sequences"]:
+        return None
+    return (
+        f"add `return_sequences=true` to the `{layer.source.split()[0]}` on line {layer.span.line}: "
+        "without it, it returns only its last output, not the sequence"
+    )
 
 
 @dataclass
@@ -755,6 +861,18 @@ def _substitute(item: Item, bound: dict[str, Value]) -> Item:
         options=tuple(dataclasses.replace(o, value=value(o.value)) for o in item.options),
         bodies=tuple(tuple(_substitute(i, bound) for i in body) for body in item.bodies),
     )
+
+
+def _names_used(items: Iterable[Item]) -> set[str]:
+    """Every name written as a value in the items, bodies included (block parameters in use)."""
+    used: set[str] = set()
+    for item in items:
+        if isinstance(item, Statement):
+            values = [*item.positionals, *(o.value for o in item.options)]
+            used.update(str(v.value) for v in values if v.kind in ("name", "ref"))
+            for body in item.bodies:
+                used |= _names_used(body)
+    return used
 
 
 def _explicit_names(items: Iterable[Item]) -> set[str]:

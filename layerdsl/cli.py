@@ -81,14 +81,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
-            _parse(path)
+            model = _parse(path)
         except LayerDSLError as exc:
-            print(exc.render(), file=sys.stderr)
+            for error in exc.all_errors():
+                print(error.render(), file=sys.stderr)
             status = max(status, EXIT_MODEL_ERROR)
         except UsageError as exc:
             print(f"layerdsl: error: {exc}", file=sys.stderr)
             status = EXIT_USAGE
         else:
+            for warning in model.warnings:
+                print(warning.render(), file=sys.stderr)
             if not args.quiet:
                 print(f"{'<stdin>' if path == '-' else path}: ok")
     return status
@@ -277,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except LayerDSLError as exc:
-        print(exc.render(), file=sys.stderr)
+        for error in exc.all_errors():
+            print(error.render(), file=sys.stderr)
         return EXIT_MODEL_ERROR
     except UsageError as exc:
         print(f"layerdsl: error: {exc}", file=sys.stderr)

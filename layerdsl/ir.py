@@ -203,6 +203,8 @@ class Model:
     #: order. ``layers`` is its flat view (``layers_of(body) == layers``); empty for models made
     #: without the checker (importers build flat models).
     body: tuple[Node, ...] = field(default=(), repr=False, compare=False)
+    #: What the checker warns about (``errors.LayerCheckWarning``), in source order.
+    warnings: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def block(self, name: str) -> BlockDef:
         return next(b for b in self.blocks if b.name == name)

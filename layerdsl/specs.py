@@ -699,12 +699,36 @@ class _ElementwiseMerge(LayerSpec):
             raise ShapeError(f"`{self.kind}` needs at least two inputs, received {len(shapes)}")
         if len(set(shapes)) > 1:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
-            raise ShapeError(
-                f"`{self.kind}` needs inputs of one shape, but receives {listed}",
-                hint="project the branch that differs, e.g. `residual project=true { ... }`, "
-                "or a shortcut body `residual { ... } { conv2d C 1 stride=S | batchnorm }`",
-            )
+            if self.kind == "add":
+                hint = (
+                    f"{_difference(shapes)}; project the branch that differs, e.g. `residual project=true {{ ... }}`, "
+                    "or a shortcut body `residual { ... } { conv2d C 1 stride=S | batchnorm }`"
+                )
+            else:
+                hint = f"{_difference(shapes)}; `{self.kind}` works elementwise: end each branch with the same shape"
+            raise ShapeError(f"`{self.kind}` needs inputs of one shape, but receives {listed}", hint=hint)
         return shapes[0]
+
+
+def _difference(shapes: tuple[Shape, ...], skip: int | None = None) -> str:
+    """Which axes differ between merged shapes: ``width (axis 1): branch 1 has 8, branch 2 has 6 (2 fewer)``."""
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        return "the branches have different ranks"
+    names = {3: ("height", "width", "channels"), 2: ("timesteps", "features"), 1: ("features",)}.get(rank)
+    parts = []
+    for axis in range(rank):
+        if axis == skip or len({s[axis] for s in shapes}) == 1:
+            continue
+        first = shapes[0][axis]
+        where = f"{names[axis]} (axis {axis})" if names else f"axis {axis}"
+        sizes = [f"branch 1 has {first}"]
+        for i, s in enumerate(shapes[1:], start=2):
+            if s[axis] != first:
+                change = f"{abs(s[axis] - first)} {'fewer' if s[axis] < first else 'more'}"
+                sizes.append(f"branch {i} has {s[axis]} ({change})")
+        parts.append(f"{where}: {', '.join(sizes)}")
+    return "; ".join(parts)
 
 
 class Add(_ElementwiseMerge):
@@ -743,9 +767,15 @@ class Concat(LayerSpec):
         others = [tuple(d for i, d in enumerate(s) if i != axis) for s in shapes]
         if any(len(s) != rank for s in shapes) or len(set(others)) > 1:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
+            if any(len(s) != rank for s in shapes):
+                hint = "the branches have different ranks: flatten or reshape one of them"
+            else:
+                hint = (
+                    f"{_difference(shapes, skip=axis)}; `concat` joins along axis {args['axis']} only: resize the "
+                    "branch that differs (pad=same or pad=P on its convolutions, pooling, upsample2d)"
+                )
             raise ShapeError(
-                f"`concat` needs inputs that agree except on axis {args['axis']}, but receives {listed}",
-                hint="resize the branch that differs (pooling, strides, upsample2d) so the spatial sizes match",
+                f"`concat` needs inputs that agree except on axis {args['axis']}, but receives {listed}", hint=hint
             )
         return tuple(sum(s[axis] for s in shapes) if i == axis else d for i, d in enumerate(shapes[0]))
 

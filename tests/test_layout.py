@@ -1,11 +1,15 @@
-"""The package's layout: modules import one another without cycles, lazy imports included."""
+"""The project's layout: modules import one another without cycles (lazy imports included), and the
+documentation's links and models hold."""
 
 import ast
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import layerdsl
 
@@ -130,3 +134,63 @@ def test_every_module_imports_first_in_any_order():
         check=False,
     )
     assert result.returncode == 0, f"order {modules} (seed {seed}):\n{result.stderr[-3000:]}"
+
+
+# --- the documentation ------------------------------------------------------------------------
+
+ROOT = PACKAGE.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _split(document: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The document's lines outside fenced code blocks, and each block as (info string, text)."""
+    prose: list[str] = []
+    blocks: list[tuple[str, str]] = []
+    block: list[str] | None = None
+    for line in document.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            if block is None:
+                info, block = line[3:].strip(), []
+            else:
+                blocks.append((info, "\n".join(block) + "\n"))
+                block = None
+        elif block is None:
+            prose.append(line)
+        else:
+            block.append(line)
+    return prose, blocks
+
+
+def _prose(document: Path) -> list[str]:
+    return _split(document)[0]
+
+
+def _anchors(document: Path) -> set[str]:
+    return {_anchor(line.lstrip("#")) for line in _prose(document) if line.startswith("#")}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_relative_link_reaches_a_file_and_heading(document):
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", "\n".join(_prose(document))):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{document.name} links to nothing at {broken}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_the_models_in_the_documentation_check(document):
+    """Unlabelled code blocks that start a model (`input`, `model`, or a comment first) are valid models."""
+    models = [text for info, text in _split(document)[1] if not info and re.match(r"(#.*\n)*(input|model) ", text)]
+    assert models, f"{document.name} shows no model"
+    for text in models:
+        layerdsl.parse(text)

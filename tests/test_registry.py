@@ -95,7 +95,8 @@ IMPORTERS = _importers()
 
 
 def test_the_keras_and_torch_importers_declare_what_they_read():
-    assert {"keras", "torch"} <= set(IMPORTERS)
+    for framework in ("keras", "torch"):
+        assert any(framework in name for name in IMPORTERS), f"no {framework} importer declares IMPORTABLE"
 
 
 @pytest.mark.parametrize("importer", sorted(IMPORTERS))

@@ -1545,3 +1545,81 @@ def from_torch(module: Any, input_shape: Sequence[int], *, name: str | None = No
 
 
 __all__ = ["Imported", "ModelImportError", "from_keras", "from_torch", "load_keras"]
+
+
+# --- what each importer reads (tests/test_registry.py walks these) -------------------------
+
+#: DSL kind -> the Keras classes ``from_keras`` reads as that kind.
+KERAS_IMPORTABLE = {
+    "dense": "Dense",
+    "conv2d": "Conv2D",
+    "conv1d": "Conv1D",
+    "maxpool": "MaxPooling2D",
+    "avgpool": "AveragePooling2D",
+    "maxpool1d": "MaxPooling1D",
+    "avgpool1d": "AveragePooling1D",
+    "globalmaxpool1d": "GlobalMaxPooling1D",
+    "globalavgpool1d": "GlobalAveragePooling1D",
+    "globalmaxpool": "GlobalMaxPooling2D",
+    "globalavgpool": "GlobalAveragePooling2D",
+    "flatten": "Flatten",
+    "zeropad2d": "ZeroPadding2D",
+    "dropout": "Dropout",
+    "batchnorm": "BatchNormalization",
+    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU",
+    "embedding": "Embedding",
+    "masking": "Masking",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "simplernn": "SimpleRNN",
+    "bidirectional": "Bidirectional",
+}
+#: DSL kind -> why ``from_keras`` does not read it.
+KERAS_NOT_IMPORTABLE = {
+    **dict.fromkeys(("add", "multiply", "average", "concat"), "from_keras imports a chain; a merge reads branches"),
+    "depthwiseconv2d": "no converter for DepthwiseConv2D yet",
+    "separableconv2d": "no converter for SeparableConv2D yet",
+    "conv2dtranspose": "no converter for Conv2DTranspose yet",
+    "upsample2d": "no converter for UpSampling2D yet",
+    "layernorm": "no converter for LayerNormalization yet",
+    "reshape": "no converter for Reshape yet",
+    "permute": "no converter for Permute yet",
+}
+
+#: DSL kind -> the torch modules and functions ``from_torch`` reads as that kind.
+TORCH_IMPORTABLE = {
+    "dense": "nn.Linear",
+    "conv2d": "nn.Conv2d (after a padding module for TensorFlow's asymmetric `same`)",
+    "conv1d": "nn.Conv1d between x.transpose(1, 2) and back",
+    "maxpool": "nn.MaxPool2d",
+    "avgpool": "nn.AvgPool2d",
+    "maxpool1d": "nn.MaxPool1d between x.transpose(1, 2) and back",
+    "avgpool1d": "nn.AvgPool1d between x.transpose(1, 2) and back",
+    "globalmaxpool1d": "x.amax(1)",
+    "globalavgpool1d": "x.mean(1)",
+    "globalmaxpool": "x.amax((2, 3)), nn.AdaptiveMaxPool2d(1) + flatten",
+    "globalavgpool": "x.mean((2, 3)), nn.AdaptiveAvgPool2d(1) + flatten",
+    "flatten": "nn.Flatten, torch.flatten, x.flatten(1), x.view(n, -1)",
+    "zeropad2d": "nn.ZeroPad2d, nn.ConstantPad2d(value=0)",
+    "dropout": "nn.Dropout",
+    "batchnorm": "nn.BatchNorm1d, nn.BatchNorm2d",
+    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU, nn.Softplus, nn.Softsign, "
+    "nn.LeakyReLU, nn.SiLU, and their functions",
+    "embedding": "nn.Embedding",
+    "lstm": "nn.LSTM",
+    "gru": "nn.GRU",
+    "simplernn": "nn.RNN",
+    "bidirectional": "nn.LSTM, nn.GRU, nn.RNN with bidirectional=True",
+}
+#: DSL kind -> why ``from_torch`` does not read it.
+TORCH_NOT_IMPORTABLE = {
+    **dict.fromkeys(("add", "multiply", "average", "concat"), "from_torch imports a chain; a merge reads branches"),
+    "masking": "torch has no masks; a padded sequence imports without one",
+    "depthwiseconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "separableconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
+    "upsample2d": "no converter for nn.Upsample yet",
+    "layernorm": "no converter for nn.LayerNorm yet",
+    "reshape": "view/reshape import only as a flatten",
+    "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
+}

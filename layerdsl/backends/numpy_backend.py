@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import ir
 from ..codegen import Code, SourceWriter, call, camel_case, ident, layer_comment, module_docstring, py, shape_comment
 from ..initializers import distribution, segments
-from ..specs import padding_1d, spatial_padding
+from ..specs import REGISTRY, padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
 
 if TYPE_CHECKING:
@@ -233,9 +233,6 @@ EMITTERS: dict[str, Emitter] = {
     "permute": lambda layer, weights, use: call(use("Permute"), layer.args["dims"]),
 }
 
-#: Kinds whose runtime layer takes the mask as a second argument, when one arrives.
-_TAKES_MASK = frozenset({"simplernn", "lstm", "gru", "bidirectional", "globalavgpool1d"})
-
 _DISTRIBUTION_PARAMS = {
     "uniform": "limit",
     "normal": "std",
@@ -445,7 +442,7 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
         return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
         return [f"{target}, mask = {attribute}({sources})"]
-    if layer.input_masked and layer.kind in _TAKES_MASK:
+    if layer.input_masked and REGISTRY[layer.kind].takes_mask:  # the runtime layer takes it second
         return [f"{target} = {attribute}({sources}, mask)"]
     return [f"{target} = {attribute}({sources})"]
 

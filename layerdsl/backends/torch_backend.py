@@ -105,9 +105,6 @@ _ACTIVATIONS = {
 
 _MINUS_INF = Code('float("-inf")')
 
-#: Layers that act on each feature alike, so a flatten permutation passes through them.
-_PER_FEATURE = frozenset({"dropout", "activation", "batchnorm", "layernorm", "flatten"})
-
 
 def _is_image(shape: ir.Shape) -> bool:
     return len(shape) == 3
@@ -790,7 +787,7 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
             for later in consumers.get(node.name, []):
                 if later.kind == "dense":
                     downstream[later.name] = layer.input_shape
-                elif later.kind in _PER_FEATURE:
+                elif specs.REGISTRY[later.kind].per_feature:
                     downstream[later.name] = layer.input_shape
                     pending.append(later)
                 else:
@@ -1356,11 +1353,6 @@ def _permutation(shape: ir.Shape) -> np.ndarray:
     return np.arange(np.prod(shape)).reshape(shape).transpose(2, 0, 1).ravel()
 
 
-def _feature_indexed(layer: ir.Layer, weight: ir.Weight) -> bool:
-    """Whether Keras axis 0 of ``weight`` runs over the layer's input features."""
-    return layer.kind in ("batchnorm", "layernorm") or (layer.kind == "dense" and weight.name == "kernel")
-
-
 def _kind_and_name(layer: ir.Layer, weight: ir.Weight) -> tuple[str, str]:
     """The layer kind a weight belongs to, and its name there (a bidirectional's inner layer)."""
     if layer.kind == "bidirectional":
@@ -1447,7 +1439,8 @@ class TorchBackend(Backend):
                     for part in f"{module_path}{path}".split("."):
                         tensor = getattr(tensor, part)
                     tensors.append(tensor)
-                order = _permutation(shape) if shape is not None and _feature_indexed(layer, weight) else None
+                feature_indexed = weight.name in specs.REGISTRY[layer.kind].feature_weights
+                order = _permutation(shape) if shape is not None and feature_indexed else None
                 yield f"{layer.name}.{weight.name}", tensors, layer, weight, order
 
     def get_weights(self, obj: Any, model: ir.Model) -> dict[str, np.ndarray]:

@@ -6,12 +6,11 @@
     (100,)
 """
 
+from ._version import __version__ as __version__
 from .api import build, compile, format_text, load, parse, summary
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError
 from .ir import Layer, Model
 from .weights import get_weights, load_weights, save_weights, set_weights
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

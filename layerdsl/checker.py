@@ -589,7 +589,7 @@ class _Checker:
             raise LayerCheckError(
                 f"unknown layer `{stmt.name}`",
                 span=stmt.name_span,
-                hint=hint or "see the README's language reference for the layers layerdsl knows",
+                hint=hint or "see docs/language.md for the layers layerdsl knows",
             )
         return spec
 

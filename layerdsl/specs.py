@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .initializers import INITIALIZERS
-from .ir import Args, Shape, Weight
+from .values import Args, Shape, Weight
 
 MAX_DIM = 2**31 - 1
 

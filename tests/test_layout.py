@@ -16,16 +16,7 @@ import layerdsl
 PACKAGE = Path(layerdsl.__file__).parent
 
 #: Edges allowed to close a cycle, each with why and when it goes. Kept honest by the test below.
-KNOWN_CYCLE_EDGES = {
-    ("layerdsl.ir", "layerdsl.graph"): (
-        "ir.Model._repr_html_ imports graph.model_html lazily, while the graph model needs specs, "
-        "which build ir.Weight objects; issue 9's IR restructuring removes this edge"
-    ),
-    ("layerdsl.codegen", "layerdsl"): (
-        "codegen reads __version__ from the package lazily, for generated files' docstrings, while the package "
-        "imports the backends, which use codegen; __version__ in a leaf module removes this edge"
-    ),
-}
+KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
 def _module_names() -> dict[str, Path]:

@@ -214,6 +214,17 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from .lsp import make_server
+
+    try:
+        server = make_server()
+    except ImportError:
+        raise UsageError("the language server needs pygls: pip install 'layerdsl[lsp]'") from None
+    server.start_io()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -266,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="change nothing; list files that would change and exit 1 if any"
     )
     p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("lsp", help="run the language server on stdin/stdout (needs the `lsp` extra)")
+    p.set_defaults(func=cmd_lsp)
     return parser
 
 

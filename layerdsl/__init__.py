@@ -6,6 +6,7 @@
     (100,)
 """
 
+from . import summary as _summary_module  # noqa: F401  (loaded first: its import would rebind `summary` below)
 from .api import build, compile, format_text, load, parse, summary
 from .diagnostics import Diagnostic, diagnose
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError

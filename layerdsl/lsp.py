@@ -277,7 +277,7 @@ def complete(text: str, at: Position) -> list[Completion]:
         return [Completion(kind, "layer", f"wrapped by {words[0]}", REGISTRY[kind].doc) for kind in spec.wraps]
     given = {w.split("=", 1)[0] for w in words if "=" in w}
     return [
-        Completion(f"{p.name}=", "option", "required" if p.required else f"default: {_value_text(p.default)}",
+        Completion(f"{p.name}=", "option", "required" if p.required else f"default: {_default_text(p)}",
                    p.doc, insert=f"{p.name}=")
         for p in params
         if not p.positional and p.name not in given
@@ -300,6 +300,11 @@ def _params_for(words: list[str], blocks: dict[str, list[str]]) -> list[Param]:
     if spec.wraps and len(words) > 1 and words[1] in REGISTRY:
         params += [p for p in REGISTRY[words[1]].params if p.name not in {q.name for q in params}]
     return [*params, Param("name", "name", default=None, doc="the layer's name")]
+
+
+def _default_text(param: Param) -> str:
+    """A default as written: block defaults are kept as the text of their definition."""
+    return str(param.default) if param.type == "block" else _value_text(param.default)
 
 
 def _values_for(param: Param) -> tuple[str, ...]:

@@ -71,7 +71,7 @@ def _package_files() -> list[tuple[str, Path]]:
     files = [
         (path.relative_to(_PACKAGE.parent).as_posix(), path)
         for path in sorted(_PACKAGE.rglob("*.py"))
-        if "__pycache__" not in path.parts
+        if "__pycache__" not in path.parts and "_playground" not in path.parts
     ]
     files.append(("layerdsl/grammars/layers.lark", _grammar_path()))
     return files

@@ -160,7 +160,7 @@ def analyze(text: str) -> Analysis:
 
 
 def _value_text(value: Any) -> str:
-    from .graph import _value_text as dsl_spelling  # the diagram's spelling of argument values
+    from .graph.model import value_text as dsl_spelling  # the diagram's spelling of argument values
 
     return "none" if value is None else dsl_spelling(value)
 

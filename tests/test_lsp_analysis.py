@@ -85,3 +85,11 @@ def test_lsp_command_without_pygls_says_how_to_install_it():
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     assert out.returncode == 2
     assert out.stderr.strip() == "layerdsl: error: the language server needs pygls: pip install 'layerdsl[lsp]'"
+
+
+def test_diagnose_gives_every_independent_error_and_the_warnings():
+    errors = diagnose("input 8x8x3\nconv2d 4 0\ndens 3\n")
+    assert [(d.severity, d.line, d.column) for d in errors] == [("error", 2, 10), ("error", 3, 1)]
+    (warning,) = diagnose("input 8x8x3\nblock b f unused=2 { conv2d f 1 }\nb 4\nflatten | dense 2\n")
+    assert (warning.severity, warning.line, warning.column, warning.end_column) == ("warning", 2, 11, 17)
+    assert "never used" in warning.message

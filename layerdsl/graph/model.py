@@ -70,11 +70,11 @@ class Graph:
 _SPECS: dict[str, LayerSpec] = {spec.kind: spec for name, spec in REGISTRY.items() if name == spec.kind}
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return "x".join(_value_text(v) for v in value)
+        return "x".join(value_text(v) for v in value)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
@@ -103,9 +103,9 @@ def _spec_args(spec: LayerSpec, args: Args) -> list[str]:
         if param.name not in args or param.name == "in":
             continue
         if param.positional:
-            parts.append(_value_text(args[param.name]))
+            parts.append(value_text(args[param.name]))
         elif not _is_default(spec, param.name, param.default, args):
-            parts.append(f"{param.name}={_value_text(args[param.name])}")
+            parts.append(f"{param.name}={value_text(args[param.name])}")
     return parts
 
 

@@ -4,8 +4,8 @@ An importer adds one statement per framework layer with the tensors it reads
 (``Graph.add``); ``finish`` writes the text and checks it. Branches that fork
 from one tensor and meet again at one merge are written as nested bodies:
 ``concat { a } { b }``, ``residual { f }`` (an ``add`` of a tensor and a path
-from it), ``residual { f } { g }`` (an ``add`` of two paths, the shorter one
-the shortcut). A graph whose branches do not nest that way (a merge reading a
+from it), ``residual { f } { g }`` (an ``add`` of two paths, the one made
+first the main path). A graph whose branches do not nest that way (a merge reading a
 tensor from before its fork, as DenseNet's concatenations do) is written flat
 with taps: ``tap NAME`` after a tensor read out of turn, ``@NAME`` to continue
 from it, ``concat @NAME`` to merge with it.
@@ -163,16 +163,18 @@ class _Nester:
             bodies.append(self.region(fork, tensor, branch))
         if any(u != merge and u not in claimed for u in self.users[fork] if u in allowed):
             raise _NotNested
-        residual = stmt.kind == "add" and len(bodies) == 2 and merge not in self.no_residual and any(bodies)
-        if residual:
-            # the shortcut is the shorter path (Keras's `residual` reads it first, so ties go to it)
-            shortcut = 0 if _size(bodies[0]) <= _size(bodies[1]) else 1
-            bodies = [bodies[1 - shortcut], bodies[shortcut]]
-        return _Merge(merge, bodies, residual)
-
-
-def _size(items: list[_Item]) -> int:
-    return sum(1 + sum(_size(b) for b in item.bodies) if isinstance(item, _Merge) else 1 for item in items)
+        if stmt.kind == "concat":
+            return _Merge(merge, bodies, residual=False)  # concat's order is its output's order
+        # the other merges are commutative: their bodies go in the order their layers were made
+        first = [min(_order(body), default=merge) for body in bodies]
+        if stmt.kind == "add" and len(bodies) == 2 and any(bodies) and merge not in self.no_residual:
+            # `residual { main } { shortcut }` makes main's layers first and reads the shortcut first
+            main = 0 if first[0] < first[1] else 1
+            return _Merge(merge, [bodies[main], bodies[1 - main]], residual=True)
+        made = [first[i] for i in range(len(bodies)) if bodies[i]]
+        if made != sorted(made):
+            bodies = [body for _, body in sorted(zip(first, bodies, strict=True), key=lambda pair: pair[0])]
+        return _Merge(merge, bodies, residual=False)
 
 
 def _flat(graph: Graph, output: int) -> list[_Item]:
@@ -240,7 +242,8 @@ class _Writer:
                 out.append(f"{indent}tap {self.tap_name(item.tensor)}")
             else:
                 head = "residual" if item.residual else self.line(item.index)
-                for body in item.bodies:
+                bodies = item.bodies[:1] if item.residual and not item.bodies[1] else item.bodies  # x + f(x)
+                for body in bodies:
                     if not body:
                         head += " { }"
                         continue

@@ -236,11 +236,7 @@ class _TorchImporter:
     def run(self) -> tuple[Graph, int]:
         """The graph of statements, and the tensor the module returns."""
         graph = self.gm.graph
-        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            raise ModelImportError(
-                f"the module's forward takes {len(placeholders)} inputs; layerdsl models have one input"
-            )
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]  # one: _trace checks
         skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
         self.nodes = [n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n)]
         tensors = {placeholders[0]: INPUT}  # fx node -> the graph tensor holding its value
@@ -309,8 +305,8 @@ class _TorchImporter:
             raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
         if node.kwargs.get("alpha", 1) != 1:
             raise Refused("torch.add with alpha: layerdsl's add has no scale")
-        shapes = {_torch_shape(p) for p in parts}
-        if len(shapes) != 1:
+        shapes = [_torch_shape(p) for p in parts]
+        if len(set(shapes)) != 1:
             raise Refused(f"it broadcasts {' and '.join(str(s[1:]) for s in shapes)}; layerdsl's {kind} takes equal shapes")
         return kind, {}, parts
 
@@ -822,6 +818,9 @@ def _trace(module: Any, input_shape: tuple[int, ...]) -> Any:
             f"torch.fx cannot trace {type(module).__name__}: {exc}",
             hint="layerdsl imports modules whose forward is a graph of modules and tensor functions without Python control flow",
         ) from None
+    inputs = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ModelImportError(f"the module's forward takes {len(inputs)} inputs; layerdsl models have one input")
     graph_module.graph.eliminate_dead_code()
     graph_module.recompile()
     first = next((n for n in graph_module.graph.nodes if n.op == "call_module"), None)

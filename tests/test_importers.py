@@ -656,3 +656,18 @@ def test_torch_weights_go_through_the_torch_backends_layout_code():
     for name in ("to_keras", "to_torch", "permutation", "feature_indexed"):
         assert getattr(torch_backend, name) is getattr(torch_weights, name)
     assert torch_importer.to_keras is torch_weights.to_keras
+
+
+def test_cli_imports_a_functional_keras_model_with_merges(tmp_path, capsys):
+    original = keras_functional_with_merges()
+    randomize(original)
+    path = tmp_path / "merges.keras"
+    original.save(path)
+    out, npz = tmp_path / "merges.layers", tmp_path / "merges.npz"
+    assert cli.main(["import", str(path), "-o", str(out), "--weights", str(npz)]) == cli.EXIT_OK
+    imported = layerdsl.from_keras(original)
+    assert out.read_text() == imported.text
+    live = layerdsl.build(layerdsl.load(out), "numpy")
+    layerdsl.set_weights(live, layerdsl.load_weights(npz))
+    x = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(live(x), original(x, training=False), atol=ATOL, rtol=RTOL)

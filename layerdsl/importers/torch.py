@@ -184,12 +184,12 @@ def _ceil_mode_pad(sizes: tuple[int, ...], pool: tuple[int, int], stride: tuple[
     Ceil mode adds a last window that runs past the end (where one starts inside the input);
     TensorFlow's `same` does too when it pads only after, and both leave the outside out.
     """
+    def ceil_size(n: int, k: int, s: int) -> int:
+        out = -(-(n - k) // s) + 1
+        return out - 1 if (out - 1) * s >= n else out  # torch drops a last window that starts outside
+
     floor = tuple((n - k) // s + 1 for n, k, s in zip(sizes, pool, stride, strict=True))
-    ceil = tuple(
-        out - ((out - 1) * s >= n)
-        for n, k, s in zip(sizes, pool, stride, strict=True)
-        for out in [-(-(n - k) // s) + 1]
-    )
+    ceil = tuple(ceil_size(n, k, s) for n, k, s in zip(sizes, pool, stride, strict=True))
     if ceil == floor:
         return "valid"
     same = tuple(-(-n // s) for n, s in zip(sizes, stride, strict=True))

@@ -30,19 +30,19 @@ INPUT = 0
 
 @dataclass
 class Graph:
-    """Statements and the tensors each reads; tensor ``i > 0`` is statement ``i``'s output."""
+    """Statements and the tensors each reads; tensor ``i > 0`` is the output of the i-th statement added."""
 
-    statements: list[Statement | None] = field(default_factory=lambda: [None])
-    reads: list[tuple[int, ...]] = field(default_factory=lambda: [()])
+    statements: list[Statement] = field(default_factory=list)
+    reads: list[tuple[int, ...]] = field(default_factory=lambda: [()])  # by tensor; the input reads nothing
 
     def add(self, stmt: Statement, inputs: tuple[int, ...]) -> int:
         self.statements.append(stmt)
         self.reads.append(inputs)
-        return len(self.statements) - 1
+        return len(self.statements)
 
     def statement(self, tensor: int) -> Statement | None:
         """The statement that computes ``tensor`` (None for the model input)."""
-        return self.statements[tensor]
+        return None if tensor == INPUT else self.statements[tensor - 1]
 
 
 # --- what the text is made of ---------------------------------------------------------------
@@ -182,7 +182,7 @@ def _flat(graph: Graph, output: int) -> list[_Item]:
     items: list[_Item] = []
     current = INPUT
     tapped: set[int] = set()
-    for index in range(1, len(graph.statements)):
+    for index in range(1, len(graph.reads)):
         first, *rest = graph.reads[index]
         if first != current:
             items.append(_Ref(first))
@@ -258,10 +258,10 @@ def finish(graph: Graph, output: int, name: str, shape: tuple[int, ...], dtype: 
     """The `.layers` text, its checked model, and the statements in the order of the model's layers."""
     from ..api import parse
 
-    if len(graph.statements) == 1:
+    if not graph.statements:
         raise ModelImportError("the model has no layers to import")
     nester = _Nester(graph, set())
-    unused = set(range(len(graph.statements))) - nester.ancestors(output)
+    unused = set(range(len(graph.reads))) - nester.ancestors(output)
     if unused:
         stmt = graph.statement(min(unused))
         raise ModelImportError(f"the output of layer {stmt.label if stmt else 'input'} is never used")
@@ -271,14 +271,14 @@ def finish(graph: Graph, output: int, name: str, shape: tuple[int, ...], dtype: 
         except _NotNested:
             items = _flat(graph, output)
         order = list(_order(items))
-        statements = [graph.statements[i] for i in order]
-        explicit = explicit_names(statements)  # type: ignore[arg-type]
+        statements = [graph.statements[i - 1] for i in order]
+        explicit = explicit_names(statements)
         # `residual` has no `name=`: an add that keeps its framework name is written as `add { } { }`
         named_residuals = {order[p] for p in explicit} & set(_residuals(items))
         if not named_residuals:
             break
         nester.no_residual |= named_residuals
-    names = dict(zip(order, default_names(statements, explicit), strict=True))  # type: ignore[arg-type]
+    names = dict(zip(order, default_names(statements, explicit), strict=True))
     writer = _Writer(graph, names, {order[p] for p in explicit})
     lines = [] if name == "model" else [f"model {name}"]  # `model` is the default (and reserved)
     lines.append("input " + "x".join(str(d) for d in shape) + ("" if dtype == "float32" else f" dtype={dtype}"))
@@ -291,7 +291,7 @@ def finish(graph: Graph, output: int, name: str, shape: tuple[int, ...], dtype: 
             f"the imported model does not check: {exc.message}",
             notes=(f"imported text:\n{text}",),
         ) from None
-    return text, model, statements  # type: ignore[return-value]
+    return text, model, statements
 
 
 def _residuals(items: list[_Item]) -> Iterator[int]:

@@ -226,7 +226,7 @@ class _TorchImporter:
         return self.modules.get(node.target) if node.op == "call_module" else None
 
     def is_size_query(self, node: Any) -> bool:
-        """`x.size(0)`, `x.shape`, `x.shape[0]`: used by view/reshape, never a value on the chain."""
+        """`x.size(0)`, `x.shape`, `x.shape[0]`: used by view/reshape, never a layer's value."""
         if node.op == "call_method" and node.target == "size":
             return True
         if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
@@ -370,7 +370,7 @@ class _TorchImporter:
             return len(after) == 2 and after[0] == before[0] and len(before) > 2
         return False
 
-    # one step of the chain: returns how many nodes it used
+    # one step: a node, or a short run of nodes that is one layer; returns how many nodes it used
 
     def step(self, index: int, module: Any | None) -> int:
         node = self.nodes[index]

@@ -12,6 +12,7 @@ a chain reusing ``x`` and each branching tensor held in a variable of its own.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
@@ -265,11 +266,9 @@ def _runtime_pieces() -> dict[str, str]:
     """Name -> source of each function or class defined in the runtime modules, in definition
     order (the graph pieces build on the base ones, so they come after). The modules are read
     as text, not imported, so generating NumPy source needs no NumPy (the browser playground)."""
-    from .. import backends
-
     out: dict[str, str] = {}
     for module in ("numpy_runtime", "numpy_runtime_graph"):
-        loaded = getattr(backends, module, None)  # benchmarks/run.py swaps in a baseline runtime module
+        loaded = sys.modules.get(f"{__package__}.{module}")  # benchmarks/run.py swaps in a baseline runtime
         file = Path(loaded.__file__) if loaded is not None else resources.files(__package__).joinpath(f"{module}.py")
         source = file.read_text(encoding="utf-8")
         lines = source.splitlines(keepends=True)

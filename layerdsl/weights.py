@@ -48,11 +48,17 @@ def set_weights(model: Any, weights: Mapping[str, Any], source: ir.Model | str |
     Every weight of the model must be given, with its canonical shape; extra
     names are an error too, so a typo never goes unnoticed.
     """
-    import numpy as np
-
     from . import backends
 
     spec = _ir_of(model, source)
+    backends.owner_of(model).set_weights(model, spec, validated(spec, weights))
+
+
+def validated(spec: ir.Model, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Every weight of ``spec``, as float32 arrays of its canonical shape; WeightsError naming the
+    missing, unexpected or misshapen arrays otherwise."""
+    import numpy as np
+
     expected = {f"{layer.name}.{w.name}": w.shape for layer in spec.layers for w in layer.weights}
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
@@ -69,7 +75,7 @@ def set_weights(model: Any, weights: Mapping[str, Any], source: ir.Model | str |
         if array.shape != shape:
             raise WeightsError(f"weight `{key}` has shape {array.shape}, expected {shape}")
         arrays[key] = array
-    backends.owner_of(model).set_weights(model, spec, arrays)
+    return arrays
 
 
 def save_weights(path: str | os.PathLike[str], weights: Mapping[str, Any]) -> None:

@@ -31,6 +31,8 @@ class Backend(ABC):
     emitters: Mapping[str, Any]
     #: IR kind -> reason this backend refuses it.
     unsupported: Mapping[str, str] = {}
+    #: True for a backend that writes a binary model file (``emit_bytes``) instead of Python source.
+    binary: bool = False
 
     def check_supported(self, model: ir.Model) -> None:
         for layer in model.layers:

@@ -156,6 +156,7 @@ class _Emission:
         self.tensors: dict[str, dict[str, str]] = {}  # IR tensor -> layout -> ONNX name
         self.ranks: dict[str, int] = {}  # with the batch axis
         self.masks: dict[str, str] = {}  # IR tensor -> bool (N, T) mask, where one travels with it
+        self.previous = ir.INPUT_NAME  # the tensor a layer without explicit inputs reads
 
     def w(self, layer: ir.Layer, param: str) -> np.ndarray:
         return self.weights[f"{layer.name}.{param}"]
@@ -206,7 +207,6 @@ class _Emission:
         # A channels-first input is the IR's channels-last tensor with its channel axis moved to 1.
         self.tensors[ir.INPUT_NAME] = {FIRST if model.input.layout == FIRST and rank >= 3 else LAST: ir.INPUT_NAME}
         self.ranks[ir.INPUT_NAME] = rank
-        self.previous = ir.INPUT_NAME
         for layer in model.layers:
             g.layer = layer
             out, layout = EMITTERS[layer.kind](self, layer)
@@ -594,7 +594,6 @@ def _scan_recurrence(e: _Emission, layer: ir.Layer, d: _Direction, x: str, mask:
     """A Scan over time, as the NumPy runtime's loop: one MatMul projects every step's input first;
     each step multiplies the state by the recurrent kernel; at a masked step the state is kept and
     the output repeats it (or is zero, for a Bidirectional's sequences)."""
-    import numpy as np
 
     onnx = _onnx()
     g = e.g
@@ -823,7 +822,7 @@ EMITTERS: dict[str, Emitter] = {
 # --- the public entry points --------------------------------------------------------------
 
 
-def initial_weights(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
+def initial_weights(model: ir.Model, seed: int | None = 0) -> dict[str, np.ndarray]:
     """Weights drawn from the DSL's initializers, exactly as the NumPy target draws them for ``seed``."""
     from . import get
 
@@ -923,10 +922,11 @@ class OnnxBackend(Backend):
     def import_framework(self) -> Any:
         return _onnx()
 
-    def build(self, model: ir.Model, seed: int | None = 0, opset: int = DEFAULT_OPSET, **kwargs: Any) -> OnnxModel:
+    def build(self, model: ir.Model, seed: int | None = None, opset: int = DEFAULT_OPSET) -> OnnxModel:
+        """An ``OnnxModel``; weights drawn as the NumPy target's ``build_model(seed)`` draws them."""
         self.import_framework()
         self.check_supported(model)
-        obj = OnnxModel(model, initial_weights(model, seed or 0), opset)
+        obj = OnnxModel(model, initial_weights(model, seed), opset)
         self.attach(obj, model)
         return obj
 

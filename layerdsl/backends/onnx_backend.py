@@ -210,8 +210,8 @@ class _Emission:
         for layer in model.layers:
             g.layer = layer
             out, layout = EMITTERS[layer.kind](self, layer)
-            self.tensors[layer.name] = {layout: out}
             self.ranks[layer.name] = len(layer.output_shape) + 1
+            self.tensors[layer.name] = {layout if self.ranks[layer.name] >= 3 else LAST: out}
             if layer.output_masked and layer.name not in self.masks:
                 self.masks[layer.name] = self.masks[self.sources(layer)[0]]
             self.previous = layer.name
@@ -818,6 +818,9 @@ EMITTERS: dict[str, Emitter] = {
     "permute": _permute,
 }
 
+#: IR kind -> why ONNX cannot express it. Every kind in the registry exports today.
+UNSUPPORTED: dict[str, str] = {}
+
 
 # --- the public entry points --------------------------------------------------------------
 
@@ -909,6 +912,7 @@ class OnnxBackend(Backend):
     extra = "onnx"
     binary = True
     emitters = EMITTERS
+    unsupported = UNSUPPORTED
 
     def emit_source(self, model: ir.Model) -> str:
         raise BackendError(

@@ -215,6 +215,14 @@ def test_an_unsupported_layer_is_refused_with_its_reason(monkeypatch):
         layerdsl.to_onnx(layerdsl.parse("dense 3 in=2"))
 
 
+def test_the_equivalence_harness_runs_onnx_against_numpy():
+    targets = testing.available_targets()
+    assert "onnx" in targets
+    result = testing.compare("input 5x5x2\nconv2d 3 3 pad=same | softmax", [t for t in targets if t != "torch"], batch=2)
+    assert result.reference_of("onnx") == "numpy"  # whichever the common reference (keras, when installed)
+    assert result.max_abs_diff["onnx"] < 1e-5
+
+
 def test_import_parse_and_compile_do_not_import_onnx():
     code = (
         "import sys, layerdsl; m = layerdsl.parse('dense 3 in=2'); layerdsl.compile(m, 'numpy'); "

@@ -15,7 +15,7 @@ import pytest
 
 import layerdsl
 from layerdsl import cli, testing
-from layerdsl.backends import get
+from layerdsl.backends import onnx_backend
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -210,7 +210,7 @@ def test_bad_weights_and_opsets_are_refused():
 
 
 def test_an_unsupported_layer_is_refused_with_its_reason(monkeypatch):
-    monkeypatch.setattr(get("onnx"), "unsupported", {"dense": "no reason but a test"})
+    monkeypatch.setitem(onnx_backend.UNSUPPORTED, "dense", "no reason but a test")
     with pytest.raises(layerdsl.LayerDSLError, match="cannot realize `dense`: no reason but a test"):
         layerdsl.to_onnx(layerdsl.parse("dense 3 in=2"))
 
@@ -315,7 +315,7 @@ def test_cli_missing_weights_file_is_a_usage_error(tiny, tmp_path):
 
 
 def test_cli_unsupported_layer_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(get("onnx"), "unsupported", {"batchnorm": "a reason given by the test"})
+    monkeypatch.setitem(onnx_backend.UNSUPPORTED, "batchnorm", "a reason given by the test")
     out = tmp_path / "m.onnx"
     assert cli.main(["compile", str(tiny), "--target", "onnx", "-o", str(out)]) == 1
     err = capsys.readouterr().err

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import ir
 from ..errors import BackendError
 from ..specs import padding_1d, spatial_padding
-from .base import Backend, missing_framework
+from .base import Backend, missing_framework, validated_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -827,9 +827,10 @@ UNSUPPORTED: dict[str, str] = {}
 
 def initial_weights(model: ir.Model, seed: int | None = 0) -> dict[str, np.ndarray]:
     """Weights drawn from the DSL's initializers, exactly as the NumPy target draws them for ``seed``."""
-    from . import get
+    from .numpy_backend import NumpyBackend
 
-    return get("numpy").get_weights(get("numpy").build(model, seed=seed), model)
+    numpy_backend = NumpyBackend()
+    return numpy_backend.get_weights(numpy_backend.build(model, seed=seed), model)
 
 
 def to_onnx(
@@ -840,16 +841,12 @@ def to_onnx(
     array}``, Keras layout, as ``save_weights`` writes); without them they are drawn from the DSL's
     initializers with ``seed``. Raises BackendError for a layer ONNX cannot express and WeightsError
     for weights that do not match the model."""
-    from ..weights import validated
-
     onnx = _onnx()
     maximum = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= maximum:
         raise BackendError(f"opset {opset} is not supported", hint=f"choose an opset from {MIN_OPSET} to {maximum}")
-    from . import get
-
-    get("onnx").check_supported(model)
-    arrays = validated(model, weights) if weights is not None else initial_weights(model, seed)
+    OnnxBackend().check_supported(model)
+    arrays = validated_weights(model, weights) if weights is not None else initial_weights(model, seed)
     graph = _Emission(model, arrays, opset).emit()
     from .._version import __version__
 

@@ -161,6 +161,7 @@ class _Context:
     #: in a block's class whose instances pad differently (`valid` in one, `same` in another):
     #: a conv whose padding is bound to a parameter always pads with its own ``nn.ZeroPad2d``
     uniform: bool = False
+    in_block: bool = False  # the layer is written in a block's class
 
     def hint(self, count: int) -> Any:
         """The input's channel count, marked with what it is for the block planner."""
@@ -203,14 +204,19 @@ def _windowed_conv(
     if args["dilation"] != (1, 1) or "dilation" in ctx.bound:
         kwargs["dilation"] = _size(args["dilation"])
     x = "x"
-    if (args["pad"] == "same" and strided) or (ctx.uniform and "pad" in ctx.bound):
+    # torch's own `same` pads an odd total after, as TensorFlow does, but copies the input to do it
+    uneven = any(d * (k - 1) % 2 for k, d in zip(args["kernel"], args["dilation"], strict=True))
+    pointwise = args["kernel"] == (1, 1) and not ctx.in_block  # `same` never pads a 1x1 kernel
+    if (args["pad"] == "same" and (strided or uneven) and not pointwise) or (ctx.uniform and "pad" in ctx.bound):
         (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
         pad = ctx.extra("pad")
-        piece.init.append("# TensorFlow's `same` with a stride: its pads depend on the input size")
+        if args["pad"] == "same":
+            why = "with a stride its pads depend on the input size" if strided else "the odd row/column bottom/right"
+            piece.init.append(f"# TensorFlow's `same`: {why}")
         piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', codegen.Hint((left, right, top, bottom), 'pads'))}")
         x = f"self.{pad}(x)"
-    elif args["pad"] == "same":
-        kwargs["padding"] = "same"  # as TensorFlow pads: an odd row/column goes bottom/right
+    elif args["pad"] == "same" and not pointwise:
+        kwargs["padding"] = "same"
     elif isinstance(args["pad"], tuple) and (args["pad"] != (0, 0) or "pad" in ctx.bound):
         kwargs["padding"] = _size(args["pad"])
     if groups != 1:
@@ -650,9 +656,9 @@ def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
         kwargs["dilation"] = args["dilation"]
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
     x = "{x}"
-    if args["pad"] == "causal" or (args["pad"] == "same" and strided):
+    if args["pad"] == "causal" or (args["pad"] == "same" and (strided or args["dilation"] * (args["kernel"] - 1) % 2)):
         pad = ctx.extra("pad")
-        why = "causal: pad only the past" if args["pad"] == "causal" else "`same` with a stride pads by the input size"
+        why = "causal: pad only the past" if args["pad"] == "causal" else "TensorFlow's `same` pads the odd step after"
         piece.init.append(f"# {why}")
         piece.init.append(f"self.{pad} = {call('nn.ZeroPad1d', codegen.Hint((before, after), 'pads'))}")
         x = f"self.{pad}({{x}})"
@@ -1346,6 +1352,7 @@ class _Planner:
                         bound=bound,
                         channels=channels,
                         uniform=self.uniform,
+                        in_block=True,
                     )
                     with codegen.holes() as holes:
                         piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)

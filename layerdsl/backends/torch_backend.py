@@ -606,7 +606,7 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
         return piece
 
     # Keras semantics step by step: masks (any pattern), other activations, GRU reset_after=false
-    helper = f"{kind}_scan"
+    helper = "rnn_scan"
     piece.helpers.add(helper)
     options: dict[str, Any] = {}
     if args["activation"] != "tanh":
@@ -619,7 +619,7 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
 
     def scan(weights: int, reverse: bool) -> Code:
         extra = {**options, "reverse": True} if reverse else options
-        return call(helper, Code("x"), mask, Code(f"self.{a}.all_weights[{weights}]"), **extra)
+        return call(helper, kind, Code("x"), mask, Code(f"self.{a}.all_weights[{weights}]"), **extra)
 
     if not bidirectional:
         piece.forward.append(f"x = {scan(0, backwards)}")
@@ -911,7 +911,7 @@ _RESERVED_VARIABLES = (
     frozenset(keyword.kwlist)
     | frozenset(dir(builtins))
     | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block"}
-    | {"max_norm_", "variance_scaling_", "simplernn_scan", "lstm_scan", "gru_scan"}  # the helpers
+    | {"max_norm_", "variance_scaling_", "rnn_scan"}  # the helpers
 )
 
 
@@ -1313,14 +1313,13 @@ class _Planner:
             channels = meanings.get(unit.reads[0]) if unit.reads else None
             words = None
             if unit.modules:
-                unit.init = []
+                unit.init = [f"self.{unit.attr} = {self._instances(unit, channels, scope)}"]
                 if not in_block:
                     what = self._call_text(unit.modules[0].call)
                     if unit.sequential:
                         what = f"repeat {len(unit.modules)} {{ {what} }}"
                     shape = codegen.shape_comment(torch_shape(self.shape(unit.tensor)))
-                    unit.init.append(f"# line {unit.modules[0].call.span.line}: {what} -> {shape}")
-                unit.init.append(f"self.{unit.attr} = {self._instances(unit, channels, scope)}")
+                    unit.init = _commented(unit.init, f"# line {unit.modules[0].call.span.line}: {what} -> {shape}")
                 unit.forward = _bind([f"x = self.{unit.attr}(x)"], sources[0], target)
                 if any(m.has_weights for m in unit.modules):
                     unit.reset = (
@@ -1487,78 +1486,47 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 
 
 #: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
-#: any pattern, other activations, GRU reset_after=false. Each reads one direction of the layer's
+#: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
 #: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
-_SCAN_HELPERS = {
-    "simplernn_scan": '''\
-def simplernn_scan(x, mask, weights, activation=torch.tanh, reverse=False):
-    """Keras's SimpleRNN over (N, T, F): every step's output (N, T, units), in reading order.
-
-    Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    """
-    w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
-    inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = x.new_zeros(x.shape[0], w_hh.shape[1])
-    outputs = []
-    for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-''',
-    "lstm_scan": '''\
-def lstm_scan(x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reverse=False):
-    """Keras's LSTM over (N, T, F): every step's output (N, T, units), in reading order.
-
-    Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    """
-    w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
-    inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = c = x.new_zeros(x.shape[0], w_hh.shape[1])
-    outputs = []
-    for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-        c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-        h_new = recurrent_activation(o) * activation(c_new)
-        if mask is None:
-            h, c = h_new, c_new
-        else:
-            keep = mask[:, t, None]
-            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-''',
-    "gru_scan": '''\
-def gru_scan(
-    x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
+_SCAN_HELPER = '''\
+def rnn_scan(
+    cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
 ):
-    """Keras's GRU over (N, T, F): every step's output (N, T, units), in reading order.
+    """Keras's SimpleRNN, LSTM or GRU (`cell`) over (N, T, F): every step's output (N, T, units), in reading order.
 
     Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
+    GRU reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
     """
     w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
     inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
     units = w_hh.shape[1]
-    h = x.new_zeros(x.shape[0], units)
+    h = c = x.new_zeros(x.shape[0], units)
     outputs = []
     for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)  # torch's gate order: reset, update, new
-        if reset_after:
-            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + r * h_n)
-        else:
-            h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
-        z = recurrent_activation(x_z + h_z)
-        h_new = z * h + (1 - z) * n
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        keep = None if mask is None else mask[:, t, None]
+        if cell == "simplernn":
+            h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
+        elif cell == "lstm":
+            i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+            c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
+            h_new = recurrent_activation(o) * activation(c_new)
+            c = c_new if keep is None else torch.where(keep, c_new, c)
+        else:  # gru, in torch's gate order: reset, update, new
+            x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)
+            if reset_after:
+                h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + r * h_n)
+            else:
+                h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
+            z = recurrent_activation(x_z + h_z)
+            h_new = z * h + (1 - z) * n
+        h = h_new if keep is None else torch.where(keep, h_new, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
-''',
-}
+'''
 
 
 _VARIANCE_SCALING_HELPER = '''\
@@ -1661,8 +1629,9 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
                 continue
             # Keras's unit_forget_bias: the base initializer, then ones for the forget gate (i, f, c, o)
             base = ir.Weight(weight.name, weight.shape, weight.trainable, pieces[0][0])
+            lines.append(f"# Keras {weight.initializer.split(':')[0]}: the forget gate's bias starts at 1")
             lines.append(_init_line(path, base, layer))
-            lines.append(f"nn.init.ones_(self.{path}.chunk(4)[1])  # Keras unit_forget_bias: the forget gate's")
+            lines.append(f"nn.init.ones_(self.{path}.chunk(4)[1])  # gates i, f, c, o")
     lines.extend(f"nn.init.zeros_(self.{path})  # Keras has no second bias" for path in piece.fixed_zero)
     return lines
 
@@ -1718,8 +1687,8 @@ def _source(model: ir.Model) -> str:
     class_name = codegen.camel_case(model.name)
     units = [unit for module, _ in plan.root.walk() for unit in module.units]
     lines = [line for unit in units for line in (*unit.init, *unit.forward, *unit.reset)]
-    helpers = [name for name in _SCAN_HELPERS if any(name in unit.piece.helpers for unit in units)]
-    uses_functional = bool(helpers) or any("F." in line for line in lines)
+    scans = any("rnn_scan" in unit.piece.helpers for unit in units)
+    uses_functional = scans or any("F." in line for line in lines)
 
     w = codegen.SourceWriter()
     images = any(len(layer.input_shape) == 3 or len(layer.output_shape) == 3 for layer in model.layers)
@@ -1734,7 +1703,8 @@ def _source(model: ir.Model) -> str:
     functions = [_MAX_NORM_HELPER] if plan.root.has_constraints else []
     if any("variance_scaling_(" in line for line in lines):
         functions.append(_VARIANCE_SCALING_HELPER)
-    functions.extend(_SCAN_HELPERS[name] for name in helpers)
+    if scans:
+        functions.append(_SCAN_HELPER)
     for function in functions:
         for line in function.splitlines():
             w.line(line)

@@ -165,3 +165,22 @@ def test_generated_source_is_ruff_formatted_with_at_most_one_helper(path):
     assert check.returncode == 0, check.stdout + check.stderr
     helpers = [n for n in re.findall(r"^def (\w+)\(", source, re.MULTILINE) if n != "build_model"]
     assert len(helpers) <= 1, helpers
+
+
+def test_conv1d_runs_transpose_once_into_and_once_out_of_torchs_layout():
+    text = "input 20x3\nconv1d 8 3 activation=relu\nmaxpool1d 2 pad=same\nconv1d 4 4 pad=same\nglobalmaxpool1d\ndense 2"
+    source = layerdsl.compile(text, "torch")
+    forward = source[source.index("def forward") : source.index("def reset_parameters")]
+    assert forward.count("transpose(1, 2)") == 2
+    assert "x = torch.relu(self.conv1d(x.transpose(1, 2)))" in forward  # stays (N, C, T) for the pool
+    testing.assert_backends_agree(text, testing.available_targets())
+
+
+def test_instances_that_pad_differently_share_one_class():
+    text = "input 9x9x3\nblock cb f k s=1 pad=valid { conv2d f k stride=s pad=pad }\ncb 4 1 | cb 4 3 pad=same | cb 4 3 s=2 pad=1"
+    model = layerdsl.parse(text)
+    source = layerdsl.compile(model, "torch")
+    assert re.findall(r"^class (\w+)\(", source, re.MULTILINE) == ["Cb", "Model"]
+    assert "self.conv2d = nn.Conv2d(in_channels, f, kernel_size=k, stride=s)" in source
+    assert "self.cb_1 = Cb(4, 4, 3, (1, 1, 1, 1))" in source  # `same` at stride 1, as pads
+    testing.assert_backends_agree(model, ["numpy", "torch"])

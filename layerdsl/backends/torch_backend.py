@@ -162,6 +162,8 @@ class _Context:
     #: a conv whose padding is bound to a parameter always pads with its own ``nn.ZeroPad2d``
     uniform: bool = False
     in_block: bool = False  # the layer is written in a block's class
+    #: conv1d and 1-D pools: whether the input, and the output, stay in torch's (N, C, T) layout
+    channels_first: tuple[bool, bool] = (False, False)
 
     def hint(self, count: int) -> Any:
         """The input's channel count, marked with what it is for the block planner."""
@@ -210,7 +212,9 @@ def _windowed_conv(
     if (args["pad"] == "same" and (strided or uneven) and not pointwise) or (ctx.uniform and "pad" in ctx.bound):
         (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
         pad = ctx.extra("pad")
-        if args["pad"] == "same":
+        if ctx.uniform and "pad" in ctx.bound:  # one comment for every instance, whatever its padding
+            piece.init.append("# each instance's pads: `same` as TensorFlow pads depends on the input size")
+        elif args["pad"] == "same":
             why = "with a stride its pads depend on the input size" if strided else "the odd row/column bottom/right"
             piece.init.append(f"# TensorFlow's `same`: {why}")
         piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', codegen.Hint((left, right, top, bottom), 'pads'))}")
@@ -640,9 +644,11 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
     return piece
 
 
-def _channels_first_1d(expression: str) -> str:
-    """``expression`` applied to (N, C, T), from and back to the (N, T, C) sequence layout."""
-    return f"{expression.format(x='x.transpose(1, 2)')}.transpose(1, 2)"
+def _channels_first_1d(expression: str, ctx: _Context) -> str:
+    """``expression`` applied to (N, C, T): transposed from the (N, T, C) sequence layout where its input
+    is in it, and back where its output leaves the run of 1-D convolutions and pools."""
+    inner = expression.format(x="x" if ctx.channels_first[0] else "x.transpose(1, 2)")
+    return inner if ctx.channels_first[1] else f"{inner}.transpose(1, 2)"
 
 
 def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
@@ -669,8 +675,9 @@ def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
     piece.init.append(
         f"self.{a} = {call('nn.Conv1d', ctx.hint(layer.input_shape[1]), args['filters'], args['kernel'], **kwargs)}"
     )
-    conv = _channels_first_1d(f"self.{a}({x})")
-    piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
+    conv = _channels_first_1d(f"self.{a}({x})", ctx)
+    channels = 1 if ctx.channels_first[1] else -1
+    piece.forward.append(f"x = {_ACTIVATIONS[args['activation']].format(x=conv, channels=channels)}")
     if args["maxnorm"] is not None:
         piece.constraint = f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=(1, 2))"
     return piece
@@ -690,7 +697,7 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
                 if torch_class == "nn.AvgPool1d":
                     kwargs["count_include_pad"] = False
             piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
-            piece.forward.append(f"x = {_channels_first_1d(f'self.{a}({{x}})')}")
+            piece.forward.append(f"x = {_channels_first_1d(f'self.{a}({{x}})', ctx)}")
             return piece
         # TensorFlow's `same` puts the odd padding step after, which torch's `padding` cannot express
         pad = ctx.extra("pad")
@@ -701,7 +708,7 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
                 f"self.{pad} = {call('nn.ConstantPad1d', codegen.Hint((before, after), 'pads'), _MINUS_INF)}"
             )
             piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
-            piece.forward.append(f"x = {_channels_first_1d(pooled)}")
+            piece.forward.append(f"x = {_channels_first_1d(pooled, ctx)}")
             return piece
         coverage = ctx.extra("coverage")
         piece.init.append("# padding is left out of each average: divide by the window's share of real steps")
@@ -709,7 +716,8 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
         piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
         piece.init.append(f"coverage = self.{a}(self.{pad}(torch.ones(1, 1, {py(layer.input_shape[0])})))")
         piece.init.append(f"self.register_buffer({py(coverage)}, coverage, persistent=False)")
-        piece.forward.append(f"x = ({pooled.format(x='x.transpose(1, 2)')} / self.{coverage}).transpose(1, 2)")
+        divided = f"{pooled.format(x='x' if ctx.channels_first[0] else 'x.transpose(1, 2)')} / self.{coverage}"
+        piece.forward.append(f"x = {divided}" if ctx.channels_first[1] else f"x = ({divided}).transpose(1, 2)")
         return piece
 
     return emit
@@ -842,6 +850,9 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
             keras_order.add(layer.name)
     return keras_order, permuted
 
+
+#: Layers that read and write torch's (N, C, T) layout of a sequence.
+_CHANNELS_FIRST_1D = frozenset({"conv1d", "maxpool1d", "avgpool1d"})
 
 #: Layers with Keras's ``activation=`` option: an activation right after one folds into its forward line.
 _FUSES_ACTIVATION = frozenset({"dense", "conv2d", "conv1d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
@@ -1305,6 +1316,17 @@ class _Planner:
             ):
                 fused[i - 1] = unit.layer.args["function"]
 
+        # A run of 1-D convolutions and pools stays in torch's (N, C, T): one transpose in, one out.
+        def runs_1d(j: int) -> bool:
+            layer = module.units[j].layer if j < len(module.units) else None
+            return layer is not None and layer.kind in _CHANNELS_FIRST_1D
+
+        channels_first = {
+            unit.tensor
+            for i, unit in enumerate(module.units)
+            if runs_1d(i) and unit.tensor != module.output and all(runs_1d(j) for j in uses.get(unit.tensor, [-1]))
+        }
+
         meanings: dict[str, str | None] = {module.inputs[0]: self._inferred(module.inputs[0]) if in_block else None}
         for i, unit in enumerate(module.units):
             unit.attr = attrs[unit.local]
@@ -1352,6 +1374,7 @@ class _Planner:
                         channels=channels,
                         uniform=self.uniform,
                         in_block=True,
+                        channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
                     )
                     with codegen.holes() as holes:
                         piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
@@ -1374,7 +1397,13 @@ class _Planner:
                     unit.constraint = [plain(piece.constraint)] if piece.constraint else []
                     comment = f"# line {layer.span.line}: {layer.written}"
                 else:
-                    ctx = _Context(unit.attr, taken, keras_order=layer.name in self.keras_order, inputs=tuple(sources))
+                    ctx = _Context(
+                        unit.attr,
+                        taken,
+                        keras_order=layer.name in self.keras_order,
+                        inputs=tuple(sources),
+                        channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
+                    )
                     piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
                     init, forward = piece.init, piece.forward
                     unit.reset = _reset_lines(layer, piece)

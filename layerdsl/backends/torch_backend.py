@@ -7,12 +7,34 @@ their axes to it.
 
 Graphs: the forward pass follows each layer's ``inputs``. A chain keeps reusing
 ``x``; a tensor read anywhere but by the next step gets a variable named after
-its layer. Each block instance is a submodule (``self.conv_bn_1 = ConvBn()``),
-so state_dict keys nest by instance; instances whose generated code is identical
-share one class. A block that reads a tensor from outside (an outer ``@tap``)
-takes it as an extra ``forward`` argument. Instances that read or pass a Keras
-mask stay flat, their layers joining the enclosing module. Canonical weight keys
-stay flat (``"<layer name>.<param>"``) whatever the nesting.
+its layer, or after the `tap` that names it.
+
+Blocks: one ``nn.Module`` class per block definition, as torchvision writes
+``BasicBlock``. Each instance's class is written with its literals as holes
+(``codegen.holes``) and the shared planner (``structure.unify``) makes one
+definition of them: a literal that holds a block parameter in every instance
+becomes that parameter, one that holds the input's channel count becomes
+``in_channels`` (``in_features``), one that varies with nothing the block knows
+(TensorFlow's `same` pads of a strided convolution, which depend on the input
+size) a constructor argument of its own. Code structure therefore never depends
+on the input's height and width: such a convolution always has its
+``nn.ZeroPad2d``, and an option a block binds to a parameter (``stride=stride``)
+is always written. A `repeat` of one block is an ``nn.Sequential`` built in a
+loop (``structure.unify_iterations``: DenseNet's ``in_channels + i * 32``);
+other repeats are unrolled. A block instance that reads more than its input (an
+outer ``@tap``) or reads or passes a Keras mask is written inline, its layers
+joining the enclosing module. Canonical weight keys stay flat
+(``"<layer name>.<param>"``) whatever the nesting (``basic.1.conv_bn.conv.weight``).
+
+Idioms: an activation right after a dense or conv that only it reads joins
+that layer's line (``torch.relu(self.conv(x))``); symmetric zero padding is
+torch's ``padding=1``, TensorFlow's `same` at stride 1 torch's ``padding="same"``
+(an even kernel pads explicitly, as torch would copy the input); a run of 1-D
+convolutions and pools stays in torch's (N, C, T), transposed once in and once
+out. ``reset_parameters`` computes each Keras initializer from the tensor's
+shape (``nn.init.xavier_uniform_`` is Keras's glorot_uniform for torch's
+layouts; ``variance_scaling_`` counts Keras's fans where torch's differ), so
+block classes carry no per-instance numbers.
 
 Flatten: ``nn.Flatten`` orders an image's features (C, H, W) where Keras has
 (H, W, C). When a dense layer consumes the flattened vector (possibly through
@@ -42,8 +64,9 @@ Sequences stay (N, T, F), as in Keras. A mask (``embedding mask_zero``,
 that use it. Recurrent layers are ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (one
 module, ``bidirectional=True``, for a bidirectional layer), called directly
 when torch computes exactly what Keras does; otherwise (a mask of any pattern,
-other activations, GRU ``reset_after=false``) a small step function emitted
-into the generated module runs Keras's recurrence on that module's own weights.
+other activations, GRU ``reset_after=false``) one step function emitted into
+the generated module, ``rnn_scan`` (for all three kinds: a file carries at most
+one helper), runs Keras's recurrence on that module's own weights.
 Where Keras has one bias vector, torch's recurrent bias stays zero and untrained.
 
 This module never imports torch at import time or while emitting source.

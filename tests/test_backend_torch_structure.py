@@ -60,6 +60,8 @@ def test_symmetric_zero_padding_is_torchs_padding():
     assert "nn.Conv2d(in_channels, filters, kernel_size=k, stride=stride, padding=pad, bias=False)" in source
     assert "self.conv_bn = ConvBn(3, 64, 7, stride=2, pad=3)" in source
     assert "ZeroPad2d(pads)" not in source
+    # a max pool's `same` at stride 1 is symmetric: torch's own padding (with -inf, as a max needs)
+    assert "nn.MaxPool2d(3, stride=1, padding=1)" in layerdsl.compile(example("inception"), "torch")
 
 
 def test_a_block_class_takes_its_parameters_and_its_input_channels():

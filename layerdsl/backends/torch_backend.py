@@ -431,7 +431,8 @@ def _pool(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
         kwargs: dict[str, Any] = {"stride": _size(args["stride"])} if explicit else {}
         piece = _Piece()
         # with a stride, `same`'s pads depend on the input size: always pad explicitly (one structure)
-        if (top, left) == (bottom, right) and not (args["pad"] == "same" and (explicit or args["stride"] != (1, 1))):
+        strided = args["stride"] != (1, 1) or "stride" in ctx.bound
+        if (top, left) == (bottom, right) and not (args["pad"] == "same" and strided):
             if top or left:
                 # torch pads max pools with -inf; count_include_pad=False is TensorFlow's average
                 kwargs["padding"] = _size((top, left))
@@ -713,7 +714,8 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
         explicit = "stride" in ctx.bound or args["stride"] != args["pool"]
         kwargs: dict[str, Any] = {"stride": args["stride"]} if explicit else {}
         piece = _Piece()
-        if before == after and not (args["pad"] == "same" and (explicit or args["stride"] != 1)):
+        strided = args["stride"] != 1 or "stride" in ctx.bound
+        if before == after and not (args["pad"] == "same" and strided):
             if before:
                 # torch pads max pools with -inf; count_include_pad=False is TensorFlow's average
                 kwargs["padding"] = before

@@ -1026,6 +1026,11 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BOUND = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def _plain_name(name: str) -> bool:
+    """A user's name that may name a variable or parameter: not private, dunder or one the code uses."""
+    return not name.startswith("_") and name not in _RESERVED_VARIABLES
+
+
 def _equal(value: Any, candidate: Any) -> bool:
     """``value`` (a literal in the code) is ``candidate`` (a block argument), a square size included."""
     if type(value) is type(candidate):
@@ -1126,7 +1131,7 @@ class _Planner:
                 if isinstance(node, ir.LayerNode):
                     layer = node.layer
                     units.append(_Unit(local(layer.name), layer.name, self.reads[layer.name], layer=layer))
-                elif isinstance(node, ir.Tap):
+                elif isinstance(node, ir.Tap) and _plain_name(node.name):
                     self.tap_names.setdefault(node.tensor, node.name)
                 elif isinstance(node, ir.BlockCall):
                     if self._own_class(node):
@@ -1192,8 +1197,10 @@ class _Planner:
         fragments, scopes = [], []
         for module in modules:
             assert module.call is not None
-            values = {self._inferred(module.call.input): self.channels(module.call.input), **dict(module.call.args)}
-            scope = structure.Scope(values, dict(block.defaults))
+            # a parameter whose name Python would read otherwise (`__import__`, `self`) is never a name here
+            args = {k: v for k, v in module.call.args.items() if _plain_name(k)}
+            values = {self._inferred(module.call.input): self.channels(module.call.input), **args}
+            scope = structure.Scope(values, {k: v for k, v in block.defaults.items() if k in args})
             with codegen.holes() as holes:
                 self._emit(module, scope)
                 w = codegen.SourceWriter()

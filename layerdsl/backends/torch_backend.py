@@ -185,6 +185,8 @@ class _Context:
     #: a conv whose padding is bound to a parameter always pads with its own ``nn.ZeroPad2d``
     uniform: bool = False
     in_block: bool = False  # the layer is written in a block's class
+    #: in a block's class: the values of the block parameters its statement names
+    named_values: tuple[Any, ...] = ()
     #: conv1d and 1-D pools: whether the input, and the output, stay in torch's (N, C, T) layout
     channels_first: tuple[bool, bool] = (False, False)
 
@@ -231,7 +233,8 @@ def _windowed_conv(
     x = "x"
     # torch's own `same` pads an odd total after, as TensorFlow does, but copies the input to do it
     uneven = any(d * (k - 1) % 2 for k, d in zip(args["kernel"], args["dilation"], strict=True))
-    pointwise = args["kernel"] == (1, 1) and not ctx.in_block  # `same` never pads a 1x1 kernel
+    # `same` never pads a 1x1 kernel (unless the kernel is a block parameter: one structure for every size)
+    pointwise = args["kernel"] == (1, 1) and not any(_equal(args["kernel"], v) for v in ctx.named_values)
     if (args["pad"] == "same" and (strided or uneven) and not pointwise) or (ctx.uniform and "pad" in ctx.bound):
         (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
         pad = ctx.extra("pad")
@@ -1406,6 +1409,7 @@ class _Planner:
                         channels=channels,
                         uniform=self.uniform,
                         in_block=True,
+                        named_values=tuple(scope.values[w] for w in words if w in scope.values),
                         channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
                     )
                     with codegen.holes() as holes:

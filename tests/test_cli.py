@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import layerdsl
 from layerdsl import cli
 from layerdsl.backends import SOURCE_TARGETS, TARGETS
 
@@ -186,3 +187,14 @@ def test_check_imports_no_framework(examples_dir):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "0 []", result.stderr
+
+
+def test_generated_source_names_no_absolute_path(tmp_path):
+    path = tmp_path / "deep" / "tiny.layers"
+    path.parent.mkdir()
+    path.write_text("dense 4 in=3\n")
+    model = layerdsl.load(path.resolve())
+    for target in ("torch", "keras", "numpy"):
+        source = layerdsl.compile(model, target)
+        assert str(tmp_path) not in source
+        assert "from tiny.layers for" in source

@@ -437,7 +437,7 @@ def test_generated_source_imports_only_numpy():
 
 def test_generated_source_carries_only_the_runtime_pieces_it_uses():
     dense_only = top_level_names(layerdsl.compile("dense 4 in=3 | relu", "numpy"))
-    assert dense_only == {"draw", "initial", "linear", "relu", "Layer", "Block", "Dense", "Activation", "Model"}
+    assert dense_only == {"draw", "initial", "linear", "relu", "Layer", "Block", "Dense", "Activation", "Model", "build_model"}
     mnist = top_level_names(layerdsl.compile((EXAMPLES / "mnist_convnet.layers").read_text(), "numpy"))
     assert {"Conv2D", "MaxPool2D", "windows", "pad", "softmax"} <= mnist
     assert not {"AvgPool2D", "BatchNorm", "gelu", "erfc", "sigmoid"} & mnist

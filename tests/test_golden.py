@@ -21,8 +21,11 @@ MODELS = ["oneliner", "mlp", "convnet_same", "mnist_convnet", "sentiment", "mask
 TARGETS = ["keras", "torch", "numpy"]
 
 
-@pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("name", MODELS)
+#: Goldens of real architectures, per target.
+ARCHITECTURES = [("resnet18", "numpy")]
+
+
+@pytest.mark.parametrize(("name", "target"), [(n, t) for n in MODELS for t in TARGETS] + ARCHITECTURES)
 def test_generated_source_matches_golden(name, target):
     text = (EXAMPLES / f"{name}.layers").read_text()
     source = layerdsl.compile(layerdsl.parse(text, filename=f"{name}.layers"), target)

@@ -667,13 +667,15 @@ class _Generator:
         out.blank(2)
         out.lines.extend(runtime_source(self.used).rstrip("\n").split("\n"))
         out.blank(2)
+        out.line("def build_model(seed=None):")
+        with out.indent():
+            out.line(f"return {name}(seed)")
+        out.blank(2)
         out.line(MODEL_CODE_MARKER)
         for definition in self.definitions:
             out.lines.extend(definition.text().rstrip("\n").split("\n"))
             out.blank(2)
         out.lines.extend(body.lines)
-        out.blank(2)
-        out.line(f"build_model = {name}")
         return out.text()
 
     def body_output(self) -> str:

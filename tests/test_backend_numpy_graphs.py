@@ -363,8 +363,7 @@ def test_chains_reuse_x_and_branch_tensors_get_their_layer_names():
         "x = self.conv2d_1(activation)",
         "x = self.activation_1(x)",
         "x = self.add(activation, x)",
-        "x = self.activation_2(x)",
-        "return x",
+        "return self.activation_2(x)",
     ]
 
 
@@ -373,8 +372,7 @@ def test_an_input_read_by_several_layers_is_kept_as_inputs():
     assert call_body(source) == [
         "inputs = np.asarray(x, dtype=np.float32)",
         "x = self.conv2d(inputs)",
-        "x = self.concatenate(inputs, x)",
-        "return x",
+        "return self.concatenate(inputs, x)",
     ]
 
 

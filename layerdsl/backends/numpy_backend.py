@@ -4,9 +4,14 @@ The generated source carries its own copy of exactly the runtime pieces
 (``numpy_runtime``, and ``numpy_runtime_graph`` for merges and the layers of
 real architectures) the model uses, found as the sympy printers do: emitters
 record each runtime name they write, and the pieces those pieces refer to
-follow. The model class builds its layers from Keras's initializer
-distributions, passed as literals, and ``__call__`` runs them in graph order,
-a chain reusing ``x`` and each branching tensor held in a variable of its own.
+follow. After them, from the line ``# --- the model ---``, comes the model's
+own code, in the micrograd/tinygrad manner: one small ``Block`` class per
+block definition (its instances unified by ``structure.unify``: what differs
+between them is a constructor argument), then the model's class. Each builds
+its layers from Keras's initializers (``initial(rng, "glorot_uniform", shape)``),
+keyed by their canonical names; ``__call__`` runs them in graph order, a chain
+reusing ``x``, a branching tensor held in a variable of its own (a tap's is named
+after the tap), and a `repeat` of one block call a loop over its instances.
 """
 
 from __future__ import annotations
@@ -596,17 +601,18 @@ class _Generator:
         taps: dict[str, str] = {}
         steps = self.steps(nodes, prefix, fed, taps)
         attributes: set[str] = set(_CLASS_ATTRIBUTES)
-        first_on_line: dict[int, _Step] = {}
+        on_line: dict[int, list[_Step]] = {}
         for step in steps:
-            if step.source:
-                first_on_line.setdefault(step.line, step)
+            on_line.setdefault(step.line, []).append(step)
         init: list[str] = []
         for step in steps:
             step.attribute = _unique(step.attribute, attributes, "_")
-            if step is first_on_line.get(step.line) and not (
-                prefix and any(s.layer is None for s in steps if s.line == step.line)
-            ):  # in a block, a line that calls blocks has arguments in its comment, which differ between instances
-                init.append(self.comment(prefix, [s for s in steps if s.line == step.line and s.source]))
+            same_line = on_line[step.line]
+            # In a block, a line that calls blocks would say their arguments, which differ between instances.
+            if step is same_line[0] and not (prefix and any(s.layer is None for s in same_line)):
+                commented = [s for s in same_line if s.source]
+                if commented:
+                    init.append(self.comment(prefix, commented))
             init.append(f"self.{step.attribute} = {step.construct}")
         variables = _variables(steps, fed, output, taps)
         forward = []
@@ -631,7 +637,11 @@ class _Generator:
                 ]
             else:
                 forward.append(f"    {target} = self.{step.attribute}({sources})")
-        forward.append(f"    return {variables[output]}")
+        last = f"    {variables[output]} = "
+        if forward[-1].startswith(last):
+            forward[-1] = f"    return {forward[-1][len(last) :]}"  # the last step's value, returned as it is made
+        else:
+            forward.append(f"    return {variables[output]}")
         return init, forward
 
     # -- the module -----------------------------------------------------------------------------

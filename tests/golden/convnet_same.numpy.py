@@ -309,5 +309,4 @@ class ConvnetSame(Block):
         x = self.dense(x)
         x = self.dropout(x)
         x = self.dense_1(x)
-        x = self.activation_3(x)
-        return x
+        return self.activation_3(x)

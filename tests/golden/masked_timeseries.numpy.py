@@ -332,5 +332,4 @@ class MaskedTimeseries(Block):
         x = self.bidirectional(x, mask)
         x = self.gru(x, mask)
         x = self.dense(x)
-        x = self.activation(x)
-        return x
+        return self.activation(x)

@@ -170,5 +170,4 @@ class Mlp(Block):
         x = self.dense_1(x)
         x = self.dropout_1(x)
         x = self.dense_2(x)
-        x = self.activation(x)
-        return x
+        return self.activation(x)

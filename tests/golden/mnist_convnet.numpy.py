@@ -250,5 +250,4 @@ class MnistConvnet(Block):
         x = self.flatten(x)
         x = self.dropout(x)
         x = self.dense(x)
-        x = self.activation_1(x)
-        return x
+        return self.activation_1(x)

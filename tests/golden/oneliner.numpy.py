@@ -176,5 +176,4 @@ class Oneliner(Block):
         x = self.dense(x)
         x = self.batch_normalization(x)
         x = self.activation(x)
-        x = self.dropout(x)
-        return x
+        return self.dropout(x)

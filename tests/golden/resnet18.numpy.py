@@ -258,8 +258,7 @@ class ConvBn(Block):
 
     def __call__(self, x):
         x = self.conv(x)
-        x = self.bn(x)
-        return x
+        return self.bn(x)
 
 
 class Basic(Block):
@@ -276,8 +275,7 @@ class Basic(Block):
         x = self.activation(x)
         x = self.conv_bn_1(x)
         x = self.add(inputs, x)
-        x = self.activation_1(x)
-        return x
+        return self.activation_1(x)
 
 
 class Down(Block):
@@ -302,8 +300,7 @@ class Down(Block):
         x = self.conv(inputs)
         x = self.bn(x)
         x = self.add(x, conv_bn_1)
-        x = self.activation_1(x)
-        return x
+        return self.activation_1(x)
 
 
 class Resnet18(Block):
@@ -351,5 +348,4 @@ class Resnet18(Block):
         x = self.down_2(x)
         x = self.basic_4(x)
         x = self.global_average_pooling2d(x)
-        x = self.fc(x)
-        return x
+        return self.fc(x)

@@ -244,5 +244,4 @@ class Sentiment(Block):
         x = self.embedding(x)
         x = self.lstm(x, mask)
         x = self.dense(x)
-        x = self.activation(x)
-        return x
+        return self.activation(x)

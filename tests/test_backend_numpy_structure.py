@@ -117,3 +117,12 @@ def test_generated_sources_are_ruff_formatted():
         )
         assert result.returncode == 0, f"{path.name}:\n{result.stdout}{result.stderr}"
         assert "/work/" not in source and str(Path.home()) not in source
+
+
+def test_block_parameters_named_like_the_constructors_own_names_are_not_taken():
+    text = "input 6\nblock b name rng initial { dense name | dense rng | dense initial }\nb 3 4 5\nb 6 7 8\ndense 2"
+    source = layerdsl.compile(text, "numpy")
+    [block] = [cls for cls in classes(source) if cls.name == "B"]
+    taken = [arg.arg for arg in method(block, "__init__").args.args]
+    assert taken[:3] == ["self", "rng", "name"] and len(set(taken)) == len(taken)
+    testing.assert_backends_agree(text, testing.available_targets())

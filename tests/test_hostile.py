@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import layerdsl
-from layerdsl import codegen, testing
+from layerdsl import codegen, ir, testing
 from layerdsl.backends import TARGETS
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -74,6 +74,11 @@ def user_names(model: layerdsl.Model) -> set[str]:
     names = {model.name} | {layer.name for layer in model.layers} | {b for layer in model.layers for b in layer.block}
     # Inside a block's class, a layer goes by its name within the block: `os_1_eval` is `eval`.
     names |= {layer.name.removeprefix(layer.block[-1] + "_") for layer in model.layers if layer.block}
+    # Block parameters and taps name a block's arguments and the variables that hold tapped tensors.
+    # Block parameters and taps name a block's arguments and the variables that hold tapped tensors
+    # (a generated file never takes one that looks like `__import__`).
+    chosen = {p for b in model.blocks for p in b.signature} | {n.name for n in ir.walk(model.body) if isinstance(n, ir.Tap)}
+    names |= {name for name in chosen if not name.startswith("__")}
     return names | {codegen.camel_case(n) for n in names}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def _batchnorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         for name, start in _BATCHNORM_STARTS.items()
         if initializers.get(name) != start
     }
-    return call(use("BatchNorm"), channels, eps=layer.args["eps"], **changed)
+    return call(use("BatchNorm"), _size(channels), eps=layer.args["eps"], **changed)
 
 
 def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
@@ -364,9 +365,20 @@ def _unique(base: str, taken: set[str], suffix: str) -> str:
     return ident(name)
 
 
+#: Within a block: the block parameters the layer being written names (``conv2d growth 3``), by value.
+_NAMED_SIZES: ContextVar[Mapping[int, str] | None] = ContextVar("named_sizes", default=None)
+
+
+def _size(value: int) -> Code:
+    """A size, hinted with the block parameter that the statement names and that has its value, so that
+    the block's class takes ``growth`` even where every instance passes 32 (the planner checks it holds)."""
+    meaning = (_NAMED_SIZES.get() or {}).get(value)
+    return Code(py(Hint(value, meaning) if meaning else value))
+
+
 def _shape(shape: tuple[int, ...]) -> Code:
     """A shape with a hole per dimension, so that a block's class can write ``(k, k, in_channels, filters)``."""
-    return Code("(" + ", ".join(py(d) for d in shape) + ("," if len(shape) == 1 else "") + ")")
+    return Code("(" + ", ".join(_size(d) for d in shape) + ("," if len(shape) == 1 else "") + ")")
 
 
 def _args_text(call: ir.BlockCall, block: ir.BlockDef) -> str:
@@ -417,7 +429,16 @@ class _Generator:
             for name in layer.inputs:
                 self.readers.setdefault(name, set()).add(layer.name)
         self.instances: dict[str, _Instance] = {}
+        #: Layer -> the arguments of the block instance whose body holds it.
+        self.block_args: dict[str, Mapping[str, Any]] = {
+            node.layer.name: call.args
+            for call in ir.walk(self.body)
+            if isinstance(call, ir.BlockCall)
+            for node in call.body
+            if isinstance(node, ir.LayerNode)
+        }
         self.class_names = {class_name(model), *_runtime_pieces()}
+        self.block_classes: set[str] = set()  # the classes written so far, which a constructor may call
         self.definitions: list[SourceWriter] = []
 
     def use(self, name: str) -> Code:
@@ -468,6 +489,7 @@ class _Generator:
         for number, variant in enumerate(variants, start=1):
             name = camel_case(block.name) + (str(number) if number > 1 else "")
             name = _unique(name, self.class_names, "_")
+            self.block_classes.add(name)
             for member in variant.members:
                 self.instances[calls[member].instance] = _Instance(name, variant, member)
             self.definitions.append(self.write_class(name, variant))
@@ -479,12 +501,14 @@ class _Generator:
                 init, forward = self.level(block_call.body, block_call.instance, block_call.input, block_call.output)
                 text = "\n".join(init) + _CALL_SEPARATOR + "\n".join(forward)
             fragments.append(Fragment.of(text, holes))
-            values = dict(block_call.args)
+            # A parameter named like the constructor's own names or a runtime piece would shadow it: not one to take.
+            reserved = _INIT_NAMES | self.block_classes | self.used
+            values = {k: v for k, v in block_call.args.items() if k not in reserved and not k.startswith("__")}
             input_shape = self.shapes[block_call.input]
-            if input_shape:
+            if input_shape and "in_channels" not in reserved:
                 values.setdefault("in_channels", input_shape[-1])
             scopes.append(Scope(values, block.defaults, block_call.instance))
-        return unify(fragments, scopes, reserved=_INIT_NAMES | self.class_names | self.used)
+        return unify(fragments, scopes, reserved=reserved)
 
     def write_class(self, name: str, variant: Variant) -> SourceWriter:
         init, forward = variant.text.split(_CALL_SEPARATOR)
@@ -511,7 +535,8 @@ class _Generator:
                 out.append(self.layer_step(layer, prefix, layer.inputs or (previous,)))
                 previous = layer.name
             elif isinstance(node, ir.Tap):
-                taps.setdefault(node.tensor, node.name)
+                if not node.name.startswith("__"):  # no variable may look like `__import__`
+                    taps.setdefault(node.tensor, node.name)
             elif isinstance(node, ir.BlockCall) and node.instance in self.instances:
                 out.append(self.call_step(node, prefix))
                 previous = node.output
@@ -530,8 +555,15 @@ class _Generator:
         return out
 
     def layer_step(self, layer: ir.Layer, prefix: str, inputs: tuple[str, ...]) -> _Step:
-        weights = {ident(w.name): _initial_value(w, self.use) for w in layer.weights}
-        construct = EMITTERS[layer.kind](layer, weights, self.use)
+        args = self.block_args.get(layer.name, {}) if prefix else {}
+        named = {p for p in re.findall(r"[A-Za-z_]\w*", layer.written) if p in args and not p.startswith("__")}
+        sizes = {args[p]: p for p in sorted(named, reverse=True) if type(args[p]) is int}
+        token = _NAMED_SIZES.set(sizes)
+        try:
+            weights = {ident(w.name): _initial_value(w, self.use) for w in layer.weights}
+            construct = EMITTERS[layer.kind](layer, weights, self.use)
+        finally:
+            _NAMED_SIZES.reset(token)
         construct = Code(f"{construct[:-1]}{'' if construct.endswith('()') else ', '}name={py(layer.name)})")
         source = (layer.written or None) if prefix else layer.source
         return _Step(inputs, layer.name, _local(layer.name, prefix), construct, layer.span.line, source, layer)

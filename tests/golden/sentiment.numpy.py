@@ -99,7 +99,7 @@ class Block:
 
     def named_layers(self):
         found = {}
-        for part in vars(self).values():
+        for part in self.__dict__.values():
             for item in part if isinstance(part, list) else [part]:
                 if isinstance(item, Layer):
                     found[item.name] = item

@@ -68,15 +68,16 @@ _NO_PADDING = ((0, 0), (0, 0))
 
 
 #: Set while the instances of a block differ in which options they leave out: then every one keeps them all.
-_KEEP_DEFAULTS: ContextVar[bool] = ContextVar("keep_defaults", default=False)
+#: Set while the instances of a block differ in which options they leave out: the options that some
+#: instance sets, which every instance then writes (``strides=(1, 1)`` beside ``strides=(2, 2)``).
+_KEEP_DEFAULTS: ContextVar[frozenset[str]] = ContextVar("keep_defaults", default=frozenset())
 
 
 def _unless_default(defaults: Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Leave out the options that equal the runtime's defaults, so the source reads short."""
     defaults = defaults or {"strides": (1, 1), "dilation": (1, 1), "padding": _NO_PADDING}
-    if _KEEP_DEFAULTS.get():
-        return options
-    return {key: value for key, value in options.items() if value != defaults[key]}
+    kept = _KEEP_DEFAULTS.get()
+    return {key: value for key, value in options.items() if key in kept or value != defaults[key]}
 
 
 def _conv2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
@@ -481,7 +482,7 @@ class _Generator:
     def define(self, block: ir.BlockDef, calls: list[ir.BlockCall]) -> None:
         variants = self.unify(block, calls)
         if len(variants) > 1:  # perhaps only because some instances leave out options that others set
-            token = _KEEP_DEFAULTS.set(True)
+            token = _KEEP_DEFAULTS.set(frozenset(re.findall(r"(\w+)=", "\n".join(v.text for v in variants))))
             try:
                 variants = self.unify(block, calls)
             finally:
@@ -571,9 +572,11 @@ class _Generator:
     def construct_call(self, block_call: ir.BlockCall) -> Code:
         instance = self.instances[block_call.instance]
         positional, keywords = instance.variant.call_arguments(instance.member)
-        if _KEEP_DEFAULTS.get():  # every argument, so that no instance of the caller leaves one out
+        kept = _KEEP_DEFAULTS.get()
+        if kept:  # the arguments that some instance of the caller passes, so that none leaves one out
             values = instance.variant.arguments[instance.variant.members.index(instance.member)]
-            keywords = {p.name: values[p.name] for p in instance.variant.parameters if p.has_default}
+            keywords = {p.name: values[p.name] for p in instance.variant.parameters if p.has_default and p.name in kept}
+            keywords.update(instance.variant.call_arguments(instance.member)[1])
         name = [block_call.instance] if instance.variant.uses_name else []
         return codegen.call(instance.class_name, Code("rng"), *name, *positional, **keywords)
 

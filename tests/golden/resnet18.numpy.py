@@ -249,7 +249,6 @@ class ConvBn(Block):
         self.conv = Conv2D(
             initial(rng, "glorot_uniform", (k, k, in_channels, filters)),
             strides=(stride, stride),
-            dilation=(1, 1),
             padding=((pad, pad), (pad, pad)),
             name=name + "_conv",
         )

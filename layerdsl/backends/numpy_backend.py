@@ -389,9 +389,18 @@ def _args_text(call: ir.BlockCall, block: ir.BlockDef) -> str:
         value = call.args[param]
         if param in block.defaults and value == block.defaults[param]:
             continue
-        shown = "x".join(map(str, value)) if isinstance(value, tuple) else literal(value)
+        shown = "x".join(map(_dsl_value, value)) if isinstance(value, tuple) else _dsl_value(value)
         parts.append(shown if param in block.params else f"{param}={shown}")
     return " ".join(parts)
+
+
+def _dsl_value(value: Any) -> str:
+    """A bound argument as the DSL writes it: ``3``, ``same``, ``true`` (other strings repr'd, so a comment stays one line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.isidentifier():
+        return value
+    return literal(value)
 
 
 @dataclass

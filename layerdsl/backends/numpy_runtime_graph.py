@@ -33,18 +33,18 @@ class Average(Add):
 
 
 class Concatenate(Layer):
-    def __init__(self, axis=-1):
+    def __init__(self, axis=-1, name=None):
         self.axis = axis  # counted with the batch axis
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, *inputs):
         return np.concatenate(inputs, axis=self.axis)
 
 
 class ZeroPad2D(Layer):
-    def __init__(self, padding):
+    def __init__(self, padding, name=None):
         self.padding = padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return pad(x, self.padding)
@@ -72,9 +72,11 @@ def depthwise(x, kernel, strides, dilation, padding):
 class DepthwiseConv2D(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+    def __init__(
+        self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear, name=None
+    ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         return self.activation(depthwise(x, self.kernel, self.strides, self.dilation, self.padding) + self.bias)
@@ -92,9 +94,11 @@ class SeparableConv2D(Layer):
         dilation=(1, 1),
         padding=((0, 0), (0, 0)),
         activation=linear,
+        name=None,
     ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(depthwise_kernel=depthwise_kernel, pointwise_kernel=pointwise_kernel, bias=bias)
+        kernels = {"depthwise_kernel": depthwise_kernel, "pointwise_kernel": pointwise_kernel}
+        super().__init__(**kernels, bias=bias, name=name)
 
     def __call__(self, x):
         y = depthwise(x, self.depthwise_kernel, self.strides, self.dilation, self.padding)
@@ -109,9 +113,9 @@ class Conv2DTranspose(Layer):
 
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), padding="valid", activation=linear):
+    def __init__(self, kernel, bias=None, strides=(1, 1), padding="valid", activation=linear, name=None):
         self.strides, self.padding, self.activation = strides, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -147,9 +151,9 @@ def bilinear_axis(x, axis, factor):
 
 
 class UpSample2D(Layer):
-    def __init__(self, size=(2, 2), interpolation="nearest"):
+    def __init__(self, size=(2, 2), interpolation="nearest", name=None):
         self.size, self.interpolation = size, interpolation
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         if self.interpolation == "bilinear":
@@ -160,9 +164,9 @@ class UpSample2D(Layer):
 class LayerNorm(Layer):
     gamma, beta = 1.0, 0.0
 
-    def __init__(self, gamma=None, beta=None, eps=1e-3):
+    def __init__(self, gamma=None, beta=None, eps=1e-3, name=None):
         self.eps = eps
-        super().__init__(gamma=gamma, beta=beta)
+        super().__init__(gamma=gamma, beta=beta, name=name)
 
     def __call__(self, x):
         mean = x.mean(axis=-1, keepdims=True)
@@ -171,18 +175,18 @@ class LayerNorm(Layer):
 
 
 class Reshape(Layer):
-    def __init__(self, target):
+    def __init__(self, target, name=None):
         self.target = target
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.reshape(len(x), *self.target)
 
 
 class Permute(Layer):
-    def __init__(self, dims):
+    def __init__(self, dims, name=None):
         self.axes = (0, *dims)  # Keras numbers the axes from 1, after the batch axis
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.transpose(self.axes)

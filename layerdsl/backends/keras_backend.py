@@ -579,9 +579,7 @@ class _Writer:
                 and structure.self_contained(node)
                 and (self.output not in inside or self.output == node.output)
                 and all(
-                    reader in inside
-                    for tensor in inside - {node.output}
-                    for reader in self.readers.get(tensor, ())
+                    reader in inside for tensor in inside - {node.output} for reader in self.readers.get(tensor, ())
                 )
             )
         return self._callable[node.instance]
@@ -615,8 +613,14 @@ class _Writer:
         for instance in instances:
             with codegen.holes() as holes:
                 lines, output, parameter = self._scope(
-                    instance.body, instance.input, instance.output, "function", instance.instance + "_", 0,
-                    lambda lasting: "inputs" if lasting else "x", set(definition.signature),
+                    instance.body,
+                    instance.input,
+                    instance.output,
+                    "function",
+                    instance.instance + "_",
+                    0,
+                    lambda lasting: "inputs" if lasting else "x",
+                    set(definition.signature),
                 )
             fragments.append(Fragment.of("\n".join([parameter, *lines, f"return {output}"]), holes))
             scopes.append(Scope(dict(instance.args), dict(definition.defaults), instance.instance))
@@ -734,8 +738,10 @@ class _Writer:
         used = set(_RESERVED | self.function_names | parameters)
         # a tensor a block's function returns is named after the call (`up_1`), others after their layer
         # (a layer with its activation fused in, after the layer: the Keras layer it is)
-        wanted = {step.produces: step.call.instance if step.call else step.layer.name if step.layer else step.produces
-                  for step in steps}
+        wanted = {
+            step.produces: step.call.instance if step.call else step.layer.name if step.layer else step.produces
+            for step in steps
+        }
         own = {_local(wanted.get(tensor, tensor), prefix) for tensor in position}
         names: dict[str, str] = {}
         input_lasting = False
@@ -773,7 +779,9 @@ class _Writer:
         loop = self._loop(repeat, mode, depth)
         assert loop is not None
         if mode == "model":
-            lines.append(f"# line {repeat.span.line}: repeat {repeat.count} -> {shape_comment(self._shape(repeat.output))}")
+            lines.append(
+                f"# line {repeat.span.line}: repeat {repeat.count} -> {shape_comment(self._shape(repeat.output))}"
+            )
         if sources[0] != "x":
             lines.append(f"x = {sources[0]}")
         lines.append(f"for {_LOOP_INDEXES[depth]} in range({py(repeat.count)}):")
@@ -788,7 +796,9 @@ class _Writer:
         assert layer is not None
         written = [layer] if step.activation is None else [layer, step.activation]
         lines = [
-            layer_comment(each, each.output_shape) if mode == "model" else f"# line {each.span.line}: {each.written or each.source}"
+            layer_comment(each, each.output_shape)
+            if mode == "model"
+            else f"# line {each.span.line}: {each.written or each.source}"
             for each in written
         ]
         if step.activation is not None:

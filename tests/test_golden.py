@@ -21,9 +21,22 @@ MODELS = ["oneliner", "mlp", "convnet_same", "mnist_convnet", "sentiment", "mask
 TARGETS = ["keras", "torch", "numpy"]
 
 
+#: Architectures with blocks: one definition per block, pinned for each target that writes them so.
+BLOCK_MODELS = [("resnet18", "keras")]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", MODELS)
 def test_generated_source_matches_golden(name, target):
+    _check_golden(name, target)
+
+
+@pytest.mark.parametrize(("name", "target"), BLOCK_MODELS)
+def test_generated_source_of_blocks_matches_golden(name, target):
+    _check_golden(name, target)
+
+
+def _check_golden(name, target):
     text = (EXAMPLES / f"{name}.layers").read_text()
     source = layerdsl.compile(layerdsl.parse(text, filename=f"{name}.layers"), target)
     ast.parse(source)

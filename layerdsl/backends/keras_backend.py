@@ -455,8 +455,8 @@ class KerasBackend(Backend):
 #: Layers whose `activation=` takes an activation that straight follows them.
 _FUSABLE = frozenset({"dense", "conv1d", "conv2d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
 #: Names the generated code uses for itself: never a variable, parameter or function of the model's.
-_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", "k"})
-_LOOP_INDEXES = ("i", "j", "k")
+_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j"})
+_LOOP_INDEXES = ("i", "j")
 
 
 @dataclass
@@ -511,7 +511,8 @@ class _Writer:
         calls = [node for node in ir.walk(self.body) if isinstance(node, ir.BlockCall)]
         self.varying_call_args = _varying((call.span, call.args) for call in calls)
         self.instances = {call.instance: call for call in calls}
-        self.function_names = {block.name for block in model.blocks}
+        self.block_names = frozenset(block.name for block in model.blocks)
+        self.function_names = set(self.block_names)
         self.functions: dict[str, _Function] = {}  # block instance -> its function
         self.definitions: list[list[str]] = []
         self._callable: dict[str, bool] = {}
@@ -574,8 +575,10 @@ class _Writer:
         """A block instance is a function call when it reads only its input and only its output is read outside."""
         if node.instance not in self._callable:
             inside = structure.produced(node.body)
+            parameters = self.model.block(node.block).signature
             self._callable[node.instance] = (
                 node.output != node.input
+                and all(_usable_parameter(p) and p not in self.block_names for p in parameters)
                 and structure.self_contained(node)
                 and (self.output not in inside or self.output == node.output)
                 and all(
@@ -712,6 +715,7 @@ class _Writer:
                 and step.reads == (before.produces,)
                 and self.readers.get(before.produces) == [step.layer.name]
                 and before.produces not in taps
+                and before.produces != self.output
             ):
                 before.activation, before.produces = step.layer, step.layer.name
             else:
@@ -900,6 +904,11 @@ class _Writer:
 
 class _NotALoop(Exception):
     """An iteration of a repeat reads its input after the first statement: written out, not looped."""
+
+
+def _usable_parameter(name: str) -> bool:
+    """A block parameter that can be a Python parameter of the block's function as it is."""
+    return name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED
 
 
 def _local(name: str, prefix: str) -> str:

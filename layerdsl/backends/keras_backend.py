@@ -12,6 +12,7 @@ Keras and TensorFlow are imported only to build or read live models.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 import os
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import codegen, ir
-from ..codegen import Code, Hint, SourceWriter, call, ident, layer_comment, literal, module_docstring, py, shape_comment
+from ..codegen import Code, Hint, call, ident, layer_comment, literal, module_docstring, py, shape_comment
 from ..errors import BackendError
 from ..specs import REGISTRY
 from . import structure
@@ -502,13 +503,12 @@ class _Writer:
         self.emitters = emitters
         self.body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.output = model.output_layer.name
-        self.readers: dict[str, list[str]] = {}
-        for layer in model.layers:
-            for tensor in layer.inputs:
-                self.readers.setdefault(tensor, []).append(layer.name)
-        self.layer_names = {layer.name for layer in model.layers}
-        self.varying_layer_args = _varying(((layer.span, layer.kind), layer.args) for layer in model.layers)
-        calls = [node for node in ir.walk(self.body) if isinstance(node, ir.BlockCall)]
+        # (only layers in blocks have instances that a definition must fit)
+        self.varying_layer_args = _varying(
+            ((layer.span, layer.kind), layer.args) for layer in model.layers if layer.block
+        )
+        self.calls = [node for node in ir.walk(self.body) if isinstance(node, ir.BlockCall)] if model.blocks else []
+        calls = self.calls
         self.varying_call_args = _varying((call.span, call.args) for call in calls)
         self.instances = {call.instance: call for call in calls}
         self.block_names = frozenset(block.name for block in model.blocks)
@@ -518,30 +518,40 @@ class _Writer:
         self._callable: dict[str, bool] = {}
         self._loops: dict[int, Fragment | None] = {}
 
+    @functools.cached_property
+    def readers(self) -> dict[str, list[str]]:
+        """Tensor -> the layers that read it."""
+        readers: dict[str, list[str]] = {}
+        for layer in self.model.layers:
+            for tensor in layer.inputs:
+                readers.setdefault(tensor, []).append(layer.name)
+        return readers
+
+    @functools.cached_property
+    def layer_names(self) -> set[str]:
+        return {layer.name for layer in self.model.layers}
+
     # --- the file -------------------------------------------------------------------------
 
     def source(self) -> str:
         instances: dict[str, list[ir.BlockCall]] = {}
-        for node in ir.walk(self.body):
-            if isinstance(node, ir.BlockCall) and self.is_callable(node):
+        for node in self.calls:
+            if self.is_callable(node):
                 instances.setdefault(node.block, []).append(node)
         for block in self._bottom_up(instances):
             self._define(block, instances[block])
-        out = SourceWriter()
-        out.line(module_docstring(self.model, "Keras", "Needs only Keras 3."))
-        out.blank()
-        out.line("import keras")
-        out.line("from keras import layers")
+        lines = [
+            module_docstring(self.model, "Keras", "Needs only Keras 3."),
+            "",
+            "import keras",
+            "from keras import layers",
+        ]
         for definition in self.definitions:
-            out.blank(2)
-            for line in definition:
-                out.line(line)
-        out.blank(2)
-        out.line("def build_model():")
-        with out.indent():
-            for line in self._build_model():
-                out.line(line)
-        return "\n".join(wrapped for line in out.text().split("\n") for wrapped in _wrap(line))
+            lines += ["", "", *definition]
+        lines += ["", "", "def build_model():"]
+        for line in self._build_model():
+            lines += _wrap("    " + line) if len(line) > LINE_WIDTH - 4 else ["    " + line]
+        return "\n".join(line if len(line) <= LINE_WIDTH else "\n".join(_wrap(line)) for line in lines) + "\n"
 
     def _build_model(self) -> list[str]:
         model = self.model
@@ -558,7 +568,11 @@ class _Writer:
                 return "inputs"
             return _free_name("to_channels_last", self.layer_names | reserved) if lasting else "x"
 
-        body, output, first = self._scope(self.body, ir.INPUT_NAME, self.output, "model", "", 0, input_variable)
+        if self._is_chain():
+            first = input_variable(False)
+            body, output = self._chain(first), "x" if model.layers else first
+        else:
+            body, output, first = self._scope(self.body, ir.INPUT_NAME, self.output, "model", "", 0, input_variable)
         if channels_first:
             rank = len(model.input.shape)
             order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
@@ -570,6 +584,22 @@ class _Writer:
         return lines
 
     # --- block definitions ----------------------------------------------------------------
+
+    def _is_chain(self) -> bool:
+        """The model is one chain of layers, without blocks, repeats or taps."""
+        return self.model.is_sequential and all(isinstance(node, ir.LayerNode) for node in self.body)
+
+    def _chain(self, source: str) -> list[str]:
+        """A chain: each layer (with an activation that follows it fused in) reassigns ``x``."""
+        layers = self.model.layers
+        lines: list[str] = []
+        i = 0
+        while i < len(layers):
+            fused = layers[i + 1] if i + 1 < len(layers) and _fusable(layers[i], layers[i + 1]) else None
+            lines += self._layer(layers[i], fused, "x", [source], "model")
+            source = "x"
+            i += 2 if fused else 1
+        return lines
 
     def is_callable(self, node: ir.BlockCall) -> bool:
         """A block instance is a function call when it reads only its input and only its output is read outside."""
@@ -662,8 +692,13 @@ class _Writer:
         "loop" (comments with the statement as written: no shapes, which differ between uses).
         """
         taps: dict[str, str] = {}
-        steps = self._fuse(self._steps(nodes, mode, depth, taps), taps)
-        names, input_lasting = self._names(steps, input_tensor, output_tensor, taps, mode, prefix, parameters or set())
+        steps = self._steps(nodes, mode, depth, taps)
+        reads: dict[str, int] = {}  # tensor -> how many statements of the scope read it (none outside does)
+        for step in steps:
+            for tensor in step.reads:
+                reads[tensor] = reads.get(tensor, 0) + 1
+        steps = self._fuse(steps, taps, reads, output_tensor)
+        names, input_lasting = self._names(steps, input_tensor, output_tensor, taps, reads, prefix, parameters or set())
         first = input_variable(input_lasting)
         if first is None:
             raise _NotALoop
@@ -697,25 +732,21 @@ class _Writer:
                     steps += self._steps(iteration, mode, depth, taps)
         return steps
 
-    def _fuse(self, steps: list[_Step], taps: dict[str, str]) -> list[_Step]:
+    def _fuse(self, steps: list[_Step], taps: dict[str, str], reads: dict[str, int], output: str) -> list[_Step]:
         """``conv2d ... | relu``: the activation becomes the layer's ``activation=`` when nothing else reads the conv."""
         out: list[_Step] = []
         for step in steps:
-            before = out[-1] if out else None
+            before = out[-1] if out and step.layer is not None and step.layer.kind == "activation" else None
             if (
                 before is not None
                 and before.layer is not None
                 and before.activation is None
-                and before.layer.kind in _FUSABLE
-                and before.layer.args["activation"] == "linear"
-                and step.layer is not None
-                and step.layer.kind == "activation"
+                and _fusable(before.layer, step.layer)
                 and not step.comment
-                and not step.layer.input_masked
                 and step.reads == (before.produces,)
-                and self.readers.get(before.produces) == [step.layer.name]
+                and reads[before.produces] == 1
                 and before.produces not in taps
-                and before.produces != self.output
+                and before.produces != output
             ):
                 before.activation, before.produces = step.layer, step.layer.name
             else:
@@ -728,38 +759,41 @@ class _Writer:
         input_tensor: str,
         output_tensor: str,
         taps: dict[str, str],
-        mode: str,
+        reads: dict[str, int],
         prefix: str,
         parameters: set[str],
     ) -> tuple[dict[str, str], bool]:
         """Variables for the tensors of a scope that ``x`` cannot hold: those read more than once,
         by a merge or not by the next statement, and taps. Also whether the input is one of them."""
-        position = {input_tensor: -1} | {step.produces: i for i, step in enumerate(steps)}
-        readers: dict[str, list[int]] = {}
+        position = {input_tensor: -1}
         for i, step in enumerate(steps):
-            for tensor in step.reads:
-                readers.setdefault(tensor, []).append(i)
-        used = set(_RESERVED | self.function_names | parameters)
-        # a tensor a block's function returns is named after the call (`up_1`), others after their layer
-        # (a layer with its activation fused in, after the layer: the Keras layer it is)
+            position[step.produces] = i
+        lasting: list[str] = []
+        input_lasting = False
+        last = len(steps) - 1
+        for tensor, index in position.items():
+            if tensor == output_tensor:
+                held = index != last
+            else:
+                # `x` holds a tensor that the next statement alone reads, and reads alone
+                held = reads.get(tensor) != 1 or index == last or tensor not in steps[index + 1].reads
+                held = held or steps[index + 1].merge
+            if tensor == input_tensor:
+                input_lasting = held
+            elif held or tensor in taps:
+                lasting.append(tensor)
+        if not lasting:
+            return {}, input_lasting
+        # a tensor a block's function returns is named after the call (`up_1`), others after their
+        # layer (a layer with its activation fused in after the layer: the Keras layer it is)
         wanted = {
             step.produces: step.call.instance if step.call else step.layer.name if step.layer else step.produces
             for step in steps
         }
-        own = {_local(wanted.get(tensor, tensor), prefix) for tensor in position}
+        own = {_local(wanted.get(tensor, tensor), prefix) for tensor in position} if taps else set()
+        used = set(_RESERVED | self.function_names | parameters)
         names: dict[str, str] = {}
-        input_lasting = False
-        for tensor, index in position.items():
-            read_by = readers.get(tensor, [])
-            if tensor == output_tensor:
-                lasting = index != len(steps) - 1
-            else:
-                lasting = len(read_by) != 1 or steps[read_by[0]].merge or read_by[0] != index + 1
-            if tensor == input_tensor:
-                input_lasting = lasting
-                continue
-            if not (lasting or tensor in taps):
-                continue
+        for tensor in lasting:
             if tensor in taps:
                 names[tensor] = _free_name(_identifier(taps[tensor]), used | own | self.layer_names)
             else:
@@ -770,9 +804,10 @@ class _Writer:
     # --- statements -----------------------------------------------------------------------
 
     def _step(self, step: _Step, target: str, sources: list[str], mode: str, depth: int) -> list[str]:
-        lines = [step.comment] if step.comment else []
         if step.layer is not None:
-            return lines + self._layer(step, target, sources, mode)
+            layer_lines = self._layer(step.layer, step.activation, target, sources, mode)
+            return [step.comment, *layer_lines] if step.comment else layer_lines
+        lines = [step.comment] if step.comment else []
         if step.call is not None:
             node = step.call
             if mode == "model":
@@ -795,32 +830,32 @@ class _Writer:
             lines.append(f"{target} = x")
         return lines
 
-    def _layer(self, step: _Step, target: str, sources: list[str], mode: str) -> list[str]:
-        layer = step.layer
-        assert layer is not None
-        written = [layer] if step.activation is None else [layer, step.activation]
-        lines = [
-            layer_comment(each, each.output_shape)
-            if mode == "model"
-            else f"# line {each.span.line}: {each.written or each.source}"
-            for each in written
-        ]
-        if step.activation is not None:
-            function = step.activation.args["function"]
+    def _layer(
+        self, layer: ir.Layer, activation: ir.Layer | None, target: str, sources: list[str], mode: str
+    ) -> list[str]:
+        """``target = layers.X(...)(source)``, after the DSL line(s) it comes from; a merge reads a list."""
+        lines = [_comment(layer, mode)]
+        if activation is not None:
+            lines.append(_comment(activation, mode))
+            function = activation.args["function"]
             layer = dataclasses.replace(
                 layer, args=ir.Args(tuple((k, function if k == "activation" else v) for k, v in layer.args.items()))
             )
-        token = _SPELLED_OUT.set(self.varying_layer_args.get((layer.span, layer.kind), frozenset()))
-        try:
+        spelled_out = self.varying_layer_args.get((layer.span, layer.kind)) if layer.block else None
+        if spelled_out is None:
             layer_call = self.emitters[layer.kind](layer)
-        finally:
-            _SPELLED_OUT.reset(token)
+        else:
+            token = _SPELLED_OUT.set(spelled_out)
+            try:
+                layer_call = self.emitters[layer.kind](layer)
+            finally:
+                _SPELLED_OUT.reset(token)
         if mode != "model":
             layer_call = self._hinted(layer_call, layer)
         if layer_call.before is not None:
             lines.append(f"x = {layer_call.before.code()}({sources[0]})")
             sources = ["x"]
-        argument = "[" + ", ".join(sources) + "]" if step.merge else sources[0]
+        argument = "[" + ", ".join(sources) + "]" if REGISTRY[layer.kind].merge else sources[0]
         lines.append(f"{target} = {layer_call.code()}({argument})")
         return lines
 
@@ -906,6 +941,25 @@ class _NotALoop(Exception):
     """An iteration of a repeat reads its input after the first statement: written out, not looped."""
 
 
+def _fusable(layer: ir.Layer, activation: ir.Layer | None) -> bool:
+    """Whether ``activation`` can be the ``activation=`` of ``layer``, the layer it reads."""
+    return (
+        activation is not None
+        and activation.kind == "activation"
+        and layer.kind in _FUSABLE
+        and layer.args["activation"] == "linear"
+        and not activation.input_masked
+    )
+
+
+def _comment(layer: ir.Layer, mode: str) -> str:
+    """The DSL line a layer came from: with its output shape in ``build_model``, as written in a block
+    (without shapes, which differ between the block's instances) in a function or loop."""
+    if mode == "model":
+        return layer_comment(layer, layer.output_shape)
+    return f"# line {layer.span.line}: {layer.written or layer.source}"
+
+
 def _usable_parameter(name: str) -> bool:
     """A block parameter that can be a Python parameter of the block's function as it is."""
     return name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED
@@ -955,8 +1009,10 @@ def _identifier(text: str) -> str:
 def _wrap(line: str, width: int = LINE_WIDTH) -> list[str]:
     """``line`` split at its brackets as ruff format (and black) would: the last bracket whose
     opening line fits, its contents on one line, or one item a line with a trailing comma."""
+    if len(line) <= width:
+        return [line]
     stripped = line.lstrip()
-    if len(line) <= width or stripped.startswith("#"):
+    if stripped.startswith("#"):
         return [line]
     indent = line[: len(line) - len(stripped)]
     for opening, closing in reversed(_groups(stripped)):

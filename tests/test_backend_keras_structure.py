@@ -190,3 +190,16 @@ def test_every_block_of_every_example_is_one_function():
         functions = re.findall(r"^def (\w+)\(", layerdsl.compile(model, "keras"), re.MULTILINE)
         assert functions[-1] == "build_model"
         assert sorted(functions[:-1]) == sorted(block.name for block in model.blocks), path.name
+
+
+def test_blocks_named_like_the_modules_the_source_uses_get_other_function_names():
+    text = "input 6\nblock keras n { dense n }\nblock layers { keras 3 | keras 2 }\nlayers\nkeras 5\n"
+    source = layerdsl.compile(text, "keras")
+    assert list(_functions(source)) == ["keras_1", "layers_1", "build_model"]
+    assert 'x = keras_1(x, 5, name="keras")' in source  # the Keras layer names stay the IR's
+    testing.assert_backends_agree(text, ["keras", "numpy"])
+
+
+def test_a_block_with_a_dunder_parameter_is_written_inline():
+    source = layerdsl.compile("block b __import__ { dense __import__ }\ndense 4 in=3 | b 2\n", "keras")
+    assert "def b(" not in source

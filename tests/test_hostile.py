@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import layerdsl
-from layerdsl import codegen, testing
+from layerdsl import codegen, ir, testing
 from layerdsl.backends import TARGETS
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
@@ -74,6 +74,9 @@ def user_names(model: layerdsl.Model) -> set[str]:
     names = {model.name} | {layer.name for layer in model.layers} | {b for layer in model.layers for b in layer.block}
     # Inside a block's class, a layer goes by its name within the block: `os_1_eval` is `eval`.
     names |= {layer.name.removeprefix(layer.block[-1] + "_") for layer in model.layers if layer.block}
+    # A block's function or class takes the block's parameters; a tap is a variable of its name.
+    names |= {p for block in model.blocks for p in block.signature if not p.startswith("__")}
+    names |= {n.name for n in ir.walk(model.body) if isinstance(n, ir.Tap) and not n.name.startswith("__")}
     return names | {codegen.camel_case(n) for n in names}
 
 

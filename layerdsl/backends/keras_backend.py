@@ -1,12 +1,16 @@
 """The Keras 3 backend: IR -> a functional-API ``build_model()`` that a person would write.
 
-Keras is the canonical layout, so weights map one to one: ``"<layer>.<param>"``
-is the variable ``param`` of ``model.get_layer(layer)`` (for a ``Bidirectional``,
-``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on). The DSL's defaults are
-Keras's, so each emitter writes only the arguments that differ, plus ``name=``.
-A chain of layers keeps reassigning ``x``; in a graph (residuals, taps, merges) a tensor
-read again later, or read by a merge, gets a variable named after its layer.
-Keras and TensorFlow are imported only to build or read live models.
+As keras.applications writes models: one function of a tensor per block definition,
+``def conv_bn(x, filters, k, stride=1, name=None)``, whose layers are named ``name + "_conv"``;
+a `repeat` is a ``for`` loop; an activation straight after a conv or dense is its
+``activation=``; a convolution's zero padding (`pad=1`) is a ``ZeroPadding2D`` line before it.
+Layer names are the IR's, so Keras is the canonical layout and weights map one to one:
+``"<layer>.<param>"`` is the variable ``param`` of ``model.get_layer(layer)`` (for a
+``Bidirectional``, ``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on).
+The DSL's defaults are Keras's, so each emitter writes only the arguments that differ (or that
+differ between the instances of one block statement), plus ``name=``. A chain of layers keeps
+reassigning ``x``; a tensor read again later, or read by a merge, gets a variable named after
+its layer (or its tap). Keras and TensorFlow are imported only to build or read live models.
 """
 
 from __future__ import annotations
@@ -508,9 +512,8 @@ class _Writer:
             ((layer.span, layer.kind), layer.args) for layer in model.layers if layer.block
         )
         self.calls = [node for node in ir.walk(self.body) if isinstance(node, ir.BlockCall)] if model.blocks else []
-        calls = self.calls
-        self.varying_call_args = _varying((call.span, call.args) for call in calls)
-        self.instances = {call.instance: call for call in calls}
+        self.varying_call_args = _varying((call.span, call.args) for call in self.calls)
+        self.instances = {call.instance: call for call in self.calls}
         self.block_names = frozenset(block.name for block in model.blocks)
         self.function_names = set(self.block_names)
         self.functions: dict[str, _Function] = {}  # block instance -> its function
@@ -549,8 +552,8 @@ class _Writer:
         for definition in self.definitions:
             lines += ["", "", *definition]
         lines += ["", "", "def build_model():"]
-        for line in self._build_model():
-            lines += _wrap("    " + line) if len(line) > LINE_WIDTH - 4 else ["    " + line]
+        lines += [f"    {line}" for line in self._build_model()]
+        # long lines split as `ruff format` splits them
         return "\n".join(line if len(line) <= LINE_WIDTH else "\n".join(_wrap(line)) for line in lines) + "\n"
 
     def _build_model(self) -> list[str]:
@@ -659,7 +662,9 @@ class _Writer:
             scopes.append(Scope(dict(instance.args), dict(definition.defaults), instance.instance))
         variants = structure.unify(fragments, scopes, reserved=_RESERVED | self.function_names)
         for number, variant in enumerate(variants):
-            name = block if number == 0 else _free_name(f"{block}_{number + 1}", self.function_names | _RESERVED)
+            # (a block named `keras` or `layers` must not hide the modules: `keras_1`)
+            taken = (self.function_names - {block} if number == 0 else self.function_names) | _RESERVED
+            name = _free_name(block if number == 0 else f"{block}_{number + 1}", taken)
             self.function_names.add(name)
             parameter, *body = variant.text.split("\n")
             signature = [parameter] + [
@@ -961,8 +966,9 @@ def _comment(layer: ir.Layer, mode: str) -> str:
 
 
 def _usable_parameter(name: str) -> bool:
-    """A block parameter that can be a Python parameter of the block's function as it is."""
-    return name.isidentifier() and not keyword.iskeyword(name) and name not in _RESERVED
+    """A block parameter that can be a Python parameter of the block's function as it is (not a
+    dunder name such as ``__import__``: those blocks are written inline)."""
+    return _identifier(name) == name and name not in _RESERVED
 
 
 def _local(name: str, prefix: str) -> str:
@@ -999,8 +1005,9 @@ def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _identifier(text: str) -> str:
-    return text if text.isidentifier() and not keyword.iskeyword(text) else "tap"
+def _identifier(text: str, fallback: str = "tap") -> str:
+    """``text`` as a variable name, or ``fallback`` where it is not a plain one (a keyword, ``__import__``)."""
+    return text if text.isidentifier() and not keyword.iskeyword(text) and not text.startswith("__") else fallback
 
 
 # --- formatting: long lines split as `ruff format` splits them -------------------------------

@@ -236,7 +236,11 @@ def _hand_keras(name: str):  # type: ignore[no-untyped-def]
     )
 
 
+_TRAINING_ONLY = ("_initializer", "_constraint")
+
+
 def generated_tables(settings: Settings) -> list[Table]:
+    import keras
     import torch
 
     cases = [("mnist_convnet", 2 if settings.quick else 64), ("mlp", 2 if settings.quick else 256), ("mlp", 1)]
@@ -273,6 +277,17 @@ def generated_tables(settings: Settings) -> list[Table]:
         layerdsl.set_weights(k_generated, weights)
         k_hand = _hand_keras(name)
         k_hand.set_weights(k_generated.get_weights())
+        # the same Keras layers with the same configurations, but for their names and for the initializers
+        # and constraints (the example's mlp has some) that inference does not run
+        unnamed = [
+            [
+                {k: v for k, v in layer.get_config().items() if k != "name" and not k.endswith(_TRAINING_ONLY)}
+                for layer in m.layers
+                if not isinstance(layer, keras.layers.InputLayer)  # a Sequential does not list its input
+            ]
+            for m in (k_generated, k_hand)
+        ]
+        assert unnamed[0] == unnamed[1], "the generated Keras model is not the hand-written one"
         np.testing.assert_allclose(
             np.asarray(k_hand(x, training=False)), np.asarray(k_generated(x, training=False)), atol=1e-5, rtol=1e-4
         )
@@ -287,7 +302,8 @@ def generated_tables(settings: Settings) -> list[Table]:
     table.notes.append(
         "Same weights in both, outputs checked equal first. PyTorch: `module(x)` under `torch.no_grad()` in eval mode; "
         "Keras: `model(x, training=False)`; the generated Keras model fuses each `| relu` into its Conv2D/Dense, as "
-        f"the hand-written one does. {settings.rounds} interleaved rounds: the times are medians over the rounds, "
+        "the hand-written one does: both have the same layers with the same inference configurations (checked). "
+        f"{settings.rounds} interleaved rounds: the times are medians over the rounds, "
         "'generated / hand' the median of each round's ratio (both timed in that round), the spread the "
         "interquartile range of those ratios; the goal is met when the median ratio is at most 1.02."
     )

@@ -9,7 +9,8 @@ Sections:
 - generated: the torch module / Keras model compiled from a ``.layers`` file against the
              same network written by hand as ``nn.Sequential`` / ``keras.Sequential``.
 - numpy:     the NumPy backend against PyTorch eager (``no_grad``) and ONNX Runtime on the
-             same weights; dense layers as a fraction of bare NumPy matmuls of the same shapes.
+             same weights (ONNX Runtime on the torch module's export, the reference, and on
+             layerdsl's own onnx target); dense layers as a fraction of bare NumPy matmuls.
 - memory:    peak memory of one inference, NumPy against PyTorch, each in a fresh process.
 
 Prints one table per section and writes them, with the machine, versions and date, to
@@ -78,6 +79,7 @@ class Settings:
     sample_s: float  # wall time of one timed sample (several calls)
     rounds: int  # interleaved samples per candidate
     baseline_runtime: Path | None = None  # another numpy_runtime.py to compare the NumPy backend against
+    baseline_compiler: Path | None = None  # another layerdsl checkout to compare compile times against
 
 
 # --- timing ------------------------------------------------------------------------------
@@ -173,7 +175,68 @@ def compiler_tables(settings: Settings) -> list[Table]:
     for name, seconds in medians.items():
         goal = f"within 4x: {verdict(seconds / base <= 4)}" if name == "layerdsl check vgg16.layers" else ""
         startup.add(name, ms(seconds), ratio(seconds, base), goal)
-    return [table, startup]
+    tables = [table, startup]
+    if settings.baseline_compiler:
+        tables.append(compiler_baseline_table(settings))
+    return tables
+
+
+# Each model is compiled by this checkout and by the baseline in alternating subprocesses.
+_COMPILE_TIMER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import layerdsl
+text = open(sys.argv[2]).read()
+layerdsl.compile(layerdsl.parse(text), "numpy")  # first-use caches
+best = {}
+for _ in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    model = layerdsl.parse(text)
+    best["parse+check"] = min(best.get("parse+check", 1e9), time.perf_counter() - start)
+    for target in ("torch", "keras", "numpy"):
+        start = time.perf_counter()
+        layerdsl.compile(model, target)
+        best[target] = min(best.get(target, 1e9), time.perf_counter() - start)
+print(repr(best))
+"""
+
+
+def compiler_baseline_table(settings: Settings) -> Table:
+    """Parse+check and compile time of this checkout against ``--baseline-compiler``, per example."""
+    import ast
+    import tempfile
+
+    baseline = settings.baseline_compiler
+    assert baseline is not None
+    names = ["mnist_convnet", "resnet50"] if settings.quick else ["mnist_convnet", "resnet18", "resnet50",
+                                                                  "mobilenet_v2", "densenet121"]
+    rounds = 1 if settings.quick else 5
+    table = Table(
+        f"Compiler: this version against {baseline} (subprocesses, interleaved, best of 3 per round)",
+        ["model", "step", "this ms", "baseline ms", "this / baseline", "goal"],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        deep = Path(tmp) / "deep.layers"
+        deep.write_text(deep_model_text(1000))
+        models = [(name, ROOT / "examples" / f"{name}.layers") for name in names] + [("1,000 dense layers", deep)]
+        for label, path in models:
+            samples: dict[str, dict[str, list[float]]] = {"this": {}, "baseline": {}}
+            for round_ in range(rounds):
+                order = [("this", ROOT), ("baseline", baseline)]
+                for who, tree in order if round_ % 2 == 0 else reversed(order):
+                    out = subprocess.run(
+                        [sys.executable, "-c", _COMPILE_TIMER, str(tree), str(path), "3"],
+                        capture_output=True, text=True, check=True,
+                    ).stdout
+                    for step, seconds in ast.literal_eval(out.strip().splitlines()[-1]).items():
+                        samples[who].setdefault(step, []).append(seconds)
+            for step in samples["this"]:
+                this = statistics.median(samples["this"][step])
+                before = statistics.median(samples["baseline"][step])
+                goal = f"at most 1.10x: {verdict(this / before <= 1.10)}" if not settings.quick else ""
+                table.add(label, step, ms(this), ms(before), ratio(this, before), goal)
+    table.notes.append(f"Median over {rounds} rounds; each round runs both versions in fresh processes.")
+    return table
 
 
 # --- generated models against hand-written ones -------------------------------------------
@@ -356,6 +419,19 @@ def _onnx_session(module, example, threads):  # type: ignore[no-untyped-def]
     return session, ""
 
 
+def _layerdsl_onnx_session(model, weights, threads):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime session for layerdsl's own ONNX export of ``model``, or the reason there is none."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        return None, f"not installed ({error.name})"
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    data = layerdsl.compile(model, "onnx", weights=weights)
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]), ""
+
+
 NUMPY_CASES = [
     # (label, example file, batch, goal: numpy / torch at most)
     ("MLP 784-512-512-10", "mlp", 1, 1.0),
@@ -408,7 +484,18 @@ def _numpy_tables(settings: Settings, threads: int | None) -> list[Table]:
     where = "each framework's default threads" if threads is None else "every framework on 1 thread"
     table = Table(
         f"NumPy backend against PyTorch eager and ONNX Runtime ({where})",
-        ["model", "batch", "NumPy ms", "PyTorch ms", "ONNX Runtime ms", "NumPy / PyTorch", "NumPy / ORT", "goal"],
+        [
+            "model",
+            "batch",
+            "NumPy ms",
+            "PyTorch ms",
+            "ONNX Runtime ms",
+            "ORT, layerdsl export ms",
+            "NumPy / PyTorch",
+            "NumPy / ORT",
+            "NumPy / ORT (layerdsl export)",
+            "goal",
+        ],
     )
     dense = Table(
         f"NumPy dense layers against bare NumPy matmuls of the same shapes ({where})",
@@ -446,6 +533,7 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             expected = testing._from_torch_layout(model, torch_model(tx).numpy())
         np.testing.assert_allclose(np_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
         session, why = _onnx_session(torch_model, tx, threads)
+        exported, exported_why = _layerdsl_onnx_session(model, weights, threads)
 
         def run_torch(torch_model=torch_model, tx=tx) -> None:  # type: ignore[no-untyped-def]
             with torch.no_grad():
@@ -461,6 +549,10 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
                 session.run(None, feed)[0], torch_model(tx).detach().numpy(), atol=testing.ATOL, rtol=testing.RTOL
             )
             candidates["ort"] = lambda session=session, feed=feed: session.run(None, feed)
+        if exported is not None:
+            own_feed = {"input": x}
+            np.testing.assert_allclose(exported.run(None, own_feed)[0], expected, atol=testing.ATOL, rtol=testing.RTOL)
+            candidates["ort_layerdsl"] = lambda exported=exported, feed=own_feed: exported.run(None, feed)
         if settings.baseline_runtime:
             baseline = build_numpy_with(settings.baseline_runtime, model)
             layerdsl.set_weights(baseline, weights)
@@ -471,6 +563,8 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             before.add(label, batch, ms(t["numpy"]), ms(t["baseline"]), ratio(t["numpy"], t["baseline"]))
         ort_ms = ms(t["ort"]) if "ort" in t else f"n/a ({why})"
         ort_ratio = ratio(t["numpy"], t["ort"]) if "ort" in t else "n/a"
+        own_ms = ms(t["ort_layerdsl"]) if "ort_layerdsl" in t else f"n/a ({exported_why})"
+        own_ratio = ratio(t["numpy"], t["ort_layerdsl"]) if "ort_layerdsl" in t else "n/a"
         within = "faster" if goal == 1.0 else f"within {goal}x"
         table.add(
             label,
@@ -478,8 +572,10 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             ms(t["numpy"]),
             ms(t["torch"]),
             ort_ms,
+            own_ms,
             ratio(t["numpy"], t["torch"]),
             ort_ratio,
+            own_ratio,
             f"{within}: {verdict(t['numpy'] <= goal * t['torch'])}",
         )
         if name == "mlp":
@@ -503,7 +599,9 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
     table.notes.append(
         "Ratios below 1 mean NumPy is faster. PyTorch: eval mode under `torch.no_grad()`, NCHW input. ONNX Runtime: "
         "the same torch module exported with `torch.onnx.export(dynamo=False)` (the masked LSTM's step loop is "
-        "unrolled by tracing), CPUExecutionProvider, default session options (in the 1-thread table: 1 intra- and inter-op thread). Outputs are checked equal first."
+        "unrolled by tracing), CPUExecutionProvider, default session options (in the 1-thread table: 1 intra- and inter-op thread). "
+        "'ORT, layerdsl export': the same session settings on `layerdsl.compile(model, 'onnx')` (channels-last input; "
+        "the masked LSTM is a Scan loop over the real mask). Outputs are checked equal first."
     )
     dense.notes.append(
         "'matmuls' is `x @ W1 @ W2 @ W3` with the model's own kernels (no bias, no activation, no softmax); the "
@@ -662,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-runtime", type=Path, help="another numpy_runtime.py: adds a before/after table to 'numpy'"
     )
+    parser.add_argument(
+        "--baseline-compiler", type=Path,
+        help="another layerdsl checkout (e.g. a git worktree of an older commit): adds a before/after table to 'compiler'",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -669,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     settings = Settings(args.quick, sample_s=0.001, rounds=2) if args.quick else Settings(False, 0.05, 21)
     settings.baseline_runtime = args.baseline_runtime
+    settings.baseline_compiler = args.baseline_compiler
     builders = {
         "compiler": compiler_tables,
         "generated": generated_tables,
@@ -685,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --sections {args.sections}"
     if args.baseline_runtime:
         command += f" --baseline-runtime {args.baseline_runtime}"
+    if args.baseline_compiler:
+        command += f" --baseline-compiler {args.baseline_compiler.name}"
     text = "\n".join(
         [
             "# Benchmark results",

@@ -7,7 +7,6 @@ value) and, where one exists, suggests the fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import keyword
 import math
@@ -16,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LayerCheckError, Span
+from .arguments import bind_args, choice, convert, did_you_mean, framework_name_hint, identifier
+from .errors import LayerCheckError, LayerCheckWarning, Span
 from .ir import (
     INPUT_NAME,
     Args,
@@ -44,16 +44,31 @@ MAX_LAYERS = 100_000
 MAX_INPUT_RANK = 8  # numpy arrays hold at most 64 axes; no layer here needs more than 3
 MAX_BLOCK_DEPTH = 64
 MAX_NESTING_TOTAL = 160  # bodies within block calls within bodies...: bounds the checker's recursion
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED_NAMES = frozenset({"input", "inputs", "x", "model", "self"})
+
+
+MAX_ERRORS = 20  # reported per file; more are usually one mistake seen many times
 
 
 def check(program: Program, *, filename: str = "<string>", source: str = "", default_name: str = "model") -> Model:
-    """Check a parsed program and return its IR; raise LayerCheckError on the first problem."""
+    """Check a parsed program and return its IR.
+
+    Raises LayerCheckError for the first problem in the source, with every other independent
+    one in its ``additional``: after an error, checking goes on with what does not depend on
+    the failed statement's output (later statements' arguments and names, other branches, other
+    block instances); a shape error ends only the chain it is in.
+    """
+    checker = _Checker(filename, default_name)
     try:
-        return _Checker(filename, default_name).run(program, source)
+        model = checker.run(program, source)
     except LayerCheckError as exc:
         raise exc.located(filename, source) from None
+    for warning in model.warnings:
+        warning.located(filename, source)
+    return model
+
+
+class _Enough(Exception):
+    """MAX_ERRORS errors are reported: stop checking."""
 
 
 def model_name_from_path(stem: str) -> str:
@@ -64,11 +79,6 @@ def model_name_from_path(stem: str) -> str:
     if keyword.iskeyword(name):
         name += "_"
     return name
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str | None:
-    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -91,6 +101,25 @@ class _Checker:
         self.depth = 0
         #: The structure being recorded: one list per open block instance or repeat iteration.
         self.nodes: list[list[Node]] = [[]]
+        self.errors: list[LayerCheckError] = []
+        self.warnings: list[LayerCheckWarning] = []
+        self.reported: set[tuple[Span | None, str]] = set()
+        self.written: dict[int, str] = {}
+        #: "in block ... called on line ..." for each open block call, outermost first.
+        self.calls: list[str] = []
+
+    def record(self, exc: LayerCheckError) -> None:
+        """Keep an error (once: block bodies are checked once per call) and carry on."""
+        for error in exc.all_errors():
+            key = (error.span, error.message)
+            if key in self.reported:
+                continue
+            self.reported.add(key)
+            error.additional = ()
+            error.notes = (*error.notes, *reversed(self.calls))
+            self.errors.append(error)
+        if len(self.errors) >= MAX_ERRORS:
+            raise _Enough
 
     def run(self, program: Program, source: str) -> Model:
         items = list(program.statements)
@@ -98,33 +127,55 @@ class _Checker:
         self.blocks: dict[str, _BlockDef] = {}
         body: list[Item] = []
         seen_layers = False
-        for item in items:
-            if isinstance(item, Statement) and item.name == "model":
-                self._model_directive(item, seen_layers)
-            elif isinstance(item, Statement) and item.name == "input":
-                self._input_directive(item, seen_layers)
-            elif isinstance(item, Statement) and item.name == "block":
-                self._define_block(item)
-            else:
-                seen_layers = True
-                body.append(item)
-        if not body:
-            span = items[-1].span if items else Span(1, 1, 1, 1)
-            raise LayerCheckError(
-                "the model has no layers",
-                span=span,
-                hint="write at least one layer, e.g. `dense 10 in=20`",
-            )
-        self._check_expansion(body)
-        self._settle_input(body[0])
-        assert self.input is not None
-        model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
-        output = self._run_items(body, _Scope.top(), model_input)
-        self._check_all_used(output)
+        try:
+            for item in items:
+                try:
+                    if isinstance(item, Statement) and item.name == "model":
+                        self._model_directive(item, seen_layers)
+                    elif isinstance(item, Statement) and item.name == "input":
+                        self._input_directive(item, seen_layers)
+                    elif isinstance(item, Statement) and item.name == "block":
+                        self._define_block(item)
+                    else:
+                        seen_layers = True
+                        body.append(item)
+                except LayerCheckError as exc:
+                    self.record(exc)
+            if not body:
+                span = items[-1].span if items else Span(1, 1, 1, 1)
+                self.record(LayerCheckError(
+                    "the model has no layers",
+                    span=span,
+                    hint="write at least one layer, e.g. `dense 10 in=20`",
+                ))
+                return self._finish(None, source)
+            self._check_expansion(body)
+            try:
+                self._settle_input(body[0])
+            except LayerCheckError as exc:
+                self.record(exc)
+            model_input = _Tensor.unknown()
+            if self.input is not None:
+                model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
+            output = self._run_items(body, _Scope.top(), model_input)
+        except _Enough:
+            return self._finish(None, source)
+        return self._finish(output, source)
+
+    def _finish(self, output: _Tensor | None, source: str) -> Model:
+        if not self.errors and output is not None:
+            try:
+                self._check_all_used(output)
+            except LayerCheckError as exc:
+                self.errors.append(exc)
+        if self.errors:
+            self.errors[0].additional = tuple(self.errors[1:])
+            raise self.errors[0]
+        assert output is not None and self.input is not None
         structure = tuple(self.nodes[0])
         blocks = tuple(definition.ir() for definition in self.blocks.values())
         return Model(self.model_name, self.input, layers_of(structure), self.filename, source, output=output.name,
-                     blocks=blocks, body=structure)
+                     blocks=blocks, body=structure, warnings=tuple(self.warnings))
 
     def _check_expansion(self, body: list[Item]) -> None:
         """Refuse, before expanding anything, models whose repeats and blocks multiply past MAX_LAYERS."""
@@ -178,37 +229,44 @@ class _Checker:
                 hint="flatten the structure: fewer nested blocks, or `repeat`",
             )
         for item in items:
-            if isinstance(item, Reference):
-                current = scope.tap(item.name, item.span)
-                continue
-            stmt = item
-            if stmt.name in ("model", "input", "block"):
-                where = "before the first layer" if stmt.name != "block" else "at the top level"
-                raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
-            if stmt.name == "tap":
-                self._tap(stmt, scope, current)
-            elif stmt.name == "repeat":
-                current = self._repeat(stmt, scope, current)
-            elif stmt.name == "residual":
-                current = self._residual(stmt, scope, current)
-            elif stmt.name in self.blocks:
-                current = self._call_block(stmt, scope, current)
+            try:
+                current = self._run_item(item, scope, current)
+            except LayerCheckError as exc:
+                self.record(exc)
+                current = _Tensor.unknown()
+        return current
+
+    def _run_item(self, item: Item, scope: _Scope, current: _Tensor) -> _Tensor:
+        if isinstance(item, Reference):
+            return scope.tap(item.name, item.span)
+        stmt = item
+        if stmt.name in ("model", "input", "block"):
+            where = "before the first layer" if stmt.name != "block" else "at the top level"
+            raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
+        if stmt.name == "tap":
+            self._tap(stmt, scope, current)
+        elif stmt.name == "repeat":
+            current = self._repeat(stmt, scope, current)
+        elif stmt.name == "residual":
+            current = self._residual(stmt, scope, current)
+        elif stmt.name in self.blocks:
+            current = self._call_block(stmt, scope, current)
+        else:
+            spec = self._lookup(stmt)
+            if spec.merge:
+                current = self._merge(stmt, spec, scope, current)
             else:
-                spec = self._lookup(stmt)
-                if spec.merge:
-                    current = self._merge(stmt, spec, scope, current)
-                else:
-                    self._no_bodies(stmt)
-                    self._no_refs(stmt)
-                    values = self._bind_args(stmt, spec)
-                    current = self._add_layer(stmt, spec, values, [current], scope)
+                self._no_bodies(stmt)
+                self._no_refs(stmt)
+                values = bind_args(stmt, spec)
+                current = self._add_layer(stmt, spec, values, [current], scope)
         return current
 
     def _tap(self, stmt: Statement, scope: _Scope, current: _Tensor) -> None:
         self._no_bodies(stmt)
         if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
             raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
-        name = self._identifier(stmt.positionals[0], "tap name", emitted=False)
+        name = identifier(stmt.positionals[0], "tap name", emitted=False)
         scope.taps[name] = current
         self.nodes[-1].append(Tap(name, current.name, stmt.span))
 
@@ -248,11 +306,11 @@ class _Checker:
                     span=opt.key_span,
                     hint=did_you_mean(opt.key, ["project"]) or "`residual` takes project=true|false",
                 )
-            project = self._convert(opt.value, Param("project", "bool"), "residual")
+            project = convert(opt.value, Param("project", "bool"), "residual")
         main = self._run_items(stmt.bodies[0], scope, current)
         if len(stmt.bodies) == 2:
             shortcut = self._run_items(stmt.bodies[1], scope, current)
-        elif project and main.shape != current.shape:
+        elif project and main.known and current.known and main.shape != current.shape:
             shortcut = self._projection(stmt, scope, current, main)
         else:
             shortcut = current
@@ -281,9 +339,9 @@ class _Checker:
              Option("pad", Value("name", "same", span), span, span)),
             stmt.span,
         )
-        out = self._add_layer(conv, REGISTRY["conv2d"], self._bind_args(conv, REGISTRY["conv2d"]), [x], scope)
+        out = self._add_layer(conv, REGISTRY["conv2d"], bind_args(conv, REGISTRY["conv2d"]), [x], scope)
         norm = Statement("batchnorm", span, (), (), stmt.span)
-        return self._add_layer(norm, REGISTRY["batchnorm"], self._bind_args(norm, REGISTRY["batchnorm"]), [out], scope)
+        return self._add_layer(norm, REGISTRY["batchnorm"], bind_args(norm, REGISTRY["batchnorm"]), [out], scope)
 
     def _merge(self, stmt: Statement, spec: LayerSpec, scope: _Scope, current: _Tensor) -> _Tensor:
         refs = [scope.tap(str(v.value), v.span) for v in stmt.positionals if v.kind == "ref"]
@@ -297,7 +355,7 @@ class _Checker:
             )
         plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
                           stmt.options, stmt.span)
-        return self._add_layer(stmt, spec, self._bind_args(plain, spec), inputs, scope)
+        return self._add_layer(stmt, spec, bind_args(plain, spec), inputs, scope)
 
     # --- blocks ------------------------------------------------------------------------
 
@@ -309,7 +367,7 @@ class _Checker:
                 hint="write e.g. `block conv_bn filters k=3 stride=1 { conv2d filters k stride=stride | batchnorm | relu }`",
             )
         head = stmt.positionals[0]
-        name = self._identifier(head, "block name")
+        name = identifier(head, "block name")
         if name in REGISTRY or name in DIRECTIVES:
             raise LayerCheckError(f"`{name}` is a layer name; a block needs a name of its own", span=head.span)
         if name in self.blocks:
@@ -317,7 +375,7 @@ class _Checker:
             raise LayerCheckError(f"block `{name}` is defined twice", span=head.span, notes=(f"first defined on line {first}",))
         params: list[str] = []
         for value in stmt.positionals[1:]:
-            params.append(self._identifier(value, "block parameter", emitted=False))
+            params.append(identifier(value, "block parameter", emitted=False))
         defaults: dict[str, Value] = {}
         for opt in stmt.options:
             if opt.key == "name":
@@ -328,6 +386,15 @@ class _Checker:
         if duplicate:
             raise LayerCheckError(f"block parameter `{duplicate}` is given twice", span=stmt.span)
         self.blocks[name] = _BlockDef(name, tuple(params), defaults, stmt.bodies[0], head.span)
+        used = _names_used(stmt.bodies[0])
+        spans = {str(v.value): v.span for v in stmt.positionals[1:]} | {o.key: o.key_span for o in stmt.options}
+        for param in names:
+            if param not in used:
+                self.warnings.append(LayerCheckWarning(
+                    f"block parameter `{param}` is never used in the body of `{name}`",
+                    span=spans[param],
+                    hint=f"remove it, or use it in the body, e.g. as a value: `conv2d {param} 3`",
+                ))
 
     def _call_block(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
         block = self.blocks[stmt.name]
@@ -350,7 +417,7 @@ class _Checker:
         instance = None
         for opt in stmt.options:
             if opt.key == "name":
-                instance = self._identifier(opt.value, "block instance name")
+                instance = identifier(opt.value, "block instance name")
             elif opt.key in block.params or opt.key in block.defaults:
                 if opt.key in bound:
                     raise LayerCheckError(f"`{opt.key}` is given twice", span=opt.key_span)
@@ -379,11 +446,11 @@ class _Checker:
         inner = scope.child(instance, block.name, stmt)
         body = tuple(_substitute(item, bound) for item in block.body)
         self.nodes.append([])
+        self.calls.append(f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
         try:
             output = self._run_items(body, inner, current)
-        except LayerCheckError as exc:
-            exc.notes = (*exc.notes, f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
-            raise
+        finally:
+            self.calls.pop()
         args = Args(tuple((key, _python_value(bound[key])) for key in block.signature))
         call = BlockCall(block.name, inner.prefix, args, stmt.span, current.name, output.name, tuple(self.nodes.pop()))
         self.nodes[-1].append(call)
@@ -424,7 +491,7 @@ class _Checker:
             raise LayerCheckError(
                 "`model` takes one name", span=stmt.span, hint="write e.g. `model mnist_convnet`"
             )
-        self.model_name = self._identifier(stmt.positionals[0], "model name")
+        self.model_name = identifier(stmt.positionals[0], "model name")
         self.model_span = stmt.span
 
     def _input_directive(self, stmt: Statement, seen_layers: bool) -> None:
@@ -459,9 +526,9 @@ class _Checker:
         dtype, layout = "float32", "channels_last"
         for opt in stmt.options:
             if opt.key == "dtype":
-                dtype = self._choice(opt.value, INPUT_DTYPES, "dtype")
+                dtype = choice(opt.value, INPUT_DTYPES, "dtype")
             elif opt.key == "layout":
-                layout = self._choice(opt.value, INPUT_LAYOUTS, "layout")
+                layout = choice(opt.value, INPUT_LAYOUTS, "layout")
             else:
                 raise LayerCheckError(
                     f"unknown option `{opt.key}` for `input`",
@@ -481,10 +548,12 @@ class _Checker:
     def _settle_input(self, first: Item) -> None:
         """The model input: from `input`, or from the first layer's `in=N`."""
         stmt = first if isinstance(first, Statement) else None
+        if stmt is not None and stmt.name not in (*DIRECTIVES, *self.blocks):
+            self._lookup(stmt)  # an unknown name is the problem, not the input it cannot know
         spec = REGISTRY.get(stmt.name) if stmt is not None else None
         size = None
         if stmt is not None and spec is not None and spec.takes_input_size and not stmt.bodies:
-            size = self._bind_args(stmt, spec).get("in")
+            size = bind_args(stmt, spec).get("in")
         if self.input is not None:
             if size is not None and self.input.shape != (size,):
                 assert stmt is not None
@@ -515,106 +584,14 @@ class _Checker:
     def _lookup(self, stmt: Statement) -> LayerSpec:
         spec = REGISTRY.get(stmt.name)
         if spec is None:
-            hint = did_you_mean(stmt.name, [*REGISTRY, *DIRECTIVES])
+            known = [*REGISTRY, *DIRECTIVES, *self.blocks]
+            hint = framework_name_hint(stmt.name) or did_you_mean(stmt.name, known)
             raise LayerCheckError(
                 f"unknown layer `{stmt.name}`",
                 span=stmt.name_span,
-                hint=hint or "see the README's language reference for the layers layerdsl knows",
+                hint=hint or "see docs/language.md for the layers layerdsl knows",
             )
         return spec
-
-    def _bind_args(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
-        if spec.wraps:
-            return self._bind_wrapper(stmt, spec)
-        positional = [p for p in spec.params if p.positional]
-        if len(stmt.positionals) > len(positional):
-            extra = stmt.positionals[len(positional)]
-            names = ", ".join(p.name.upper() for p in positional) or "no"
-            took = f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
-            raise LayerCheckError(
-                f"`{stmt.name}` {took} ({names}), but received {len(stmt.positionals)}",
-                span=extra.span,
-                hint=_options_hint(spec),
-            )
-        values: dict[str, Any] = {}
-        spans: dict[str, Span] = {}
-        for param, value in zip(positional, stmt.positionals, strict=False):
-            values[param.name] = self._convert(value, param, stmt.name)
-            spans[param.name] = value.span
-        allowed = {p.name: p for p in spec.params if not p.positional}
-        for opt in stmt.options:
-            if opt.key == "name":
-                if "name" in spans:
-                    raise LayerCheckError("option `name` is given twice", span=opt.key_span)
-                values["name"] = self._identifier(opt.value, "layer name")
-                spans["name"] = opt.span
-                continue
-            param = allowed.get(opt.key)
-            if param is None:
-                if any(p.name == opt.key for p in positional):
-                    raise LayerCheckError(
-                        f"`{opt.key}` is positional for `{stmt.name}`: write it without `{opt.key}=`",
-                        span=opt.key_span,
-                    )
-                raise LayerCheckError(
-                    f"unknown option `{opt.key}` for `{stmt.name}`",
-                    span=opt.key_span,
-                    hint=did_you_mean(opt.key, [*allowed, "name"]) or _options_hint(spec),
-                )
-            if opt.key in spans:
-                raise LayerCheckError(f"option `{opt.key}` is given twice", span=opt.key_span)
-            values[param.name] = self._convert(opt.value, param, stmt.name)
-            spans[param.name] = opt.value.span
-        for param in spec.params:
-            if param.name not in values:
-                if param.required:
-                    raise LayerCheckError(
-                        f"`{stmt.name}` needs its {param.name.upper()} argument ({param.doc})",
-                        span=stmt.name_span,
-                        hint=f"write e.g. `{_example(stmt.name, spec)}`",
-                    )
-                values[param.name] = param.default
-        values.update(spec.fixed_args())
-        spec.complete(values)
-        ordered = {p.name: values[p.name] for p in spec.params}
-        ordered.update((k, v) for k, v in values.items() if k not in ordered)
-        ordered["__spans__"] = spans
-        return ordered
-
-    def _bind_wrapper(self, stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
-        """`bidirectional lstm 32 merge=sum`: the wrapper's options, the rest go to the wrapped layer."""
-        choices = ", ".join(spec.wraps)
-        if not stmt.positionals or stmt.positionals[0].kind != "name":
-            raise LayerCheckError(
-                f"`{stmt.name}` wraps a layer: one of {choices}",
-                span=stmt.name_span,
-                hint=f"write e.g. `{stmt.name} lstm 32`",
-            )
-        head = stmt.positionals[0]
-        inner_name = str(head.value)
-        if inner_name not in spec.wraps:
-            raise LayerCheckError(
-                f"`{stmt.name}` cannot wrap `{inner_name}`; it wraps one of {choices}",
-                span=head.span,
-                hint=did_you_mean(inner_name, spec.wraps),
-            )
-        own = {p.name for p in spec.params} | {"name"}
-        inner_stmt = Statement(
-            inner_name,
-            head.span,
-            stmt.positionals[1:],
-            tuple(o for o in stmt.options if o.key not in own),
-            stmt.span,
-        )
-        inner_spec = REGISTRY[inner_name]
-        inner_values = self._bind_args(inner_stmt, inner_spec)
-        inner_spans = inner_values.pop("__spans__")
-        outer_stmt = Statement(stmt.name, stmt.name_span, (), tuple(o for o in stmt.options if o.key in own), stmt.span)
-        values = self._bind_args(outer_stmt, _Unwrapped(spec))
-        values["layer"] = inner_name
-        values["inner"] = Args(tuple(inner_values.items()))
-        values["__spans__"].update(inner_spans)
-        return values
 
     def _add_layer(
         self, stmt: Statement, spec: LayerSpec, values: dict[str, Any], inputs: list[_Tensor], scope: _Scope
@@ -629,6 +606,8 @@ class _Checker:
                 hint="remove `in=`; this layer's input size comes from the layer before it",
             )
         args = Args(tuple((k, v) for k, v in values.items()))
+        if not all(tensor.known for tensor in inputs):
+            return _Tensor.unknown()
         for tensor in inputs:
             self._check_dtype(stmt, spec, tensor)
         origins = [t.mask_origin for t in inputs if t.mask_origin is not None]
@@ -658,7 +637,8 @@ class _Checker:
                 notes = tuple(
                     f"branch {i + 1} {shape_text(t.shape)} comes from {t.origin()}" for i, t in enumerate(inputs)
                 )
-            raise LayerCheckError(exc.message, span=span, hint=exc.hint, notes=notes) from None
+            hint = _sequence_hint(inputs[0]) if len(inputs) == 1 and len(shape) == 1 else None
+            raise LayerCheckError(exc.message, span=span, hint=hint or exc.hint, notes=notes) from None
         for d in out_shape:
             if d < 1:
                 raise LayerCheckError(
@@ -683,7 +663,7 @@ class _Checker:
             weights=weights,
             span=stmt.span,
             source=stmt.source(),
-            written=(stmt.written or stmt).source(),
+            written=self._written(stmt),
             keras_type=spec.keras_type,
             input_masked=masked,
             output_masked=spec.output_mask(args, masked),
@@ -698,6 +678,15 @@ class _Checker:
         if layer.output_masked:
             mask_origin = origins[0] if origins else layer
         return _Tensor(name, out_shape, "float32", mask_origin, layer)
+
+    def _written(self, stmt: Statement) -> str:
+        """The statement as written in its block (one per definition, however many instances)."""
+        if stmt.written is None:
+            return stmt.source()
+        key = id(stmt.written)
+        if key not in self.written:
+            self.written[key] = stmt.written.source()
+        return self.written[key]
 
     def _name_unavailable(self, name: str) -> bool:
         return name in self.used_names or name in self.explicit_names or name in self.blocks
@@ -729,105 +718,6 @@ class _Checker:
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _identifier(self, value: Value, what: str, emitted: bool = True) -> str:
-        """A validated name; ``emitted`` names become Python identifiers in generated code."""
-        if value.kind != "name" or not _IDENTIFIER.match(str(value.value)):
-            raise LayerCheckError(f"{what} must be a name (letters, digits, `_`)", span=value.span)
-        name = str(value.value)
-        if emitted and (keyword.iskeyword(name) or name.startswith("__") or name in _RESERVED_NAMES):
-            raise LayerCheckError(f"`{name}` cannot be a {what}: it is reserved", span=value.span)
-        if len(name) > 200:
-            raise LayerCheckError(f"{what} is longer than 200 characters", span=value.span)
-        return name
-
-    def _choice(self, value: Value, choices: tuple[str, ...], key: str) -> str:
-        if value.kind != "name" or value.value not in choices:
-            raise LayerCheckError(
-                f"invalid value for `{key}`: expected one of {', '.join(choices)}; received {key}={value.source()}",
-                span=value.span,
-                hint=did_you_mean(str(value.value), choices) if value.kind in ("name", "string") else None,
-            )
-        return str(value.value)
-
-    def _convert(self, value: Value, param: Param, layer: str) -> Any:
-        key = param.name
-        received = f"received {key}={value.source()}"
-        if param.type == "choice":
-            return self._choice(value, param.choices, key)
-        if param.type == "bool":
-            if value.kind == "name" and value.value in ("true", "false"):
-                return value.value == "true"
-            raise LayerCheckError(f"invalid value for `{key}`: expected true or false; {received}", span=value.span)
-        if param.type == "int":
-            if value.kind != "int":
-                raise LayerCheckError(f"invalid value for `{key}`: expected an integer; {received}", span=value.span)
-            self._check_range(int(value.value), param, value)  # type: ignore[arg-type]
-            return int(value.value)  # type: ignore[arg-type]
-        if param.type == "float":
-            if value.kind not in ("int", "float"):
-                raise LayerCheckError(f"invalid value for `{key}`: expected a number; {received}", span=value.span)
-            try:
-                number = float(value.value)  # type: ignore[arg-type]
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise LayerCheckError(f"invalid value for `{key}`: expected a finite number; {received}", span=value.span)
-            self._check_range(number, param, value)
-            return number
-        if param.type == "size2":
-            if value.kind == "int":
-                size = (int(value.value), int(value.value))  # type: ignore[arg-type]
-            elif value.kind == "dims" and len(value.value) == 2:  # type: ignore[arg-type]
-                size = tuple(value.value)  # type: ignore[arg-type,assignment]
-            else:
-                raise LayerCheckError(
-                    f"invalid value for `{key}`: expected N or HxW; {received}",
-                    span=value.span,
-                    hint=f"`{layer}` works on 2-D images: give one size, or height x width",
-                )
-            for n in size:
-                self._check_range(n, param, value)
-            return size
-        if param.type == "padding":
-            if value.kind == "name":
-                return self._choice(value, param.choices, key)
-            if value.kind not in ("int", "dims"):
-                raise LayerCheckError(
-                    f"invalid value for `{key}`: expected {', '.join(param.choices)}, P or HxW; {received}",
-                    span=value.span,
-                )
-            return self._convert(value, dataclasses.replace(param, type="size2"), layer)
-        if param.type == "shape":
-            if value.kind == "int":
-                dims: tuple[int, ...] = (int(value.value),)  # type: ignore[arg-type]
-            elif value.kind == "dims":
-                dims = tuple(value.value)  # type: ignore[arg-type]
-            else:
-                raise LayerCheckError(f"invalid value for `{key}`: expected N or AxBxC; {received}", span=value.span)
-            for n in dims:
-                self._check_range(n, param, value)
-            return dims
-        raise AssertionError(f"unknown parameter type {param.type}")
-
-    def _check_range(self, number: float, param: Param, value: Value) -> None:
-        low_ok = param.low is None or (number > param.low if param.low_exclusive else number >= param.low)
-        high_ok = param.high is None or number < param.high
-        too_big = isinstance(number, int) and number > MAX_DIM
-        if low_ok and high_ok and not too_big:
-            return
-        if too_big:
-            expected = f"at most {MAX_DIM:,}"
-        elif param.low is not None and param.high is not None:
-            expected = f"{param.low:g} {'<' if param.low_exclusive else '<='} {param.name} < {param.high:g}"
-        elif param.low is not None:
-            expected = f"{param.name} {'>' if param.low_exclusive else '>='} {param.low:g}"
-        else:
-            expected = f"{param.name} < {param.high:g}"
-        raise LayerCheckError(
-            f"invalid value for `{param.name}`: expected {expected}; received {param.name}={value.source()}",
-            span=value.span,
-        )
-
     def _check_elements(self, shape: Shape, span: Span, what: str, per: str = "") -> None:
         if math.prod(shape) > MAX_ELEMENTS:
             raise LayerCheckError(
@@ -852,10 +742,37 @@ class _Tensor:
     mask_origin: Layer | None
     layer: Layer | None
 
+    @staticmethod
+    def unknown() -> _Tensor:
+        """What a failed statement leaves: later layers of its chain are checked for their
+        arguments only, since their input shape is unknown."""
+        return _Tensor("", (), "", None, None)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.dtype)
+
     def origin(self) -> str:
         if self.layer is None:
             return "the model input"
         return f"`{self.layer.source.split()[0]}` on line {self.layer.span.line}"
+
+
+_RECURRENT = ("lstm", "gru", "simplernn", "bidirectional")
+
+
+def _sequence_hint(tensor: _Tensor) -> str | None:
+    """For a sequence layer that receives a recurrent layer's last output alone: the fix."""
+    layer = tensor.layer
+    if layer is None or layer.kind not in _RECURRENT:
+        return None
+    args = layer.args["inner"] if layer.kind == "bidirectional" else layer.args
+    if args["return_sequences"]:
+        return None
+    return (
+        f"add `return_sequences=true` to the `{layer.source.split()[0]}` on line {layer.span.line}: "
+        "without it, it returns only its last output, not the sequence"
+    )
 
 
 @dataclass
@@ -956,6 +873,18 @@ def _substitute(item: Item, bound: dict[str, Value]) -> Item:
     )
 
 
+def _names_used(items: Iterable[Item]) -> set[str]:
+    """Every name written as a value in the items, bodies included (block parameters in use)."""
+    used: set[str] = set()
+    for item in items:
+        if isinstance(item, Statement):
+            values = [*item.positionals, *(o.value for o in item.options)]
+            used.update(str(v.value) for v in values if v.kind in ("name", "ref"))
+            for body in item.bodies:
+                used |= _names_used(body)
+    return used
+
+
 def _explicit_names(items: Iterable[Item]) -> set[str]:
     """Every `name=` at the top level, so default names never take one a later layer asks for."""
     return {
@@ -967,31 +896,4 @@ def _explicit_names(items: Iterable[Item]) -> set[str]:
     }
 
 
-class _Unwrapped(LayerSpec):
-    """A wrapper's own parameters, bound like an ordinary layer's."""
-
-    def __init__(self, wrapper: LayerSpec) -> None:
-        self.params = wrapper.params
-        self.kind = wrapper.kind
-
-    def complete(self, values: dict[str, Any]) -> None:
-        pass
-
-
-def _options_hint(spec: LayerSpec) -> str:
-    options = [p.name for p in spec.params if not p.positional]
-    if not options:
-        return "this layer takes no options besides name="
-    return "options are written key=value: " + ", ".join(f"{o}=" for o in options)
-
-
-_EXAMPLE_VALUES = {"units": "64", "filters": "32", "kernel": "3", "pool": "2", "rate": "0.5", "function": "relu",
-                   "vocab": "10000", "dim": "64", "value": "0.0"}
-
-
-def _example(name: str, spec: LayerSpec) -> str:
-    values = [_EXAMPLE_VALUES.get(p.name, p.name.upper()) for p in spec.params if p.positional]
-    return " ".join([name, *values])
-
-
-__all__ = ["Weight", "check", "did_you_mean", "keras_snake_case", "model_name_from_path"]
+__all__ = ["check", "keras_snake_case", "model_name_from_path"]

@@ -20,7 +20,13 @@ class Span:
 
 
 class LayerDSLError(Exception):
-    """Base class of every error a user can cause (bad syntax, bad shapes, bad weights)."""
+    """Base class of every error a user can cause (bad syntax, bad shapes, bad weights).
+
+    The checker reports every independent error in a file: the first is raised, the others
+    ride along in ``additional`` (``all_errors()`` gives them in order).
+    """
+
+    severity = "error"
 
     def __init__(
         self,
@@ -39,6 +45,11 @@ class LayerDSLError(Exception):
         self.source_line = source_line
         self.hint = hint
         self.notes = notes
+        self.additional: tuple[LayerDSLError, ...] = ()
+
+    def all_errors(self) -> tuple[LayerDSLError, ...]:
+        """This error and every other one found in the same file, in source order."""
+        return (self, *self.additional)
 
     @property
     def line(self) -> int | None:
@@ -50,6 +61,8 @@ class LayerDSLError(Exception):
 
     def located(self, filename: str, source: str) -> LayerDSLError:
         """Fill in the file name and source line (used as errors leave the parser)."""
+        for other in self.additional:
+            other.located(filename, source)
         if self.filename is None:
             self.filename = filename
         if self.span is not None and self.source_line is None:
@@ -67,7 +80,7 @@ class LayerDSLError(Exception):
         where = self.filename or "<input>"
         if self.span is not None:
             where = f"{where}:{self.span.line}:{self.span.column}"
-        parts = [f"{where}: error: {self.message}"]
+        parts = [f"{where}: {self.severity}: {self.message}"]
         if self.span is not None and self.source_line is not None:
             parts.append(_caret_block(self.source_line, self.span))
         parts.extend(f"note: {note}" for note in self.notes)
@@ -82,6 +95,13 @@ class LayerSyntaxError(LayerDSLError):
 
 class LayerCheckError(LayerDSLError):
     """The text parses but describes an invalid model (argument, shape or name error)."""
+
+
+class LayerCheckWarning(LayerCheckError):
+    """Something legal but probably unintended (a block parameter its body never uses).
+    Never raised: the checked model lists its warnings in ``Model.warnings``."""
+
+    severity = "warning"
 
 
 class WeightsError(LayerDSLError):

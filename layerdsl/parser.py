@@ -7,6 +7,7 @@ and options. The checker (``checker.py``) gives it meaning.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,8 +274,15 @@ def parse_syntax(text: str, filename: str = "<string>") -> Program:
 
 def _check_nesting(text: str, filename: str) -> None:
     """Refuse braces nested deeper than MAX_NESTING, skipping strings and comments."""
+    _open_braces(text, filename)
+
+
+def _open_braces(text: str, filename: str = "<string>") -> list[Span]:
+    """Where the braces still open at the end of ``text`` were opened (strings and comments
+    skipped); refuses braces nested deeper than MAX_NESTING."""
     if "{" not in text:
-        return
+        return []
+    opened: list[Span] = []
     depth, line, column, i = 0, 1, 0, 0
     in_string = in_comment = False
     while i < len(text):
@@ -298,6 +306,7 @@ def _check_nesting(text: str, filename: str) -> None:
             in_string = True
         elif ch == "{":
             depth += 1
+            opened.append(Span(line, column, line, column + 1))
             if depth > MAX_NESTING:
                 raise LayerSyntaxError(
                     f"braces nest more than {MAX_NESTING} deep",
@@ -306,7 +315,23 @@ def _check_nesting(text: str, filename: str) -> None:
                 ).located(filename, text)
         elif ch == "}":
             depth -= 1
+            if opened:
+                opened.pop()
         i += 1
+    return opened if depth > 0 else []
+
+
+_PARENTHESIZED_SIZES = re.compile(r"\(\s*(\d+)((?:\s*,\s*\d+)*)\s*,?\s*\)")
+
+
+def _parenthesized_size_hint(rest: str) -> str:
+    """`(28, 28, 1)` as Python writes a shape: the language writes `28x28x1`."""
+    match = _PARENTHESIZED_SIZES.match(rest)
+    if match is None:
+        return "sizes and shapes are written with `x`, without parentheses: `3x3`, `28x28x1`"
+    numbers = re.findall(r"\d+", match.group(0))
+    written = "x".join(numbers) if len(numbers) > 1 else numbers[0]
+    return f"write `{written}`: sizes and shapes are written with `x`, without parentheses or commas"
 
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> LayerSyntaxError:
@@ -322,11 +347,21 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> LayerSyntaxError:
             hint = "names use letters, digits and `_` (not `-`)"
         elif ch == '"':
             hint = "a string must close on the same line"
+        elif ch == "(":
+            hint = _parenthesized_size_hint(text[exc.pos_in_stream :])
         shown = repr(ch)[1:-1] if ch else "end of input"
         return LayerSyntaxError(f"unexpected character `{shown}`", span=span, hint=hint)
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         if tok.type == "$END":
+            unclosed = _open_braces(text)
+            if unclosed:
+                where = unclosed[-1]
+                return LayerSyntaxError(
+                    f"`{{` on line {where.line}, column {where.column} is never closed",
+                    span=where,
+                    hint="close the body with `}`",
+                )
             lines = text.splitlines() or [""]
             end = len(lines[-1].rstrip("\r")) + 1
             span = Span(len(lines), end, len(lines), end + 1)

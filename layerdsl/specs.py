@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .initializers import INITIALIZERS
-from .ir import Args, Shape, Weight
+from .values import Args, Shape, Weight
 
 MAX_DIM = 2**31 - 1
 
@@ -106,6 +106,24 @@ class LayerSpec:
     wraps: ClassVar[tuple[str, ...]] = ()
     #: Merges (add, concat, ...) read several tensors: see ``merge_shape``.
     merge: ClassVar[bool] = False
+    #: The diagram category (colour) of the layer, one of ``CATEGORIES``. Every spec sets it.
+    category: ClassVar[str]
+    #: Reads the Keras mask to compute its output: a recurrent layer skips masked timesteps,
+    #: ``globalavgpool1d`` averages the unmasked ones. Backends pass the mask to these layers
+    #: only; ``supports_mask`` alone lets a mask pass by untouched.
+    takes_mask: ClassVar[bool] = False
+    #: On a feature vector (rank 1), output feature i depends on input feature i alone (dropout,
+    #: an elementwise activation, batchnorm) or on every feature alike (softmax, layernorm's
+    #: statistics). Permuting the input's features then permutes the output's the same way, once
+    #: the rows of ``feature_weights`` are permuted too, so a flatten's feature order ((H, W, C) in
+    #: Keras, (C, H, W) in torch) passes through the layer unchanged to the dense that absorbs it.
+    #: False where the layer mixes features, refuses a vector, or reads several inputs; False is
+    #: always safe (the flatten then keeps Keras's order).
+    per_feature: ClassVar[bool] = False
+    #: The weights whose first axis runs over the input's feature (last) axis: a permutation of
+    #: the input features permutes their rows (a dense kernel, batchnorm's gamma, beta and moving
+    #: statistics, a recurrent layer's input kernel).
+    feature_weights: ClassVar[tuple[str, ...]] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -138,6 +156,10 @@ class LayerSpec:
         raise NotImplementedError
 
 
+#: Diagram categories, each drawn in its own colour (``LayerSpec.category``).
+CATEGORIES = ("conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "merge", "other")
+
+
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
     if len(shape) != rank:
         raise ShapeError(f"`{kind}` needs a {what} input, but receives shape {shape_text(shape)}", hint=hint)
@@ -154,6 +176,8 @@ class Dense(LayerSpec):
     supports_mask = True
     kind = "dense"
     keras_type = "Dense"
+    category = "dense"
+    feature_weights = ("kernel",)
     doc = "Fully connected layer: `y = activation(x @ kernel + bias)` over the last axis."
     takes_input_size = True
     params = (
@@ -245,6 +269,7 @@ def _weight_options(maxnorm: bool, unit: str) -> tuple[Param, ...]:
 class Conv2D(LayerSpec):
     kind = "conv2d"
     keras_type = "Conv2D"
+    category = "conv"
     doc = "2-D convolution over (height, width, channels) input."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -301,6 +326,7 @@ def _window_out(
 
 
 class _Pool2D(LayerSpec):
+    category = "pool"
     params = (
         Param("pool", "size2", positional=True, low=1, doc="window: P or HxW"),
         Param("stride", "size2", default=None, low=1, doc="stride; defaults to the window"),
@@ -331,6 +357,7 @@ class AvgPool2D(_Pool2D):
 class Flatten(LayerSpec):
     kind = "flatten"
     keras_type = "Flatten"
+    category = "reshape"
     doc = "Flattens each example to a vector, in channels-last (Keras) order."
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
@@ -346,6 +373,8 @@ class Dropout(LayerSpec):
     supports_mask = True
     kind = "dropout"
     keras_type = "Dropout"
+    category = "norm"
+    per_feature = True
     doc = "Zeroes a fraction `rate` of inputs while training; identity at inference."
     params = (Param("rate", "float", positional=True, low=0.0, high=1.0, doc="fraction to drop, 0 <= rate < 1"),)
 
@@ -354,6 +383,9 @@ class BatchNorm(LayerSpec):
     supports_mask = True
     kind = "batchnorm"
     keras_type = "BatchNormalization"
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma", "beta", "moving_mean", "moving_variance")
     doc = "Batch normalization over the last (channel) axis; moving statistics at inference."
     params = (
         Param("eps", "float", default=1e-3, low=0.0, low_exclusive=True, doc="added to the variance"),
@@ -378,6 +410,8 @@ class Activation(LayerSpec):
     supports_mask = True
     kind = "activation"
     keras_type = "Activation"
+    category = "activation"
+    per_feature = True
     doc = "An activation function as a layer; softmax acts on the last (channel) axis."
     params = (Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),)
 
@@ -404,6 +438,7 @@ def _sequence_hint(kind: str, shape: Shape) -> str | None:
 class Embedding(LayerSpec):
     kind = "embedding"
     keras_type = "Embedding"
+    category = "embedding"
     doc = "Maps integer token ids to dense vectors; `mask_zero=true` masks id 0 (padding) downstream."
     input_dtype = "int"
     params = (
@@ -426,6 +461,7 @@ class Embedding(LayerSpec):
 class Masking(LayerSpec):
     kind = "masking"
     keras_type = "Masking"
+    category = "norm"
     doc = "Masks timesteps whose features all equal VALUE, and zeroes them."
     supports_mask = True
     params = (Param("value", "float", positional=True, default=0.0, doc="the padding value"),)
@@ -459,6 +495,9 @@ def _recurrent_params(activations: bool) -> tuple[Param, ...]:
 
 
 class _Recurrent(LayerSpec):
+    category = "recurrent"
+    takes_mask = True
+    feature_weights = ("kernel",)
     supports_mask = True
     gates: ClassVar[int] = 1
 
@@ -530,6 +569,9 @@ MERGE_MODES = ("concat", "sum", "mul", "ave")
 class Bidirectional(LayerSpec):
     kind = "bidirectional"
     keras_type = "Bidirectional"
+    category = "recurrent"
+    takes_mask = True
+    feature_weights = ("forward_kernel", "backward_kernel")
     doc = "Runs a recurrent layer forwards and backwards and merges the two outputs."
     supports_mask = True
     wraps = ("lstm", "gru", "simplernn")
@@ -585,6 +627,7 @@ def padding_1d(args: Args, length: int, window: int) -> tuple[int, int]:
 class Conv1D(LayerSpec):
     kind = "conv1d"
     keras_type = "Conv1D"
+    category = "conv"
     doc = "1-D convolution over (timesteps, channels) input; `pad=causal` looks only backwards."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -619,6 +662,7 @@ class Conv1D(LayerSpec):
 
 
 class _Pool1D(LayerSpec):
+    category = "pool"
     params = (
         positive("pool", positional=True, doc="window length"),
         positive("stride", default=None, doc="stride; defaults to the window"),
@@ -647,6 +691,7 @@ class AvgPool1D(_Pool1D):
 
 
 class _GlobalPool(LayerSpec):
+    category = "pool"
     rank: ClassVar[int]
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
@@ -668,6 +713,7 @@ class GlobalMaxPool1D(_GlobalPool):
 class GlobalAvgPool1D(_GlobalPool):
     kind = "globalavgpool1d"
     keras_type = "GlobalAveragePooling1D"
+    takes_mask = True
     doc = "Mean over time, per channel; with a mask, the mean of the unmasked timesteps (as Keras)."
     rank = 2
     supports_mask = True
@@ -691,6 +737,7 @@ class GlobalAvgPool2D(_GlobalPool):
 
 
 class _ElementwiseMerge(LayerSpec):
+    category = "merge"
     merge = True
     params = ()
 
@@ -699,12 +746,36 @@ class _ElementwiseMerge(LayerSpec):
             raise ShapeError(f"`{self.kind}` needs at least two inputs, received {len(shapes)}")
         if len(set(shapes)) > 1:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
-            raise ShapeError(
-                f"`{self.kind}` needs inputs of one shape, but receives {listed}",
-                hint="project the branch that differs, e.g. `residual project=true { ... }`, "
-                "or a shortcut body `residual { ... } { conv2d C 1 stride=S | batchnorm }`",
-            )
+            if self.kind == "add":
+                hint = (
+                    f"{_difference(shapes)}; project the branch that differs, e.g. `residual project=true {{ ... }}`, "
+                    "or a shortcut body `residual { ... } { conv2d C 1 stride=S | batchnorm }`"
+                )
+            else:
+                hint = f"{_difference(shapes)}; `{self.kind}` works elementwise: end each branch with the same shape"
+            raise ShapeError(f"`{self.kind}` needs inputs of one shape, but receives {listed}", hint=hint)
         return shapes[0]
+
+
+def _difference(shapes: tuple[Shape, ...], skip: int | None = None) -> str:
+    """Which axes differ between merged shapes: ``width (axis 1): branch 1 has 8, branch 2 has 6 (2 fewer)``."""
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        return "the branches have different ranks"
+    names = {3: ("height", "width", "channels"), 2: ("timesteps", "features"), 1: ("features",)}.get(rank)
+    parts = []
+    for axis in range(rank):
+        if axis == skip or len({s[axis] for s in shapes}) == 1:
+            continue
+        first = shapes[0][axis]
+        where = f"{names[axis]} (axis {axis})" if names else f"axis {axis}"
+        sizes = [f"branch 1 has {first}"]
+        for i, s in enumerate(shapes[1:], start=2):
+            if s[axis] != first:
+                change = f"{abs(s[axis] - first)} {'fewer' if s[axis] < first else 'more'}"
+                sizes.append(f"branch {i} has {s[axis]} ({change})")
+        parts.append(f"{where}: {', '.join(sizes)}")
+    return "; ".join(parts)
 
 
 class Add(_ElementwiseMerge):
@@ -728,6 +799,7 @@ class Average(_ElementwiseMerge):
 class Concat(LayerSpec):
     kind = "concat"
     keras_type = "Concatenate"
+    category = "merge"
     doc = "Concatenates its inputs along an axis (the channel axis by default)."
     merge = True
     params = (Param("axis", "int", default=-1, doc="axis to join along, counted without the batch axis (-1: channels)"),)
@@ -743,9 +815,15 @@ class Concat(LayerSpec):
         others = [tuple(d for i, d in enumerate(s) if i != axis) for s in shapes]
         if any(len(s) != rank for s in shapes) or len(set(others)) > 1:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
+            if any(len(s) != rank for s in shapes):
+                hint = "the branches have different ranks: flatten or reshape one of them"
+            else:
+                hint = (
+                    f"{_difference(shapes, skip=axis)}; `concat` joins along axis {args['axis']} only: resize the "
+                    "branch that differs (pad=same or pad=P on its convolutions, pooling, upsample2d)"
+                )
             raise ShapeError(
-                f"`concat` needs inputs that agree except on axis {args['axis']}, but receives {listed}",
-                hint="resize the branch that differs (pooling, strides, upsample2d) so the spatial sizes match",
+                f"`concat` needs inputs that agree except on axis {args['axis']}, but receives {listed}", hint=hint
             )
         return tuple(sum(s[axis] for s in shapes) if i == axis else d for i, d in enumerate(shapes[0]))
 
@@ -753,6 +831,7 @@ class Concat(LayerSpec):
 class ZeroPad2D(LayerSpec):
     kind = "zeropad2d"
     keras_type = "ZeroPadding2D"
+    category = "reshape"
     doc = "Pads images with zeros: `zeropad2d 3`, `zeropad2d 1x2` (height x width), or per side."
     params = (
         Param("pad", "size2", positional=True, default=None, low=0, doc="symmetric padding: P or HxW"),
@@ -780,6 +859,7 @@ class ZeroPad2D(LayerSpec):
 class DepthwiseConv2D(LayerSpec):
     kind = "depthwiseconv2d"
     keras_type = "DepthwiseConv2D"
+    category = "conv"
     doc = "Depthwise 2-D convolution: each input channel convolved on its own (times `multiplier`)."
     params = (
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
@@ -811,6 +891,7 @@ class DepthwiseConv2D(LayerSpec):
 class SeparableConv2D(LayerSpec):
     kind = "separableconv2d"
     keras_type = "SeparableConv2D"
+    category = "conv"
     doc = "Depthwise convolution followed by a 1x1 pointwise convolution."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -847,6 +928,7 @@ class SeparableConv2D(LayerSpec):
 class Conv2DTranspose(LayerSpec):
     kind = "conv2dtranspose"
     keras_type = "Conv2DTranspose"
+    category = "conv"
     doc = "Transposed 2-D convolution (learned upsampling), as Keras computes its output size."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -872,6 +954,7 @@ class Conv2DTranspose(LayerSpec):
 class UpSample2D(LayerSpec):
     kind = "upsample2d"
     keras_type = "UpSampling2D"
+    category = "reshape"
     doc = "Repeats rows and columns (nearest) or interpolates (bilinear) by an integer factor."
     params = (
         Param("size", "size2", positional=True, default=(2, 2), low=1, doc="factor: N or HxW"),
@@ -886,6 +969,9 @@ class UpSample2D(LayerSpec):
 class LayerNorm(LayerSpec):
     kind = "layernorm"
     keras_type = "LayerNormalization"
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma", "beta")
     doc = "Layer normalization over the last axis (Keras's default epsilon 1e-3)."
     supports_mask = True
     params = (
@@ -906,6 +992,7 @@ class LayerNorm(LayerSpec):
 class Reshape(LayerSpec):
     kind = "reshape"
     keras_type = "Reshape"
+    category = "reshape"
     doc = "Reshapes each example (channels-last order, as Keras): `reshape 7x7x64`, `reshape 3136`."
     params = (Param("target", "shape", positional=True, low=1, doc="the new shape without the batch axis"),)
 
@@ -923,6 +1010,7 @@ class Reshape(LayerSpec):
 class Permute(LayerSpec):
     kind = "permute"
     keras_type = "Permute"
+    category = "reshape"
     doc = "Permutes the axes of each example, numbered from 1 as in Keras: `permute 2x1`."
     params = (Param("dims", "shape", positional=True, low=1, doc="the new order of axes 1..rank"),)
 

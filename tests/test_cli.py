@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from layerdsl import cli
-from layerdsl.backends import TARGETS
+from layerdsl.backends import SOURCE_TARGETS, TARGETS
 
 BAD = "input 8x8x3\nconv2d 4 3\ndense 10\n"
 GOOD = "dense 4 in=3 | relu\n"
@@ -124,7 +124,7 @@ def test_summary_of_bad_file_exits_1(bad):
     assert result.stdout == b""
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", SOURCE_TARGETS)
 def test_compile_to_stdout_and_file(good, tmp_path, target):
     result = run("compile", str(good), "--target", target)
     assert result.returncode == 0, result.stderr.decode()

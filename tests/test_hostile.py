@@ -19,7 +19,7 @@ import pytest
 
 import layerdsl
 from layerdsl import codegen, ir, testing
-from layerdsl.backends import TARGETS
+from layerdsl.backends import SOURCE_TARGETS as TARGETS  # ONNX's bytes: tests/test_onnx.py
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 _spec = importlib.util.spec_from_file_location("make_corpus", HOSTILE / "make_corpus.py")

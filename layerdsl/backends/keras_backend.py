@@ -871,8 +871,9 @@ class _Writer:
         instance = self.instances.get(layer.block[-1]) if layer.block else None
         if instance is None:
             return layer_call
+        arguments = dict(instance.args.items())
         named = [token.rpartition("=")[2] for token in layer.written.split()[1:]]
-        values = {p: instance.args[p] for p in named if p in instance.args}
+        values = {p: arguments[p] for p in named if p in arguments}
         if not values:
             return layer_call
 
@@ -991,13 +992,12 @@ def _varying(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, frozen
         seen.setdefault(key, []).append(args)
     varying: dict[Any, frozenset[str]] = {}
     for key, instances in seen.items():
-        if len(instances) > 1:
-            first = instances[0]
-            names = frozenset(
-                name for name in first if any(not _equal(other.get(name), first[name]) for other in instances[1:])
+        rows = [tuple(args.items()) for args in instances]
+        if any(row != rows[0] for row in rows[1:]):
+            first, *others = map(dict, rows)
+            varying[key] = frozenset(
+                name for name in first if any(not _equal(other.get(name), first[name]) for other in others)
             )
-            if names:
-                varying[key] = names
     return varying
 
 

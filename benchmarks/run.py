@@ -224,12 +224,20 @@ def compiler_baseline_table(settings: Settings) -> Table:
             for round_ in range(rounds):
                 order = [("this", ROOT), ("baseline", baseline)]
                 for who, tree in order if round_ % 2 == 0 else reversed(order):
-                    out = subprocess.run(
+                    run = subprocess.run(
                         [sys.executable, "-c", _COMPILE_TIMER, str(tree), str(path), "3"],
-                        capture_output=True, text=True, check=True,
-                    ).stdout
-                    for step, seconds in ast.literal_eval(out.strip().splitlines()[-1]).items():
+                        capture_output=True, text=True,
+                    )
+                    if run.returncode != 0:  # the baseline predates something the file uses
+                        break
+                    for step, seconds in ast.literal_eval(run.stdout.strip().splitlines()[-1]).items():
                         samples[who].setdefault(step, []).append(seconds)
+                else:
+                    continue
+                break
+            if not samples["baseline"] or not samples["this"]:
+                table.add(label, "(the baseline cannot read this file)", "", "", "", "")
+                continue
             for step in samples["this"]:
                 this = statistics.median(samples["this"][step])
                 before = statistics.median(samples["baseline"][step])

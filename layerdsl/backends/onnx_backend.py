@@ -209,7 +209,7 @@ class _Emission:
         self.ranks[ir.INPUT_NAME] = rank
         for layer in model.layers:
             g.layer = layer
-            out, layout = EMITTERS[layer.kind](self, layer)
+            out, layout = EMITTERS[layer.kind](layer, self)
             self.ranks[layer.name] = len(layer.output_shape) + 1
             self.tensors[layer.name] = {layout if self.ranks[layer.name] >= 3 else LAST: out}
             if layer.output_masked and layer.name not in self.masks:
@@ -229,8 +229,8 @@ def _np_dtype(name: str) -> Any:
     return np.dtype(name)
 
 
-Emitter = Callable[[_Emission, ir.Layer], tuple[str, str]]
-"""(emission, layer) -> (ONNX output name, its layout)."""
+Emitter = Callable[[ir.Layer, "_Emission"], tuple[str, str]]
+"""(layer, emission) -> (ONNX output name, its layout): the emitter signature every backend shares."""
 
 
 def _named(e: _Emission, layer: ir.Layer, x: str) -> str:
@@ -238,7 +238,7 @@ def _named(e: _Emission, layer: ir.Layer, x: str) -> str:
     return e.g.op("Identity", [x], name=layer.name)
 
 
-def _dense(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _dense(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     x = e.x(layer)
     kernel = e.const(layer, "kernel", e.w(layer, "kernel"))
     has_bias = layer.args["bias"]
@@ -269,7 +269,7 @@ def _pads(padding: Any) -> list[int]:
     return [p[0] for p in padding] + [p[1] for p in padding]
 
 
-def _conv2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _conv2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     args = layer.args
     padding = spatial_padding(args, layer.input_shape, args["kernel"])
     y = e.g.op(
@@ -284,7 +284,7 @@ def _conv2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return _activate(e.g, args["activation"], y, FIRST), FIRST
 
 
-def _conv1d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _conv1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     args = layer.args
     y = e.g.op(
         "Conv",
@@ -322,13 +322,13 @@ def _depthwise_conv(e: _Emission, layer: ir.Layer, kernel_param: str, bias: bool
     )
 
 
-def _depthwiseconv2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _depthwiseconv2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     activation = layer.args["activation"]
     y = _depthwise_conv(e, layer, "kernel", layer.args["bias"], layer.name if activation == "linear" else None)
     return _activate(e.g, activation, y, FIRST), FIRST
 
 
-def _separableconv2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _separableconv2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     activation = layer.args["activation"]
     depthwise = _depthwise_conv(e, layer, "depthwise_kernel", False, None)
     pointwise = e.w(layer, "pointwise_kernel").transpose(3, 2, 0, 1).copy()
@@ -339,7 +339,7 @@ def _separableconv2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return _activate(e.g, activation, y, FIRST), FIRST
 
 
-def _conv2dtranspose(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _conv2dtranspose(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     """Keras's output size: ``valid`` is ``in * s + max(k - s, 0)`` (zeros past the patches when the
     kernel is smaller than the stride: ONNX's ``output_padding``); ``same`` crops that to ``in * s``,
     the extra row or column off the end, as TensorFlow."""
@@ -367,7 +367,7 @@ def _conv2dtranspose(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
 
 
 def _pool(op_type: str, one_d: bool) -> Emitter:
-    def emit(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+    def emit(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         args = layer.args
         if one_d:
             window, strides = [args["pool"]], [args["stride"]]
@@ -385,7 +385,7 @@ def _pool(op_type: str, one_d: bool) -> Emitter:
 
 
 def _global_pool(op_type: str) -> Emitter:
-    def emit(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+    def emit(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         x, layout = e.any_layout(layer)
         rank = len(layer.input_shape) + 1
         axes = list(range(2, rank)) if layout == FIRST else list(range(1, rank - 1))
@@ -394,17 +394,17 @@ def _global_pool(op_type: str) -> Emitter:
     return emit
 
 
-def _globalavgpool1d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _globalavgpool1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     mask = e.mask(layer)
     if mask is None:
-        return _global_pool("ReduceMean")(e, layer)
+        return _global_pool("ReduceMean")(layer, e)
     g = e.g
     counted = g.op("Unsqueeze", [g.op("Cast", [mask], to=_onnx().TensorProto.FLOAT), g.ints([-1])])
     total = g.reduce("ReduceSum", g.op("Mul", [e.x(layer), counted]), [1])
     return g.op("Div", [total, g.reduce("ReduceSum", counted, [1])], name=layer.name), LAST  # mean of unmasked steps
 
 
-def _batchnorm(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _batchnorm(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     import numpy as np
 
     channels = layer.input_shape[-1]
@@ -416,7 +416,7 @@ def _batchnorm(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return e.g.op("BatchNormalization", inputs, name=layer.name, epsilon=layer.args["eps"]), FIRST
 
 
-def _layernorm(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _layernorm(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     import numpy as np
 
     channels = layer.input_shape[-1]
@@ -428,16 +428,16 @@ def _layernorm(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return e.g.op("LayerNormalization", inputs, name=layer.name, axis=-1, epsilon=layer.args["eps"]), LAST
 
 
-def _flatten(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _flatten(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     return e.g.op("Flatten", [e.x(layer)], name=layer.name, axis=1), LAST  # channels-last order, as Keras
 
 
-def _passthrough(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _passthrough(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     x, layout = e.any_layout(layer)
     return _named(e, layer, x), layout
 
 
-def _activation_layer(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _activation_layer(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     x, layout = e.any_layout(layer)
     function = layer.args["function"]
     if function == "linear":
@@ -445,7 +445,7 @@ def _activation_layer(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return _activate(e.g, function, x, layout, name=layer.name), layout
 
 
-def _embedding(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _embedding(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     g, ids = e.g, e.x(layer)
     if layer.args["mask_zero"]:
         zero = g.const("zero", _np_dtype(e.model.input.dtype).type(0))
@@ -453,7 +453,7 @@ def _embedding(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return g.op("Gather", [e.const(layer, "embeddings", e.w(layer, "embeddings")), ids], name=layer.name), LAST
 
 
-def _masking(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _masking(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     onnx = _onnx()
     g, x = e.g, e.x(layer)
     padding = g.op("Cast", [g.op("Equal", [x, g.scalar(layer.args["value"])])], to=onnx.TensorProto.FLOAT)
@@ -485,7 +485,7 @@ class _Direction:
     prefix: str  # initializer names: "<layer>." or "<layer>.forward_"
 
 
-def _recurrent(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _recurrent(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     args = layer.args
     bias = e.w(layer, "bias") if args["bias"] else None
     direction = _Direction(
@@ -502,7 +502,7 @@ def _recurrent(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return _run_direction(e, layer, direction, e.x(layer), e.mask(layer), name=layer.name), LAST
 
 
-def _bidirectional(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _bidirectional(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     args, inner = layer.args, layer.args["inner"]
     x, mask, outputs = e.x(layer), e.mask(layer), []
     for prefix, go_backwards in (("forward", inner["go_backwards"]), ("backward", not inner["go_backwards"])):
@@ -720,7 +720,7 @@ def _same_layout_inputs(e: _Emission, layer: ir.Layer) -> tuple[list[str], str]:
 
 
 def _chain(op_type: str) -> Emitter:
-    def emit(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+    def emit(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         inputs, layout = _same_layout_inputs(e, layer)
         total = inputs[0]
         for i, x in enumerate(inputs[1:], start=2):  # in input order, as Keras sums
@@ -730,10 +730,10 @@ def _chain(op_type: str) -> Emitter:
     return emit
 
 
-def _average(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _average(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     import numpy as np
 
-    total, layout = _chain("Add")(e, layer)
+    total, layout = _chain("Add")(layer, e)
     count = e.g.const("count", np.float32(len(e.sources(layer))))
     return e.g.op("Div", [total, count], name=f"{layer.name}_mean"), layout
 
@@ -746,7 +746,7 @@ def _channel_axis(rank: int, axis: int, layout: str) -> int:
     return 1 if axis == rank - 1 else axis + 1
 
 
-def _concat(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _concat(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     inputs, layout = _same_layout_inputs(e, layer)
     rank = len(layer.output_shape) + 1
     axis = layer.args["axis"]
@@ -754,14 +754,14 @@ def _concat(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return e.g.op("Concat", inputs, name=layer.name, axis=axis), layout
 
 
-def _zeropad2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _zeropad2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     args = layer.args
     x = e.x(layer, FIRST)
     pads = [0, 0, args["top"], args["left"], 0, 0, args["bottom"], args["right"]]
     return e.g.op("Pad", [x, e.g.ints(pads)], name=layer.name), FIRST
 
 
-def _upsample2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _upsample2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     import numpy as np
 
     size = layer.args["size"]
@@ -773,12 +773,12 @@ def _upsample2d(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
     return e.g.op("Resize", [e.x(layer, FIRST), "", scales], name=layer.name, **options), FIRST
 
 
-def _reshape(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _reshape(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     shape = e.g.ints([0, *layer.args["target"]])  # 0: the batch axis as it comes
     return e.g.op("Reshape", [e.x(layer), shape], name=layer.name), LAST
 
 
-def _permute(e: _Emission, layer: ir.Layer) -> tuple[str, str]:
+def _permute(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     return e.g.transpose(e.x(layer), [0, *layer.args["dims"]], name=layer.name), LAST
 
 

@@ -214,7 +214,7 @@ _KERAS_INITIALIZERS = {
 }
 
 #: Keras activation names layerdsl knows under another name.
-_KERAS_ACTIVATION_ALIASES = {"swish": "silu"}
+_KERAS_ACTIVATION_ALIASES = {"swish": "silu", "hard_silu": "hard_swish"}
 
 
 def _keras_activation(value: Any) -> str:

@@ -32,6 +32,16 @@ ACTIVATIONS = (
     "leaky_relu",
     "silu",
     "relu6",
+    "hard_sigmoid",
+    "hard_swish",
+    "mish",
+    "hard_tanh",
+    "log_softmax",
+    "log_sigmoid",
+    "celu",
+    "tanh_shrink",
+    "soft_shrink",
+    "hard_shrink",
 )
 
 
@@ -250,6 +260,7 @@ class Conv2D(LayerSpec):
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
         *_conv2d_options(maxnorm=True),
+        positive("groups", default=1, doc="grouped convolution: input and output channels split into G groups"),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -258,16 +269,31 @@ class Conv2D(LayerSpec):
                 "`conv2d` cannot combine stride > 1 with dilation > 1 (Keras and TensorFlow refuse it)",
                 option="dilation",
             )
+        _check_groups(self.kind, args, shape)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank("conv2d", shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
         return (*_window_out("conv2d", "kernel", shape, args["kernel"], args["stride"], args["dilation"], args["pad"]), args["filters"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
-        kernel = Weight("kernel", (*args["kernel"], shape[-1], args["filters"]), True, args["init"])
+        kernel = Weight("kernel", (*args["kernel"], shape[-1] // args["groups"], args["filters"]), True, args["init"])
         if not args["bias"]:
             return (kernel,)
         return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))
+
+
+def _check_groups(kind: str, args: Args, shape: Shape) -> None:
+    """Grouped convolution: both channel counts split evenly into the groups (Keras refuses otherwise)."""
+    groups = args["groups"]
+    if groups == 1 or not shape:
+        return
+    for what, count in (("input channels", shape[-1]), ("filters", args["filters"])):
+        if count % groups:
+            raise ShapeError(
+                f"`{kind}` groups={groups} must divide its {what} ({count})",
+                hint="choose groups among the common divisors of the input channels and filters",
+                option="groups",
+            )
 
 
 def _image_hint(shape: Shape) -> str | None:
@@ -597,6 +623,7 @@ class Conv1D(LayerSpec):
         Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
         Param("maxnorm", "float", default=None, low=0, low_exclusive=True, doc="max-norm constraint on each filter"),
         Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        positive("groups", default=1, doc="grouped convolution: input and output channels split into G groups"),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -605,6 +632,7 @@ class Conv1D(LayerSpec):
                 "`conv1d` cannot combine stride > 1 with dilation > 1 (Keras and TensorFlow refuse it)",
                 option="dilation",
             )
+        _check_groups(self.kind, args, shape)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank("conv1d", shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint("conv1d", shape))
@@ -612,7 +640,7 @@ class Conv1D(LayerSpec):
         return (steps, args["filters"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
-        kernel = Weight("kernel", (args["kernel"], shape[-1], args["filters"]), True, args["init"])
+        kernel = Weight("kernel", (args["kernel"], shape[-1] // args["groups"], args["filters"]), True, args["init"])
         if not args["bias"]:
             return (kernel,)
         return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))

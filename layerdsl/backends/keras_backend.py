@@ -141,6 +141,19 @@ def _conv2d(layer: ir.Layer) -> LayerCall:
     return keras_layer("layers.Conv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
 
 
+def _grouped(emit: Emitter) -> Emitter:
+    """`groups=G`: Keras's own grouped convolution (the kernel is (..., in / G, filters))."""
+
+    def grouped(layer: ir.Layer) -> LayerCall:
+        layer_call = emit(layer)
+        if layer.args["groups"] == 1:
+            return layer_call
+        kwargs = {k: v for k, v in layer_call.kwargs.items() if k != "name"}
+        return dataclasses.replace(layer_call, kwargs={**kwargs, "groups": layer.args["groups"], "name": layer.name})
+
+    return grouped
+
+
 def _pool(keras_class: str) -> Emitter:
     def emit(layer: ir.Layer) -> LayerCall:
         kwargs: dict[str, Any] = {}
@@ -351,7 +364,7 @@ def _permute(layer: ir.Layer) -> LayerCall:
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
-    "conv2d": _zero_padded(_conv2d),
+    "conv2d": _zero_padded(_grouped(_conv2d)),
     "maxpool": _pool("layers.MaxPooling2D"),
     "avgpool": _pool("layers.AveragePooling2D"),
     "flatten": _flatten,
@@ -364,7 +377,7 @@ EMITTERS: dict[str, Emitter] = {
     "lstm": _recurrent,
     "gru": _recurrent,
     "bidirectional": _bidirectional,
-    "conv1d": _conv1d,
+    "conv1d": _grouped(_conv1d),
     "maxpool1d": _pool("layers.MaxPooling1D"),
     "avgpool1d": _pool("layers.AveragePooling1D"),
     "globalmaxpool1d": _global_pool("layers.GlobalMaxPooling1D"),

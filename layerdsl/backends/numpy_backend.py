@@ -67,6 +67,20 @@ def _conv2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     )
 
 
+def _grouped(emit: Emitter) -> Emitter:
+    """`groups=G`: the runtime's grouped convolution, which reads the groups off the kernel's shape."""
+
+    def grouped(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+        if layer.args["groups"] == 1:
+            return emit(layer, weights, use)
+        return emit(layer, weights, lambda name: use(_GROUPED.get(name, name)))
+
+    return grouped
+
+
+_GROUPED = {"Conv2D": "GroupedConv2D", "Conv1D": "GroupedConv1D"}
+
+
 def _pool(runtime_class: str) -> Emitter:
     def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         args = layer.args
@@ -199,7 +213,7 @@ def _layernorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
 
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
-    "conv2d": _conv2d,
+    "conv2d": _grouped(_conv2d),
     "maxpool": _pool("MaxPool2D"),
     "avgpool": _pool("AvgPool2D"),
     "batchnorm": _batchnorm,
@@ -212,7 +226,7 @@ EMITTERS: dict[str, Emitter] = {
     "lstm": _recurrent,
     "gru": _recurrent,
     "bidirectional": _bidirectional,
-    "conv1d": _conv1d,
+    "conv1d": _grouped(_conv1d),
     "maxpool1d": _pool1d("MaxPool1D"),
     "avgpool1d": _pool1d("AvgPool1D"),
     "globalmaxpool1d": _plain("GlobalMaxPool"),

@@ -101,6 +101,47 @@ def silu(x):
     return x * sigmoid(x)
 
 
+def hard_sigmoid(x):
+    return np.clip(x + np.float32(3.0), 0.0, 6.0) / np.float32(6.0)  # Keras 3: relu6(x + 3) / 6
+
+
+def hard_swish(x):
+    return x * hard_sigmoid(x)
+
+
+def mish(x):
+    return x * np.tanh(softplus(x))
+
+
+def hard_tanh(x):
+    return np.clip(x, -1.0, 1.0)
+
+
+def log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_sigmoid(x):
+    return -softplus(-x)
+
+
+def celu(x):
+    return np.maximum(x, 0.0) + np.expm1(np.minimum(x, 0.0))  # alpha 1
+
+
+def tanh_shrink(x):
+    return x - np.tanh(x)
+
+
+def soft_shrink(x):
+    return np.where(x > 0.5, x - np.float32(0.5), np.where(x < -0.5, x + np.float32(0.5), np.float32(0.0)))
+
+
+def hard_shrink(x):
+    return np.where(np.abs(x) > 0.5, x, np.float32(0.0))
+
+
 def pad(x, padding, value=0.0):
     """Pads the spatial axes of a channels-last batch: ((before, after),) per axis, time or height and width."""
     if not any(map(any, padding)):

@@ -8,7 +8,7 @@ the source of exactly the pieces a model uses into its generated file.
 
 import numpy as np
 
-from .numpy_runtime import Layer, linear, pad, windows
+from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, windows
 
 
 class Add(Layer):
@@ -39,6 +39,29 @@ class Concatenate(Layer):
 
     def __call__(self, *inputs):
         return np.concatenate(inputs, axis=self.axis)
+
+
+class GroupedConv2D(Conv2D):
+    """A convolution whose channels split into groups (Keras's and torch's `groups`), read off the
+    kernel's (..., in / groups, filters) shape: one GEMM per group."""
+
+    def __call__(self, x):
+        patches = windows(pad(x, self.padding), self.kernel.shape[:-2], self.strides, self.dilation)
+        width, filters = self.kernel.shape[-2:]
+        groups = x.shape[-1] // width
+        per = filters // groups
+        y = np.empty((*patches.shape[: x.ndim - 1], filters), dtype=np.float32)
+        for g in range(groups):
+            columns = patches[..., g * width : (g + 1) * width].reshape(-1, self.matrix.shape[0])
+            kernel = self.kernel[..., g * per : (g + 1) * per].reshape(-1, per)
+            y[..., g * per : (g + 1) * per] = (columns @ kernel).reshape(*y.shape[:-1], per)
+        if np.ndim(self.bias):
+            y += self.bias
+        return self.activation(y)
+
+
+class GroupedConv1D(GroupedConv2D, Conv1D):
+    pass
 
 
 class ZeroPad2D(Layer):

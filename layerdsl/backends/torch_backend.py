@@ -101,6 +101,17 @@ _ACTIVATIONS = {
     "leaky_relu": "F.leaky_relu({x}, negative_slope=0.2)",  # Keras's slope, not torch's 0.01
     "silu": "F.silu({x})",
     "relu6": "F.relu6({x})",
+    # Keras 3's definitions, each one torch's module of that name (thresholds and alpha at their defaults)
+    "hard_sigmoid": "F.hardsigmoid({x})",  # relu6(x + 3) / 6
+    "hard_swish": "F.hardswish({x})",  # Keras's hard_silu
+    "mish": "F.mish({x})",
+    "hard_tanh": "F.hardtanh({x})",
+    "log_softmax": "torch.log_softmax({x}, dim={channels})",
+    "log_sigmoid": "F.logsigmoid({x})",
+    "celu": "F.celu({x})",
+    "tanh_shrink": "F.tanhshrink({x})",
+    "soft_shrink": "F.softshrink({x}, 0.5)",
+    "hard_shrink": "F.hardshrink({x}, 0.5)",
 }
 
 _MINUS_INF = Code('float("-inf")')
@@ -203,7 +214,7 @@ def _windowed_conv(
 def _conv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args, a = layer.args, ctx.attr
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
-    conv = _windowed_conv(piece, layer, ctx, a, args["filters"], bias=args["bias"])
+    conv = _windowed_conv(piece, layer, ctx, a, args["filters"], groups=args["groups"], bias=args["bias"])
     piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
     if args["maxnorm"] is not None:
         piece.constraint = f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=(1, 2, 3))"
@@ -499,6 +510,16 @@ _ACTIVATION_FUNCTIONS = {
     "leaky_relu": "nn.LeakyReLU(0.2)",
     "silu": "F.silu",
     "relu6": "F.relu6",
+    "hard_sigmoid": "F.hardsigmoid",
+    "hard_swish": "F.hardswish",
+    "mish": "F.mish",
+    "hard_tanh": "F.hardtanh",
+    "log_softmax": "nn.LogSoftmax(dim=-1)",
+    "log_sigmoid": "F.logsigmoid",
+    "celu": "F.celu",
+    "tanh_shrink": "F.tanhshrink",
+    "soft_shrink": "F.softshrink",
+    "hard_shrink": "F.hardshrink",
 }
 
 _MERGES = {
@@ -626,6 +647,8 @@ def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
         x = f"self.{pad}({{x}})"
     elif before:
         kwargs["padding"] = before
+    if args["groups"] != 1:
+        kwargs["groups"] = args["groups"]
     if not args["bias"]:
         kwargs["bias"] = False
     piece.init.append(

@@ -341,7 +341,6 @@ def _keras_conv(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
 
     def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
         k.channels_last()
-        k.require("groups", (1,), "layerdsl has no grouped convolutions")
         k.require("padding", pads, f"layerdsl's {kind} pads {' or '.join(pads)}")
         args = {
             "filters": int(k.get("filters")),
@@ -349,6 +348,7 @@ def _keras_conv(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
             "stride": size(k.get("strides")),
             "pad": k.get("padding"),
             "dilation": size(k.get("dilation_rate")),
+            "groups": int(k.config.get("groups", 1)),
         }
         return kind, {**args, **_keras_weighted(k, [0, 1, 2] if two_d else [0, 1])}
 
@@ -371,8 +371,7 @@ def _keras_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
 def _keras_global_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
     def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
         k.channels_last()
-        k.require("keepdims", (False,), "layerdsl's global pools drop the pooled axes")
-        return kind, {}
+        return kind, ({"keepdims": True} if k.config.get("keepdims") else {})
 
     return convert
 

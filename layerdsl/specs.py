@@ -284,7 +284,7 @@ class Conv2D(LayerSpec):
 
 def _check_groups(kind: str, args: Args, shape: Shape) -> None:
     """Grouped convolution: both channel counts split evenly into the groups (Keras refuses otherwise)."""
-    groups = args["groups"]
+    groups = args.get("groups", 1)  # depthwise and separable convolutions share conv2d's checks
     if groups == 1 or not shape:
         return
     for what, count in (("input channels", shape[-1]), ("filters", args["filters"])):
@@ -676,11 +676,12 @@ class AvgPool1D(_Pool1D):
 
 class _GlobalPool(LayerSpec):
     rank: ClassVar[int]
+    params = (Param("keepdims", "bool", default=False, doc="keep the pooled axes with size 1: (1, 1, C) for images"),)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         what = "2-D (timesteps x channels)" if self.rank == 2 else "3-D (height x width x channels)"
         _require_rank(self.kind, shape, self.rank, what)
-        return (shape[-1],)
+        return (*(1,) * (self.rank - 1), shape[-1]) if args["keepdims"] else (shape[-1],)
 
     def output_mask(self, args: Args, masked: bool) -> bool:
         return False
@@ -725,7 +726,8 @@ class _ElementwiseMerge(LayerSpec):
     def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
         if len(shapes) < 2:
             raise ShapeError(f"`{self.kind}` needs at least two inputs, received {len(shapes)}")
-        if len(set(shapes)) > 1:
+        out = broadcast_shape(shapes)
+        if out is None:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
             if self.kind == "add":
                 hint = (
@@ -735,7 +737,20 @@ class _ElementwiseMerge(LayerSpec):
             else:
                 hint = f"{_difference(shapes)}; `{self.kind}` works elementwise: end each branch with the same shape"
             raise ShapeError(f"`{self.kind}` needs inputs of one shape, but receives {listed}", hint=hint)
-        return shapes[0]
+        return out
+
+
+def broadcast_shape(shapes: tuple[Shape, ...]) -> Shape | None:
+    """NumPy's broadcast of shapes without the batch axis, aligned from the right, as Keras's merge
+    layers do: (C,) and (1, 1, C) both scale an (H, W, C) map per channel. None when they do not fit."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for axis in range(-rank, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
 
 
 def _difference(shapes: tuple[Shape, ...], skip: int | None = None) -> str:

@@ -53,3 +53,68 @@ def test_groups_that_do_not_divide_the_channels_are_refused_at_the_option(text, 
     with pytest.raises(LayerCheckError, match="groups=") as info:
         layerdsl.parse(text)
     assert (info.value.span.line, info.value.span.column) == (2, column)
+
+
+# --- broadcasting merges and keepdims -------------------------------------------------------
+
+SQUEEZE_EXCITE = (
+    "input 6x5x8\nconv2d 8 3 pad=same | batchnorm | hard_swish\n"
+    "multiply { } { globalavgpool keepdims=true | conv2d 2 1 | relu | conv2d 8 1 | hard_sigmoid }\n"
+    "conv2d 4 1"
+)
+
+BROADCASTING = {
+    "squeeze_excite": SQUEEZE_EXCITE,
+    "vector_scales_map": "input 4x5x6\nmultiply { } { globalavgpool | dense 6 | sigmoid }",
+    "vector_shifts_map": "input 4x5x6\nadd { globalmaxpool | dense 6 } { }",
+    "row_average": "input 4x5x6\naverage { } { globalavgpool | dense 6 } { conv2d 6 1 }",
+    "sequence_gate": "input 7x4\nmultiply { } { globalavgpool1d keepdims=true | dense 4 | sigmoid }",
+    "sequence_vector": "input 7x4\nadd { globalmaxpool1d | dense 4 } { conv1d 4 3 pad=same }",
+    "keepdims_pools": "input 6x6x3\nglobalmaxpool keepdims=true | conv2d 4 1 | flatten",
+    "height_row": "input 4x5x6\nadd { } { reshape 120 | dense 30 | reshape 1x5x6 }",
+    "width_channels": "input 4x5x6\nmultiply { } { reshape 120 | dense 30 | reshape 5x6 }",
+}
+
+
+@pytest.mark.parametrize("text", BROADCASTING.values(), ids=BROADCASTING.keys())
+def test_broadcasting_merges_agree_across_backends(text):
+    _agree(text)
+
+
+def test_squeeze_excite_gates_each_channel_by_its_own_factor():
+    model = layerdsl.parse(SQUEEZE_EXCITE)
+    gate = next(layer for layer in model.layers if layer.kind == "multiply")
+    assert gate.input_shapes == ((6, 5, 8), (1, 1, 8))
+    assert gate.output_shape == (6, 5, 8)
+
+
+def test_global_pools_keep_their_axes_on_request():
+    model = layerdsl.parse("input 6x6x3\nglobalavgpool keepdims=true\nglobalmaxpool keepdims=false")
+    assert [layer.output_shape for layer in model.layers] == [(1, 1, 3), (3,)]
+    model = layerdsl.parse("input 6x3\nglobalavgpool1d keepdims=true")
+    assert model.layers[0].output_shape == (1, 3)
+
+
+def test_shapes_that_do_not_broadcast_are_refused():
+    with pytest.raises(LayerCheckError, match="needs inputs of one shape"):
+        layerdsl.parse("input 4x5x6\nmultiply { } { globalavgpool | dense 5 }")
+
+
+def test_broadcast_shapes_are_numpys():
+    np = pytest.importorskip("numpy")
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from layerdsl.specs import broadcast_shape
+
+    shapes = st.lists(st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=3).map(tuple), min_size=2, max_size=4)
+
+    @hypothesis.given(shapes)
+    @hypothesis.settings(max_examples=300, deadline=None)
+    def check(listed):
+        try:
+            expected = np.broadcast_shapes(*listed)
+        except ValueError:
+            expected = None
+        assert broadcast_shape(tuple(listed)) == expected
+
+    check()

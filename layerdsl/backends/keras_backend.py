@@ -268,7 +268,7 @@ def _conv1d(layer: ir.Layer) -> LayerCall:
 
 def _global_pool(keras_class: str) -> Emitter:
     def emit(layer: ir.Layer) -> LayerCall:
-        return keras_layer(keras_class, name=layer.name)
+        return keras_layer(keras_class, **({"keepdims": True} if layer.args["keepdims"] else {}), name=layer.name)
 
     return emit
 

@@ -160,6 +160,10 @@ def _plain(runtime_class: str) -> Emitter:
     return lambda layer, weights, use: call(use(runtime_class))
 
 
+def _global_pool(runtime_class: str) -> Emitter:
+    return lambda layer, weights, use: call(use(runtime_class), **({"keepdims": True} if layer.args["keepdims"] else {}))
+
+
 def _activation_layer(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     return call(use("Activation"), use(layer.args["function"]))
 
@@ -229,10 +233,10 @@ EMITTERS: dict[str, Emitter] = {
     "conv1d": _grouped(_conv1d),
     "maxpool1d": _pool1d("MaxPool1D"),
     "avgpool1d": _pool1d("AvgPool1D"),
-    "globalmaxpool1d": _plain("GlobalMaxPool"),
-    "globalavgpool1d": _plain("GlobalAvgPool"),
-    "globalmaxpool": _plain("GlobalMaxPool"),
-    "globalavgpool": _plain("GlobalAvgPool"),
+    "globalmaxpool1d": _global_pool("GlobalMaxPool"),
+    "globalavgpool1d": _global_pool("GlobalAvgPool"),
+    "globalmaxpool": _global_pool("GlobalMaxPool"),
+    "globalavgpool": _global_pool("GlobalAvgPool"),
     "add": _plain("Add"),
     "multiply": _plain("Multiply"),
     "average": _plain("Average"),

@@ -317,16 +317,21 @@ class Activation(Layer):
 
 
 class GlobalMaxPool(Layer):
+    def __init__(self, keepdims=False):
+        self.keepdims = keepdims
+        super().__init__()
+
     def __call__(self, x):
-        return x.max(axis=tuple(range(1, x.ndim - 1)))
+        return x.max(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
 
 
-class GlobalAvgPool(Layer):
+class GlobalAvgPool(GlobalMaxPool):
     def __call__(self, x, mask=None):
         if mask is None:
-            return x.mean(axis=tuple(range(1, x.ndim - 1)))
+            return x.mean(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
         counted = mask[..., None].astype(x.dtype)
-        return (x * counted).sum(axis=1) / counted.sum(axis=1)  # the mean of the unmasked steps, as Keras
+        # the mean of the unmasked steps, as Keras
+        return (x * counted).sum(axis=1, keepdims=self.keepdims) / counted.sum(axis=1, keepdims=self.keepdims)
 
 
 class Embedding(Layer):

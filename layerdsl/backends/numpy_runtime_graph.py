@@ -11,8 +11,15 @@ import numpy as np
 from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, windows
 
 
+def aligned(inputs):
+    """Inputs of lower rank get size-1 axes after the batch axis, as Keras's merge layers broadcast."""
+    rank = max(x.ndim for x in inputs)
+    return [x.reshape(len(x), *(1,) * (rank - x.ndim), *x.shape[1:]) for x in inputs]
+
+
 class Add(Layer):
     def __call__(self, *inputs):
+        inputs = aligned(inputs)
         total = inputs[0]
         for x in inputs[1:]:
             total = total + x  # in input order, as Keras sums
@@ -21,6 +28,7 @@ class Add(Layer):
 
 class Multiply(Layer):
     def __call__(self, *inputs):
+        inputs = aligned(inputs)
         product = inputs[0]
         for x in inputs[1:]:
             product = product * x

@@ -52,6 +52,7 @@ This module never imports torch at import time or while emitting source.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import io
 import keyword
 import sys
@@ -367,6 +368,29 @@ def _elementwise(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
         if layer.kind == "average":
             x = f"({x}) / {len(ctx.inputs)}"
         return _Piece(forward=[f"x = {x}"])
+
+    return emit
+
+
+def _broadcasting(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
+    """Merges of inputs of different ranks: Keras adds size-1 axes after the batch axis (a (C,) vector
+    scales an (H, W, C) map per channel); here such an input is reshaped to the output's torch layout."""
+    elementwise = _elementwise(operator)
+
+    def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
+        rank = len(layer.output_shape)
+        inputs = []
+        for variable, shape in zip(ctx.inputs, layer.input_shapes, strict=True):
+            if len(shape) < rank:
+                padded = (1,) * (rank - len(shape)) + shape
+                if _is_image(padded) and len(shape) == 1:
+                    variable = f"{variable}[:, :, None, None]"
+                else:
+                    variable = f"{variable}.reshape({variable}.shape[0], {', '.join(py(d) for d in padded)})"
+                    if _is_image(padded):
+                        variable += ".permute(0, 3, 1, 2)"
+            inputs.append(variable)
+        return elementwise(layer, dataclasses.replace(ctx, inputs=tuple(inputs)))
 
     return emit
 
@@ -700,14 +724,15 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
 def _global_pool(reduction: str) -> Callable[[ir.Layer, _Context], _Piece]:
     def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
         axes = "(2, 3)" if _is_image(layer.input_shape) else "1"  # images are (N, C, H, W)
+        keep = ", keepdim=True" if layer.args["keepdims"] else ""
         if reduction == "mean" and layer.input_masked:
             return _Piece(
                 forward=[
                     "weights = mask[..., None].to(x.dtype)",
-                    "x = (x * weights).sum(dim=1) / weights.sum(dim=1)  # the mean of the unmasked steps",
+                    f"x = (x * weights).sum(dim=1{keep}) / weights.sum(dim=1{keep})  # the mean of the unmasked steps",
                 ]
             )
-        return _Piece(forward=[f"x = x.{reduction}(dim={axes})"])
+        return _Piece(forward=[f"x = x.{reduction}(dim={axes}{keep})"])
 
     return emit
 
@@ -735,9 +760,9 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "globalavgpool1d": _global_pool("mean"),
     "globalmaxpool": _global_pool("amax"),
     "globalavgpool": _global_pool("mean"),
-    "add": _elementwise("+"),
-    "multiply": _elementwise("*"),
-    "average": _elementwise("+"),
+    "add": _broadcasting("+"),
+    "multiply": _broadcasting("*"),
+    "average": _broadcasting("+"),
     "concat": _concat,
     "zeropad2d": _zeropad2d,
     "depthwiseconv2d": _depthwiseconv2d,

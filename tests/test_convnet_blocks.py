@@ -118,3 +118,141 @@ def test_broadcast_shapes_are_numpys():
         assert broadcast_shape(tuple(listed)) == expected
 
     check()
+
+
+# --- arithmetic in block arguments ------------------------------------------------------------
+
+BOTTLENECK = """input 8x8x16
+block bottleneck c stride=1 {
+  residual { conv2d c 1 | batchnorm | relu | conv2d c 3 stride=stride pad=same | conv2d c*4 1 } { conv2d c*4 1 stride=stride }
+}
+block se r=4 {
+  multiply { } { globalavgpool keepdims=true | conv2d max(1,in_channels//r) 1 | relu | conv2d in_channels 1 | hard_sigmoid }
+}
+block head c { conv2d channels*2 1 | globalavgpool | reshape 1x1x(c*2) | reshape 1x1xc*2 }
+bottleneck 8 stride=2
+se
+head 32
+"""
+
+
+def test_expressions_compute_sizes_from_block_parameters_and_channels():
+    model = layerdsl.parse(BOTTLENECK.replace(" | reshape 1x1xc*2", ""))
+    shapes = {layer.written: layer.output_shape for layer in model.layers}
+    assert shapes["conv2d c*4 1"] == (4, 4, 32)
+    assert shapes["conv2d max(1,in_channels//r) 1"] == (1, 1, 8)  # in_channels: what the block reads
+    assert shapes["conv2d in_channels 1"] == (1, 1, 32)
+    assert shapes["conv2d channels*2 1"] == (4, 4, 64)  # channels: what the statement reads
+    assert shapes["reshape 1x1x(c*2)"] == (1, 1, 64)
+    calls = [node for node in model.body if hasattr(node, "args")]
+    assert [dict(call.args) for call in calls] == [{"c": 8, "stride": 2}, {"r": 4}, {"c": 32}]
+
+
+def test_expression_models_agree_across_backends():
+    _agree(BOTTLENECK.replace(" | reshape 1x1xc*2", ""))
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "where"),
+    [
+        ("input 8x8x3\nblock b c { conv2d c*k 1 }\nb 4", "unknown name `k` in an expression", (2, 22)),
+        ("input 8x8x3\nblock b c { conv2d 4//(c-4) 1 }\nb 4", "division by zero: the right side of `//` is 0", (2, 21)),
+        ("input 8x8x3\nblock b c { conv2d 4%(c-c) 1 }\nb 4", "division by zero: the right side of `%` is 0", (2, 21)),
+        ("input 8x8x3\nblock b c { conv2d c+1 1 }\nb relu", "`c` is `relu` here, but an expression needs an integer", (2, 20)),
+        ("input 8x8x3\nblock b c { conv2d c*2 1 }\nb 0.5", "`c` is `0.5` here, but an expression needs an integer", (2, 20)),
+        ("input 8x8x3\nblock b c { reshape 1x1x(c) }\nb 2x2", "`c` is `2x2` here, but an expression needs an integer", (2, 26)),
+        ("input 8x8x3\nblock b c { conv2d c*c*c 1 }\nb 99999", "the expression reaches 9,999,800,001, beyond 2,147,483,647", (2, 21)),
+        ("input 8x8x3\nconv2d 3/2 1", "`/` divides into fractions; sizes are integers", (2, 9)),
+        ("input 8x8x3\nconv2d foo(3) 1", "unknown function `foo`", (2, 8)),
+        ("input 8x8x3\nconv2d (3+ 1", "unexpected character `(`", (2, 8)),
+    ],
+)
+def test_bad_expressions_are_reported_at_the_column_to_blame(text, message, where):
+    with pytest.raises(layerdsl.LayerDSLError) as info:
+        layerdsl.parse(text)
+    error = info.value
+    assert error.message == message
+    assert (error.span.line, error.span.column) == where
+
+
+def test_a_block_default_cannot_be_an_expression():
+    with pytest.raises(LayerCheckError, match="must be a value, not an expression"):
+        layerdsl.parse("input 4\nblock b c=2*3 { dense c }\nb")
+
+
+def _expression_strategy():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    leaves = st.one_of(st.integers(0, 40).map(str), st.sampled_from(["a", "b", "in_channels"]))
+
+    def grow(children):
+        binary = st.tuples(children, st.sampled_from(["+", "-", "*", "//", "%"]), children).map(
+            lambda t: f"({t[0]}{t[1]}{t[2]})"
+        )
+        calls = st.tuples(st.sampled_from(["min", "max"]), st.lists(children, min_size=2, max_size=3)).map(
+            lambda t: f"{t[0]}({','.join(t[1])})"
+        )
+        return st.one_of(binary, calls, children.map(lambda c: f"-({c})"))
+
+    return st.recursive(leaves, grow, max_leaves=8).filter(lambda text: _depth(text) <= 4)
+
+
+def _depth(text):
+    deepest = depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def test_expressions_evaluate_as_python_integer_arithmetic():
+    hypothesis = pytest.importorskip("hypothesis")
+    from layerdsl import expressions
+
+    values = {"a": 7, "b": -3, "in_channels": 12}
+
+    @hypothesis.given(_expression_strategy())
+    @hypothesis.settings(max_examples=400, deadline=None)
+    def check(text):
+        tree = expressions.parse(text)
+        try:
+            expected = eval(text, {"__builtins__": {}, "min": min, "max": max}, dict(values))  # the oracle: Python itself, on generated arithmetic
+        except ZeroDivisionError:
+            with pytest.raises(LayerCheckError, match="division by zero"):
+                expressions.evaluate(tree, expressions.environment(values))
+            return
+        if abs(expected) > expressions.LIMIT:
+            return
+        try:
+            got = expressions.evaluate(tree, expressions.environment(values))
+        except LayerCheckError as exc:  # a value on the way out of range
+            assert "beyond" in exc.message
+            return
+        assert got == expected
+        assert expressions.evaluate(expressions.parse(expressions.text(tree)), expressions.environment(values)) == got
+
+    check()
+
+
+def test_fmt_round_trips_expressions():
+    hypothesis = pytest.importorskip("hypothesis")
+    from layerdsl.formatter import format_text
+
+    @hypothesis.given(_expression_strategy(), _expression_strategy())
+    @hypothesis.settings(max_examples=200, deadline=None)
+    def check(first, second):
+        text = f"input 8x8x4\nblock b a {{\n  conv2d {first} 1 stride={second}\n  reshape 1x1x({first})xa\n}}\nb 3\n"
+        once = format_text(text)
+        assert format_text(once) == once
+        before = [v.source() for v in _values(text)]
+        after = [v.source() for v in _values(once)]
+        assert before == after
+
+    check()
+
+
+def _values(text):
+    from layerdsl.parser import parse_syntax
+
+    block = parse_syntax(text).statements[1]
+    return [v for stmt in block.bodies[0] for v in (*stmt.positionals, *(o.value for o in stmt.options))]

@@ -1010,6 +1010,122 @@ class Permute(LayerSpec):
         return tuple(shape[d - 1] for d in dims)
 
 
+# --- preprocessing and per-channel layers --------------------------------------------------
+
+
+class Rescaling(LayerSpec):
+    kind = "rescaling"
+    keras_type = "Rescaling"
+    doc = "Multiplies by `scale` and adds `offset`: `rescaling 0.00392156862745098` maps 0..255 to 0..1."
+    supports_mask = True
+    params = (
+        Param("scale", "float", positional=True, doc="the factor"),
+        Param("offset", "float", default=0.0, doc="added after scaling"),
+    )
+
+
+class Normalization(LayerSpec):
+    kind = "normalization"
+    keras_type = "Normalization"
+    doc = (
+        "Keras's `Normalization`: (x - mean) / sqrt(variance) per channel. With `mean=` and `variance=` the "
+        "values are constants (no weights); without them mean, variance and count are non-trainable weights."
+    )
+    params = (
+        Param("mean", "float", default=None, doc="the mean subtracted from every channel (a constant)"),
+        Param("variance", "float", default=None, low=0.0, doc="the variance every channel is divided by the root of"),
+    )
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        if (args["mean"] is None) != (args["variance"] is None):
+            given = "mean" if args["mean"] is not None else "variance"
+            raise ShapeError(
+                "`normalization` takes both mean= and variance=, or neither (then they are weights)", option=given
+            )
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        if args["mean"] is not None:
+            return ()
+        channels = (shape[-1],)
+        return (
+            Weight("mean", channels, False, "zeros"),
+            Weight("variance", channels, False, "ones"),
+            Weight("count", (), False, "zeros"),
+        )
+
+
+class LayerScale(LayerSpec):
+    kind = "layerscale"
+    keras_type = "LayerScale"
+    doc = "A learned scale per channel (ConvNeXt's layer scale), starting at `init`."
+    supports_mask = True
+    params = (Param("init", "float", positional=True, default=1e-6, doc="the scale's starting value"),)
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("gamma", (shape[-1],), True, f"constant:{args['init']!r}"),)
+
+
+class Cropping2D(LayerSpec):
+    kind = "cropping2d"
+    keras_type = "Cropping2D"
+    doc = "Crops rows and columns off images: `cropping2d 1`, `cropping2d 1x2` (height x width), or per side."
+    params = (
+        Param("crop", "size2", positional=True, default=(0, 0), low=0, doc="symmetric cropping: C or HxW"),
+        Param("top", "int", default=None, low=0, doc="rows cropped at the top"),
+        Param("bottom", "int", default=None, low=0, doc="rows cropped at the bottom"),
+        Param("left", "int", default=None, low=0, doc="columns cropped on the left"),
+        Param("right", "int", default=None, low=0, doc="columns cropped on the right"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        crop = values["crop"]
+        for key, default in (("top", crop[0]), ("bottom", crop[0]), ("left", crop[1]), ("right", crop[1])):
+            if values[key] is None:
+                values[key] = default
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        height = shape[0] - args["top"] - args["bottom"]
+        width = shape[1] - args["left"] - args["right"]
+        if height < 1 or width < 1:
+            raise ShapeError(f"`cropping2d` crops all of its {shape[0]}x{shape[1]} input", option="crop")
+        return (height, width, shape[2])
+
+
+class Cropping1D(LayerSpec):
+    kind = "cropping1d"
+    keras_type = "Cropping1D"
+    doc = "Crops timesteps off sequences: `cropping1d 2` from both ends, or start= and end=."
+    params = (
+        Param("crop", "int", positional=True, default=1, low=0, doc="steps cropped at each end"),
+        Param("start", "int", default=None, low=0, doc="steps cropped at the start"),
+        Param("end", "int", default=None, low=0, doc="steps cropped at the end"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        for key in ("start", "end"):
+            if values[key] is None:
+                values[key] = values["crop"]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint(self.kind, shape))
+        steps = shape[0] - args["start"] - args["end"]
+        if steps < 1:
+            raise ShapeError(f"`cropping1d` crops all of its {shape[0]} timesteps", option="crop")
+        return (steps, shape[1])
+
+
+class UpSample1D(LayerSpec):
+    kind = "upsample1d"
+    keras_type = "UpSampling1D"
+    doc = "Repeats each timestep `size` times."
+    params = (Param("size", "int", positional=True, default=2, low=1, doc="the factor"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint(self.kind, shape))
+        return (shape[0] * args["size"], shape[1])
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -1048,6 +1164,12 @@ REGISTRY: dict[str, LayerSpec] = {
     "layernorm": LayerNorm(),
     "reshape": Reshape(),
     "permute": Permute(),
+    "rescaling": Rescaling(),
+    "normalization": Normalization(),
+    "layerscale": LayerScale(),
+    "cropping2d": Cropping2D(),
+    "cropping1d": Cropping1D(),
+    "upsample1d": UpSample1D(),
 }
 
 #: Statement names that are directives, not layers.

@@ -256,3 +256,45 @@ def _values(text):
 
     block = parse_syntax(text).statements[1]
     return [v for stmt in block.bodies[0] for v in (*stmt.positionals, *(o.value for o in stmt.options))]
+
+
+# --- preprocessing and per-channel layers ---------------------------------------------------
+
+PREPROCESSING = {
+    "rescaling": "input 5x4x3\nrescaling 0.00392156862745098 offset=-0.5 | conv2d 2 1",
+    "normalization_weights": "input 5x4x3\nnormalization | conv2d 2 1 | flatten | normalization",
+    "normalization_constants": "input 5x4x3\nnormalization mean=0.5 variance=0.25 | conv2d 2 1",
+    "layerscale": "input 5x4x3\nconv2d 4 1 | layerscale | flatten | dense 3 | layerscale 0.5",
+    "cropping2d": "input 7x6x2\ncropping2d 1 | cropping2d top=2 right=1 | conv2d 2 1",
+    "cropping1d_upsample1d": "input 9x3\ncropping1d 2 | upsample1d 3 | cropping1d start=0 end=1 | conv1d 2 2",
+}
+
+
+@pytest.mark.parametrize("text", PREPROCESSING.values(), ids=PREPROCESSING.keys())
+def test_preprocessing_and_per_channel_layers_agree_across_backends(text):
+    _agree(text)
+
+
+def test_normalization_counts_as_keras_does():
+    learned = layerdsl.parse("input 8x8x3\nnormalization")
+    assert (learned.total_params, learned.trainable_params) == (7, 0)
+    fixed = layerdsl.parse("input 8x8x3\nnormalization mean=0.5 variance=0.25")
+    assert fixed.total_params == 0
+    if "keras" in testing.available_targets():
+        assert layerdsl.build(learned, target="keras").count_params() == 7
+        assert layerdsl.build(fixed, target="keras").count_params() == 0
+
+
+def test_layerscale_saves_and_loads_under_keras_safe_mode(tmp_path):
+    keras = pytest.importorskip("keras")
+    np = pytest.importorskip("numpy")
+    model = layerdsl.parse("input 4x4x3\nconv2d 4 1 | layerscale")
+    live = layerdsl.build(model, target="keras")
+    assert live.count_params() == 3 * 4 + 4 + 4
+    weights = testing.random_weights(model)
+    layerdsl.set_weights(live, weights)
+    live.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    x = testing.random_input(model)
+    np.testing.assert_allclose(loaded(x), live(x), atol=1e-6)
+    assert np.allclose(loaded.get_layer("layer_scale").get_weights()[0], weights["layer_scale.gamma"])

@@ -361,6 +361,61 @@ def _permute(layer: ir.Layer) -> LayerCall:
     return keras_layer("layers.Permute", tuple(layer.args["dims"]), name=layer.name)
 
 
+def _rescaling(layer: ir.Layer) -> LayerCall:
+    options = {"offset": float(layer.args["offset"])} if layer.args["offset"] != 0.0 else {}
+    return keras_layer("layers.Rescaling", float(layer.args["scale"]), **options, name=layer.name)
+
+
+def _normalization(layer: ir.Layer) -> LayerCall:
+    # With constants Keras holds no weights; without, mean, variance and count come with the weights file.
+    args = layer.args
+    options = {} if args["mean"] is None else {"mean": float(args["mean"]), "variance": float(args["variance"])}
+    return keras_layer("layers.Normalization", **options, name=layer.name)
+
+
+def _layerscale(layer: ir.Layer) -> LayerCall:
+    return keras_layer("LayerScale", float(layer.args["init"]), name=layer.name)
+
+
+def _cropping2d(layer: ir.Layer) -> LayerCall:
+    top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
+    return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=layer.name)
+
+
+def _cropping1d(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Cropping1D", (layer.args["start"], layer.args["end"]), name=layer.name)
+
+
+def _upsample1d(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.UpSampling1D", layer.args["size"], name=layer.name)
+
+
+#: Layers without a core Keras class, written into the generated file (by IR kind). Registered as
+#: serializable, so a saved `.keras` file loads under safe_mode once this module is imported.
+DEFINITIONS: dict[str, str] = {
+    "layerscale": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class LayerScale(layers.Layer):
+    """A learned scale per channel (ConvNeXt's layer scale): x * gamma."""
+
+    def __init__(self, init_value=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma", shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init_value)
+        )
+
+    def call(self, x):
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+''',
+}
+
+
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
@@ -396,6 +451,12 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "rescaling": _rescaling,
+    "normalization": _normalization,
+    "layerscale": _layerscale,
+    "cropping2d": _cropping2d,
+    "cropping1d": _cropping1d,
+    "upsample1d": _upsample1d,
 }
 
 
@@ -421,6 +482,9 @@ class KerasBackend(Backend):
         out.line("import keras")
         out.line("from keras import layers")
         out.blank(2)
+        for kind in sorted({layer.kind for layer in model.layers} & DEFINITIONS.keys()):
+            out.lines.extend(DEFINITIONS[kind].rstrip("\n").split("\n"))
+            out.blank(2)
         out.line("def build_model():")
         with out.indent():
             inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
@@ -521,7 +585,9 @@ class KerasBackend(Backend):
                 continue
             variables = self._variables(obj, layer)
             for w in layer.weights:
-                variables[w.name].assign(weights[f"{layer.name}.{w.name}"])
+                variables[w.name].assign(weights[f"{layer.name}.{w.name}"].astype(variables[w.name].dtype))
+            if layer.kind == "normalization":  # Keras derives its constants from these weights once
+                obj.get_layer(layer.name).finalize_state()
 
 
 class _GraphNames:

@@ -215,6 +215,17 @@ def _layernorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     return call(use("LayerNorm"), **weights, eps=layer.args["eps"])
 
 
+def _normalization(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    if layer.args["mean"] is None:
+        return call(use("Normalization"), **weights)
+    return call(use("Normalization"), mean=layer.args["mean"], variance=layer.args["variance"])
+
+
+def _cropping2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args = layer.args
+    return call(use("Cropping"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
+
+
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
     "conv2d": _grouped(_conv2d),
@@ -249,6 +260,12 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "reshape": lambda layer, weights, use: call(use("Reshape"), layer.args["target"]),
     "permute": lambda layer, weights, use: call(use("Permute"), layer.args["dims"]),
+    "rescaling": lambda layer, weights, use: call(use("Rescaling"), layer.args["scale"], layer.args["offset"]),
+    "normalization": _normalization,
+    "layerscale": lambda layer, weights, use: call(use("LayerScale"), **weights),
+    "cropping2d": _cropping2d,
+    "cropping1d": lambda layer, weights, use: call(use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
+    "upsample1d": lambda layer, weights, use: call(use("UpSample1D"), layer.args["size"]),
 }
 
 #: Kinds whose runtime layer takes the mask as a second argument, when one arrives.
@@ -270,7 +287,7 @@ def _draw(initializer: str, shape: tuple[int, ...], use: Use) -> Code:
 
 
 def _initial_value(weight: ir.Weight, use: Use) -> Code:
-    pieces = segments(weight.initializer, weight.shape[-1])
+    pieces = segments(weight.initializer, weight.shape[-1] if weight.shape else 1)  # a count is a scalar
     if len(pieces) == 1:
         return _draw(weight.initializer, weight.shape, use)
     # Keras draws each piece on its own shape (an LSTM's unit_forget_bias), then concatenates.

@@ -217,3 +217,52 @@ class Permute(Layer):
 
     def __call__(self, x):
         return x.transpose(self.axes)
+
+
+class Rescaling(Layer):
+    def __init__(self, scale, offset=0.0):
+        self.scale, self.offset = np.float32(scale), np.float32(offset)
+        super().__init__()
+
+    def __call__(self, x):
+        return x * self.scale + self.offset
+
+
+class Normalization(Layer):
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel or with constants."""
+
+    def __init__(self, mean, variance, count=None):
+        super().__init__(mean=mean, variance=variance, count=count)
+
+    def refresh(self):
+        super().refresh()
+        self.std = np.maximum(np.sqrt(self.variance), np.float32(1e-7))
+
+    def __call__(self, x):
+        return (x - self.mean) / self.std
+
+
+class LayerScale(Layer):
+    def __init__(self, gamma):
+        super().__init__(gamma=gamma)
+
+    def __call__(self, x):
+        return x * self.gamma
+
+
+class Cropping(Layer):
+    def __init__(self, cropping):
+        self.cropping = cropping  # (start, end) per spatial axis
+        super().__init__()
+
+    def __call__(self, x):
+        return x[(slice(None), *(slice(a, x.shape[i + 1] - b) for i, (a, b) in enumerate(self.cropping)))]
+
+
+class UpSample1D(Layer):
+    def __init__(self, size=2):
+        self.size = size
+        super().__init__()
+
+    def __call__(self, x):
+        return x.repeat(self.size, axis=1)

@@ -737,6 +737,66 @@ def _global_pool(reduction: str) -> Callable[[ir.Layer, _Context], _Piece]:
     return emit
 
 
+def _per_channel(shape: ir.Shape) -> str:
+    """Indexing that lines a (C,) vector up with the channels of a tensor of IR ``shape``."""
+    return "[:, None, None]" if _is_image(shape) else ""
+
+
+def _rescaling(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    x = f"x * {py(args['scale'])}"
+    return _Piece(forward=[f"x = {x} + {py(args['offset'])}" if args["offset"] else f"x = {x}"])
+
+
+def _normalization(layer: ir.Layer, ctx: _Context) -> _Piece:
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7)."""
+    args, shape = layer.args, layer.input_shape
+    if args["mean"] is not None:
+        std = max(float(args["variance"]) ** 0.5, 1e-7)
+        return _Piece(forward=[f"x = (x - {py(args['mean'])}) / {py(std)}"])
+    mean, variance, count = ctx.extra("mean"), ctx.extra("variance"), ctx.extra("count")
+    channels = shape[-1]
+    piece = _Piece(
+        init=[
+            "# Keras's Normalization statistics: buffers, not trained",
+            f"self.register_buffer({py(mean)}, torch.zeros({py(channels)}))",
+            f"self.register_buffer({py(variance)}, torch.ones({py(channels)}))",
+            f"self.register_buffer({py(count)}, torch.zeros(()))",
+        ],
+        tensors={"mean": mean, "variance": variance, "count": count},
+    )
+    axes = _per_channel(shape)
+    piece.forward.append(f"x = (x - self.{mean}{axes}) / self.{variance}{axes}.sqrt().clamp(min=1e-7)")
+    return piece
+
+
+def _layerscale(layer: ir.Layer, ctx: _Context) -> _Piece:
+    gamma = ctx.extra("gamma")
+    init = f"torch.full(({py(layer.input_shape[-1])},), {py(layer.args['init'])})"
+    return _Piece(
+        init=[f"self.{gamma} = nn.Parameter({init})  # layer scale"],
+        forward=[f"x = x * self.{gamma}{_per_channel(layer.input_shape)}"],
+        tensors={"gamma": gamma},
+    )
+
+
+def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    height, width = layer.input_shape[:2]
+    rows = f"{py(args['top'])}:{py(height - args['bottom'])}"
+    columns = f"{py(args['left'])}:{py(width - args['right'])}"
+    return _Piece(forward=[f"x = x[:, :, {rows}, {columns}]"])
+
+
+def _cropping1d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    return _Piece(forward=[f"x = x[:, {py(args['start'])}:{py(layer.input_shape[0] - args['end'])}]"])
+
+
+def _upsample1d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    return _Piece(forward=[f"x = x.repeat_interleave({py(layer.args['size'])}, dim=1)"])
+
+
 #: IR kind -> emitter(layer, context) -> _Piece.
 EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "dense": _dense,
@@ -772,6 +832,12 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "rescaling": _rescaling,
+    "normalization": _normalization,
+    "layerscale": _layerscale,
+    "cropping2d": _cropping2d,
+    "cropping1d": _cropping1d,
+    "upsample1d": _upsample1d,
 }
 
 
@@ -1262,6 +1328,8 @@ def _init_line(path: str, weight: ir.Weight) -> str:
     limit, std = _short(dist.limit), _short(dist.std)
     target = Code(f"self.{path}")
     if dist.kind == "constant":
+        if dist.value not in (0.0, 1.0):  # layer scale's 1e-6
+            return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
     if dist.kind == "uniform":
         line = call("nn.init.uniform_", target, -limit, limit)
@@ -1282,7 +1350,7 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
     """``reset_parameters`` lines for one layer's weights (and torch's extra zero biases)."""
     lines = []
     for weight in layer.weights:
-        pieces = initializers.segments(weight.initializer, weight.shape[-1])
+        pieces = initializers.segments(weight.initializer, weight.shape[-1] if weight.shape else 1)
         for path in _paths(piece.tensors[weight.name]):
             if len(pieces) == 1:
                 lines.append(_init_line(path, weight))
@@ -1521,4 +1589,4 @@ class TorchBackend(Backend):
                 if order is not None:
                     array = array[order]
                 for tensor, part in zip(tensors, _to_torch(layer, weight, array), strict=True):
-                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(part)))
+                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(part)).reshape(tensor.shape))  # 0-d: a count

@@ -1,6 +1,9 @@
 """Modern convnet blocks: grouped convolution, hard activations, broadcasting merges,
 arithmetic in block arguments, preprocessing and per-channel layers (issue 11)."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 import layerdsl
@@ -101,7 +104,6 @@ def test_shapes_that_do_not_broadcast_are_refused():
 
 
 def test_broadcast_shapes_are_numpys():
-    np = pytest.importorskip("numpy")
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
     from layerdsl.specs import broadcast_shape
@@ -287,7 +289,6 @@ def test_normalization_counts_as_keras_does():
 
 def test_layerscale_saves_and_loads_under_keras_safe_mode(tmp_path):
     keras = pytest.importorskip("keras")
-    np = pytest.importorskip("numpy")
     model = layerdsl.parse("input 4x4x3\nconv2d 4 1 | layerscale")
     live = layerdsl.build(model, target="keras")
     assert live.count_params() == 3 * 4 + 4 + 4
@@ -298,3 +299,87 @@ def test_layerscale_saves_and_loads_under_keras_safe_mode(tmp_path):
     x = testing.random_input(model)
     np.testing.assert_allclose(loaded(x), live(x), atol=1e-6)
     assert np.allclose(loaded.get_layer("layer_scale").get_weights()[0], weights["layer_scale.gamma"])
+
+
+# --- the reference architectures -------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _conv(cin, cout, k, groups=1, bias=False):
+    return cin // groups * cout * k * k + (cout if bias else 0)
+
+
+def _torchvision_resnext50_32x4d():
+    """Trainable parameters of torchvision.models.resnext50_32x4d(), from torchvision/models/resnet.py
+    (Bottleneck, groups=32, width_per_group=4, layers [3, 4, 6, 3]). torchvision's PyPI wheels need the
+    CUDA build of torch, so the count is computed from the source rather than from a live model."""
+    total = _conv(3, 64, 7) + 2 * 64
+    inplanes = 64
+    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        width = int(planes * (4 / 64.0)) * 32
+        for block in range(blocks):
+            total += _conv(inplanes, width, 1) + _conv(width, width, 3, groups=32) + _conv(width, planes * 4, 1)
+            total += 2 * (width + width + planes * 4)
+            if block == 0:  # downsample: conv1x1 + batchnorm
+                total += _conv(inplanes, planes * 4, 1) + 2 * planes * 4
+            inplanes = planes * 4
+    return total + 2048 * 1000 + 1000
+
+
+def _make_divisible(value, divisor=8):
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * value else new
+
+
+def _torchvision_mobilenet_v3_small():
+    """Trainable parameters of torchvision.models.mobilenet_v3_small(), from torchvision/models/mobilenetv3.py."""
+    config = [  # input, kernel, expanded, out, squeeze-excite
+        (16, 3, 16, 16, True), (16, 3, 72, 24, False), (24, 3, 88, 24, False), (24, 5, 96, 40, True),
+        (40, 5, 240, 40, True), (40, 5, 240, 40, True), (40, 5, 120, 48, True), (48, 5, 144, 48, True),
+        (48, 5, 288, 96, True), (96, 5, 576, 96, True), (96, 5, 576, 96, True),
+    ]
+    total = _conv(3, 16, 3) + 2 * 16
+    for cin, k, expanded, out, se in config:
+        if expanded != cin:
+            total += _conv(cin, expanded, 1) + 2 * expanded
+        total += _conv(expanded, expanded, k, groups=expanded) + 2 * expanded
+        if se:
+            squeeze = _make_divisible(expanded // 4)
+            total += _conv(expanded, squeeze, 1, bias=True) + _conv(squeeze, expanded, 1, bias=True)
+        total += _conv(expanded, out, 1) + 2 * out
+    total += _conv(96, 576, 1) + 2 * 576
+    return total + 576 * 1024 + 1024 + 1024 * 1000 + 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "reference", "trainable"),
+    [
+        ("resnext50", _torchvision_resnext50_32x4d, 25_028_904),
+        ("mobilenet_v3_small", _torchvision_mobilenet_v3_small, 2_542_856),
+    ],
+)
+def test_torchvision_architectures_have_torchvisions_trainable_count(name, reference, trainable):
+    assert reference() == trainable
+    model = layerdsl.load(EXAMPLES / f"{name}.layers")
+    assert model.trainable_params == trainable
+    if "torch" in testing.available_targets():
+        net = layerdsl.build(model, target="torch")
+        assert sum(p.numel() for p in net.parameters()) == trainable
+
+
+def test_efficientnet_b0_counts_equal_keras_applications():
+    keras = pytest.importorskip("keras")
+    reference = keras.applications.EfficientNetB0(weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in reference.trainable_weights)
+    assert (reference.count_params(), trainable) == (5_330_571, 5_288_548)
+    model = layerdsl.load(EXAMPLES / "efficientnet_b0.layers")
+    assert (model.total_params, model.trainable_params, model.non_trainable_params) == (5_330_571, 5_288_548, 42_023)
+    assert layerdsl.build(model, target="keras").count_params() == 5_330_571
+
+
+@pytest.mark.parametrize("name", ["resnext50", "mobilenet_v3_small", "efficientnet_b0"])
+def test_reference_architectures_agree_across_backends_at_a_reduced_size(name):
+    text = (EXAMPLES / f"{name}.layers").read_text().replace("input 224x224x3", "input 64x64x3")
+    # compare logits: a softmax over 1,000 classes squeezes every difference below the tolerance
+    _agree(text.replace(" activation=softmax", ""))

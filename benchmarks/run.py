@@ -78,6 +78,7 @@ class Settings:
     sample_s: float  # wall time of one timed sample (several calls)
     rounds: int  # interleaved samples per candidate
     baseline_runtime: Path | None = None  # another numpy_runtime.py to compare the NumPy backend against
+    baseline_compiler: Path | None = None  # another layerdsl checkout to compare compile times against
 
 
 # --- timing ------------------------------------------------------------------------------
@@ -168,7 +169,68 @@ def compiler_tables(settings: Settings) -> list[Table]:
     for name, seconds in medians.items():
         goal = f"within 4x: {verdict(seconds / base <= 4)}" if name == "layerdsl check vgg16.layers" else ""
         startup.add(name, ms(seconds), ratio(seconds, base), goal)
-    return [table, startup]
+    tables = [table, startup]
+    if settings.baseline_compiler:
+        tables.append(compiler_baseline_table(settings))
+    return tables
+
+
+# Each model is compiled by this checkout and by the baseline in alternating subprocesses.
+_COMPILE_TIMER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import layerdsl
+text = open(sys.argv[2]).read()
+layerdsl.compile(layerdsl.parse(text), "numpy")  # first-use caches
+best = {}
+for _ in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    model = layerdsl.parse(text)
+    best["parse+check"] = min(best.get("parse+check", 1e9), time.perf_counter() - start)
+    for target in ("torch", "keras", "numpy"):
+        start = time.perf_counter()
+        layerdsl.compile(model, target)
+        best[target] = min(best.get(target, 1e9), time.perf_counter() - start)
+print(repr(best))
+"""
+
+
+def compiler_baseline_table(settings: Settings) -> Table:
+    """Parse+check and compile time of this checkout against ``--baseline-compiler``, per example."""
+    import ast
+    import tempfile
+
+    baseline = settings.baseline_compiler
+    assert baseline is not None
+    names = ["mnist_convnet", "resnet50"] if settings.quick else ["mnist_convnet", "resnet18", "resnet50",
+                                                                  "mobilenet_v2", "densenet121"]
+    rounds = 1 if settings.quick else 5
+    table = Table(
+        f"Compiler: this version against {baseline} (subprocesses, interleaved, best of 3 per round)",
+        ["model", "step", "this ms", "baseline ms", "this / baseline", "goal"],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        deep = Path(tmp) / "deep.layers"
+        deep.write_text(deep_model_text(1000))
+        models = [(name, ROOT / "examples" / f"{name}.layers") for name in names] + [("1,000 dense layers", deep)]
+        for label, path in models:
+            samples: dict[str, dict[str, list[float]]] = {"this": {}, "baseline": {}}
+            for round_ in range(rounds):
+                order = [("this", ROOT), ("baseline", baseline)]
+                for who, tree in order if round_ % 2 == 0 else reversed(order):
+                    out = subprocess.run(
+                        [sys.executable, "-c", _COMPILE_TIMER, str(tree), str(path), "3"],
+                        capture_output=True, text=True, check=True,
+                    ).stdout
+                    for step, seconds in ast.literal_eval(out.strip().splitlines()[-1]).items():
+                        samples[who].setdefault(step, []).append(seconds)
+            for step in samples["this"]:
+                this = statistics.median(samples["this"][step])
+                before = statistics.median(samples["baseline"][step])
+                goal = f"at most 1.10x: {verdict(this / before <= 1.10)}" if not settings.quick else ""
+                table.add(label, step, ms(this), ms(before), ratio(this, before), goal)
+    table.notes.append(f"Median over {rounds} rounds; each round runs both versions in fresh processes.")
+    return table
 
 
 # --- generated models against hand-written ones -------------------------------------------
@@ -641,6 +703,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-runtime", type=Path, help="another numpy_runtime.py: adds a before/after table to 'numpy'"
     )
+    parser.add_argument(
+        "--baseline-compiler", type=Path,
+        help="another layerdsl checkout (e.g. a git worktree of an older commit): adds a before/after table to 'compiler'",
+    )
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -648,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     settings = Settings(args.quick, sample_s=0.001, rounds=2) if args.quick else Settings(False, 0.05, 21)
     settings.baseline_runtime = args.baseline_runtime
+    settings.baseline_compiler = args.baseline_compiler
     builders = {
         "compiler": compiler_tables,
         "generated": generated_tables,
@@ -664,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --sections {args.sections}"
     if args.baseline_runtime:
         command += f" --baseline-runtime {args.baseline_runtime}"
+    if args.baseline_compiler:
+        command += f" --baseline-compiler {args.baseline_compiler.name}"
     text = "\n".join(
         [
             "# Benchmark results",

@@ -6,12 +6,13 @@
     (100,)
 """
 
+from . import summary as _summary_module  # noqa: F401  (loaded first: its import would rebind `summary` below)
+from ._version import __version__ as __version__
 from .api import build, compile, format_text, load, parse, summary
+from .diagnostics import Diagnostic, diagnose
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError
 from .ir import Layer, Model
 from .weights import get_weights, load_weights, save_weights, set_weights
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):
@@ -27,6 +28,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Diagnostic",
     "Imported",
     "Layer",
     "LayerCheckError",
@@ -37,6 +39,7 @@ __all__ = [
     "WeightsError",
     "build",
     "compile",
+    "diagnose",
     "format_text",
     "from_keras",
     "from_torch",

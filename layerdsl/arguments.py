@@ -55,9 +55,10 @@ def bind_args(stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
         except LayerCheckError as exc:
             problems.append(exc)
         spans[param.name] = value.span
+    allowed = {p.name: p for p in spec.params if not p.positional}
     for opt in stmt.options:
         try:
-            _bind_option(stmt, spec, opt, values, spans)
+            _bind_option(stmt, spec, opt, values, spans, positional, allowed)
         except LayerCheckError as exc:
             problems.append(exc)
     for param in spec.params:
@@ -82,9 +83,15 @@ def bind_args(stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
     return ordered
 
 
-def _bind_option(stmt: Statement, spec: LayerSpec, opt: Any, values: dict[str, Any], spans: dict[str, Span]) -> None:
-    positional = [p for p in spec.params if p.positional]
-    allowed = {p.name: p for p in spec.params if not p.positional}
+def _bind_option(
+    stmt: Statement,
+    spec: LayerSpec,
+    opt: Any,
+    values: dict[str, Any],
+    spans: dict[str, Span],
+    positional: list[Param],
+    allowed: dict[str, Param],
+) -> None:
     if opt.key == "name":
         if "name" in spans:
             raise LayerCheckError("option `name` is given twice", span=opt.key_span)

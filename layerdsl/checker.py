@@ -105,6 +105,7 @@ class _Checker:
         self.errors: list[LayerCheckError] = []
         self.warnings: list[LayerCheckWarning] = []
         self.reported: set[tuple[Span | None, str]] = set()
+        self.written: dict[int, str] = {}
         #: "in block ... called on line ..." for each open block call, outermost first.
         self.calls: list[str] = []
 
@@ -604,7 +605,7 @@ class _Checker:
             raise LayerCheckError(
                 f"unknown layer `{stmt.name}`",
                 span=stmt.name_span,
-                hint=hint or "see the README's language reference for the layers layerdsl knows",
+                hint=hint or "see docs/language.md for the layers layerdsl knows",
             )
         return spec
 
@@ -678,7 +679,7 @@ class _Checker:
             weights=weights,
             span=stmt.span,
             source=stmt.source(),
-            written=(stmt.written or stmt).source(),
+            written=self._written(stmt),
             keras_type=spec.keras_type,
             input_masked=masked,
             output_masked=spec.output_mask(args, masked),
@@ -693,6 +694,15 @@ class _Checker:
         if layer.output_masked:
             mask_origin = origins[0] if origins else layer
         return _Tensor(name, out_shape, "float32", mask_origin, layer)
+
+    def _written(self, stmt: Statement) -> str:
+        """The statement as written in its block (one per definition, however many instances)."""
+        if stmt.written is None:
+            return stmt.source()
+        key = id(stmt.written)
+        if key not in self.written:
+            self.written[key] = stmt.written.source()
+        return self.written[key]
 
     def _name_unavailable(self, name: str) -> bool:
         return name in self.used_names or name in self.explicit_names or name in self.blocks

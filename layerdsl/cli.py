@@ -1,4 +1,4 @@
-"""The ``layerdsl`` command: check, summary, compile, fmt.
+"""The ``layerdsl`` command: check, summary, graph, compile, import, fmt, lsp, playground.
 
 Exit codes: 0 success; 1 the model has an error (printed as
 ``FILE:LINE:COL: error: ...`` with the source line and a caret); 2 usage or
@@ -217,6 +217,41 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from .lsp import make_server
+
+    try:
+        server = make_server()
+    except ImportError:
+        raise UsageError("the language server needs pygls: pip install 'layerdsl[lsp]'") from None
+    server.start_io()
+    return EXIT_OK
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    """Build the browser playground when its folder is missing or stale, then serve it on 127.0.0.1."""
+    from .playground import PlaygroundError, build, default_folder, is_current, make_server
+
+    folder = Path(args.dir) if args.dir else default_folder()
+    try:
+        if not is_current(folder):
+            print(f"building the playground in {folder} ...", file=sys.stderr)
+            build(folder)
+    except PlaygroundError as exc:
+        raise UsageError(str(exc)) from None
+    if args.build_only:
+        print(folder)
+        return EXIT_OK
+    try:
+        server = make_server(folder, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}") from None
+    with server:
+        print(f"layerdsl playground: http://127.0.0.1:{server.server_address[1]}/  (Ctrl+C stops it)", flush=True)
+        server.serve_forever()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -269,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="change nothing; list files that would change and exit 1 if any"
     )
     p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("lsp", help="run the language server on stdin/stdout (needs the `lsp` extra)")
+    p.set_defaults(func=cmd_lsp)
+
+    p = sub.add_parser("playground", help="build (when needed) and serve the browser playground on 127.0.0.1")
+    p.add_argument("--dir", metavar="DIR", help="where the built page lives (default: a folder in ~/.cache/layerdsl)")
+    p.add_argument("--port", type=int, default=8000, help="the port to serve on (default 8000; 0 picks a free one)")
+    p.add_argument("--build-only", action="store_true", help="build the folder, print its path, serve nothing")
+    p.set_defaults(func=cmd_playground)
     return parser
 
 

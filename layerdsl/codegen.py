@@ -190,7 +190,7 @@ def docstring_text(text: str) -> str:
 
 
 def module_docstring(model: ir.Model, target: str, framework_note: str) -> str:
-    from . import __version__
+    from ._version import __version__
 
     origin = model.filename if model.filename != "<string>" else "text"
     summary = f"{model.name}: {len(model.layers)} layers, {model.total_params:,} parameters"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .initializers import INITIALIZERS
-from .ir import Args, Shape, Weight
+from .values import Args, Shape, Weight
 
 MAX_DIM = 2**31 - 1
 
@@ -116,6 +116,24 @@ class LayerSpec:
     wraps: ClassVar[tuple[str, ...]] = ()
     #: Merges (add, concat, ...) read several tensors: see ``merge_shape``.
     merge: ClassVar[bool] = False
+    #: The diagram category (colour) of the layer, one of ``CATEGORIES``. Every spec sets it.
+    category: ClassVar[str]
+    #: Reads the Keras mask to compute its output: a recurrent layer skips masked timesteps,
+    #: ``globalavgpool1d`` averages the unmasked ones. Backends pass the mask to these layers
+    #: only; ``supports_mask`` alone lets a mask pass by untouched.
+    takes_mask: ClassVar[bool] = False
+    #: On a feature vector (rank 1), output feature i depends on input feature i alone (dropout,
+    #: an elementwise activation, batchnorm) or on every feature alike (softmax, layernorm's
+    #: statistics). Permuting the input's features then permutes the output's the same way, once
+    #: the rows of ``feature_weights`` are permuted too, so a flatten's feature order ((H, W, C) in
+    #: Keras, (C, H, W) in torch) passes through the layer unchanged to the dense that absorbs it.
+    #: False where the layer mixes features, refuses a vector, or reads several inputs; False is
+    #: always safe (the flatten then keeps Keras's order).
+    per_feature: ClassVar[bool] = False
+    #: The weights whose first axis runs over the input's feature (last) axis: a permutation of
+    #: the input features permutes their rows (a dense kernel, batchnorm's gamma, beta and moving
+    #: statistics, a recurrent layer's input kernel).
+    feature_weights: ClassVar[tuple[str, ...]] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -148,6 +166,10 @@ class LayerSpec:
         raise NotImplementedError
 
 
+#: Diagram categories, each drawn in its own colour (``LayerSpec.category``).
+CATEGORIES = ("conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "merge", "other")
+
+
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
     if len(shape) != rank:
         raise ShapeError(f"`{kind}` needs a {what} input, but receives shape {shape_text(shape)}", hint=hint)
@@ -164,6 +186,8 @@ class Dense(LayerSpec):
     supports_mask = True
     kind = "dense"
     keras_type = "Dense"
+    category = "dense"
+    feature_weights = ("kernel",)
     doc = "Fully connected layer: `y = activation(x @ kernel + bias)` over the last axis."
     takes_input_size = True
     params = (
@@ -255,6 +279,7 @@ def _weight_options(maxnorm: bool, unit: str) -> tuple[Param, ...]:
 class Conv2D(LayerSpec):
     kind = "conv2d"
     keras_type = "Conv2D"
+    category = "conv"
     doc = "2-D convolution over (height, width, channels) input."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -327,6 +352,7 @@ def _window_out(
 
 
 class _Pool2D(LayerSpec):
+    category = "pool"
     params = (
         Param("pool", "size2", positional=True, low=1, doc="window: P or HxW"),
         Param("stride", "size2", default=None, low=1, doc="stride; defaults to the window"),
@@ -357,6 +383,7 @@ class AvgPool2D(_Pool2D):
 class Flatten(LayerSpec):
     kind = "flatten"
     keras_type = "Flatten"
+    category = "reshape"
     doc = "Flattens each example to a vector, in channels-last (Keras) order."
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
@@ -372,6 +399,8 @@ class Dropout(LayerSpec):
     supports_mask = True
     kind = "dropout"
     keras_type = "Dropout"
+    category = "norm"
+    per_feature = True
     doc = "Zeroes a fraction `rate` of inputs while training; identity at inference."
     params = (Param("rate", "float", positional=True, low=0.0, high=1.0, doc="fraction to drop, 0 <= rate < 1"),)
 
@@ -380,6 +409,9 @@ class BatchNorm(LayerSpec):
     supports_mask = True
     kind = "batchnorm"
     keras_type = "BatchNormalization"
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma", "beta", "moving_mean", "moving_variance")
     doc = "Batch normalization over the last (channel) axis; moving statistics at inference."
     params = (
         Param("eps", "float", default=1e-3, low=0.0, low_exclusive=True, doc="added to the variance"),
@@ -404,6 +436,8 @@ class Activation(LayerSpec):
     supports_mask = True
     kind = "activation"
     keras_type = "Activation"
+    category = "activation"
+    per_feature = True
     doc = "An activation function as a layer; softmax acts on the last (channel) axis."
     params = (Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),)
 
@@ -430,6 +464,7 @@ def _sequence_hint(kind: str, shape: Shape) -> str | None:
 class Embedding(LayerSpec):
     kind = "embedding"
     keras_type = "Embedding"
+    category = "embedding"
     doc = "Maps integer token ids to dense vectors; `mask_zero=true` masks id 0 (padding) downstream."
     input_dtype = "int"
     params = (
@@ -452,6 +487,7 @@ class Embedding(LayerSpec):
 class Masking(LayerSpec):
     kind = "masking"
     keras_type = "Masking"
+    category = "norm"
     doc = "Masks timesteps whose features all equal VALUE, and zeroes them."
     supports_mask = True
     params = (Param("value", "float", positional=True, default=0.0, doc="the padding value"),)
@@ -485,6 +521,9 @@ def _recurrent_params(activations: bool) -> tuple[Param, ...]:
 
 
 class _Recurrent(LayerSpec):
+    category = "recurrent"
+    takes_mask = True
+    feature_weights = ("kernel",)
     supports_mask = True
     gates: ClassVar[int] = 1
 
@@ -556,6 +595,9 @@ MERGE_MODES = ("concat", "sum", "mul", "ave")
 class Bidirectional(LayerSpec):
     kind = "bidirectional"
     keras_type = "Bidirectional"
+    category = "recurrent"
+    takes_mask = True
+    feature_weights = ("forward_kernel", "backward_kernel")
     doc = "Runs a recurrent layer forwards and backwards and merges the two outputs."
     supports_mask = True
     wraps = ("lstm", "gru", "simplernn")
@@ -611,6 +653,7 @@ def padding_1d(args: Args, length: int, window: int) -> tuple[int, int]:
 class Conv1D(LayerSpec):
     kind = "conv1d"
     keras_type = "Conv1D"
+    category = "conv"
     doc = "1-D convolution over (timesteps, channels) input; `pad=causal` looks only backwards."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -647,6 +690,7 @@ class Conv1D(LayerSpec):
 
 
 class _Pool1D(LayerSpec):
+    category = "pool"
     params = (
         positive("pool", positional=True, doc="window length"),
         positive("stride", default=None, doc="stride; defaults to the window"),
@@ -675,6 +719,7 @@ class AvgPool1D(_Pool1D):
 
 
 class _GlobalPool(LayerSpec):
+    category = "pool"
     rank: ClassVar[int]
     params = (Param("keepdims", "bool", default=False, doc="keep the pooled axes with size 1: (1, 1, C) for images"),)
 
@@ -697,6 +742,7 @@ class GlobalMaxPool1D(_GlobalPool):
 class GlobalAvgPool1D(_GlobalPool):
     kind = "globalavgpool1d"
     keras_type = "GlobalAveragePooling1D"
+    takes_mask = True
     doc = "Mean over time, per channel; with a mask, the mean of the unmasked timesteps (as Keras)."
     rank = 2
     supports_mask = True
@@ -720,6 +766,7 @@ class GlobalAvgPool2D(_GlobalPool):
 
 
 class _ElementwiseMerge(LayerSpec):
+    category = "merge"
     merge = True
     params = ()
 
@@ -795,6 +842,7 @@ class Average(_ElementwiseMerge):
 class Concat(LayerSpec):
     kind = "concat"
     keras_type = "Concatenate"
+    category = "merge"
     doc = "Concatenates its inputs along an axis (the channel axis by default)."
     merge = True
     params = (Param("axis", "int", default=-1, doc="axis to join along, counted without the batch axis (-1: channels)"),)
@@ -826,6 +874,7 @@ class Concat(LayerSpec):
 class ZeroPad2D(LayerSpec):
     kind = "zeropad2d"
     keras_type = "ZeroPadding2D"
+    category = "reshape"
     doc = "Pads images with zeros: `zeropad2d 3`, `zeropad2d 1x2` (height x width), or per side."
     params = (
         Param("pad", "size2", positional=True, default=None, low=0, doc="symmetric padding: P or HxW"),
@@ -853,6 +902,7 @@ class ZeroPad2D(LayerSpec):
 class DepthwiseConv2D(LayerSpec):
     kind = "depthwiseconv2d"
     keras_type = "DepthwiseConv2D"
+    category = "conv"
     doc = "Depthwise 2-D convolution: each input channel convolved on its own (times `multiplier`)."
     params = (
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
@@ -884,6 +934,7 @@ class DepthwiseConv2D(LayerSpec):
 class SeparableConv2D(LayerSpec):
     kind = "separableconv2d"
     keras_type = "SeparableConv2D"
+    category = "conv"
     doc = "Depthwise convolution followed by a 1x1 pointwise convolution."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -920,6 +971,7 @@ class SeparableConv2D(LayerSpec):
 class Conv2DTranspose(LayerSpec):
     kind = "conv2dtranspose"
     keras_type = "Conv2DTranspose"
+    category = "conv"
     doc = "Transposed 2-D convolution (learned upsampling), as Keras computes its output size."
     params = (
         positive("filters", positional=True, doc="number of output channels"),
@@ -945,6 +997,7 @@ class Conv2DTranspose(LayerSpec):
 class UpSample2D(LayerSpec):
     kind = "upsample2d"
     keras_type = "UpSampling2D"
+    category = "reshape"
     doc = "Repeats rows and columns (nearest) or interpolates (bilinear) by an integer factor."
     params = (
         Param("size", "size2", positional=True, default=(2, 2), low=1, doc="factor: N or HxW"),
@@ -959,6 +1012,9 @@ class UpSample2D(LayerSpec):
 class LayerNorm(LayerSpec):
     kind = "layernorm"
     keras_type = "LayerNormalization"
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma", "beta")
     doc = "Layer normalization over the last axis (Keras's default epsilon 1e-3)."
     supports_mask = True
     params = (
@@ -979,6 +1035,7 @@ class LayerNorm(LayerSpec):
 class Reshape(LayerSpec):
     kind = "reshape"
     keras_type = "Reshape"
+    category = "reshape"
     doc = "Reshapes each example (channels-last order, as Keras): `reshape 7x7x64`, `reshape 3136`."
     params = (Param("target", "shape", positional=True, low=1, doc="the new shape without the batch axis"),)
 
@@ -996,6 +1053,7 @@ class Reshape(LayerSpec):
 class Permute(LayerSpec):
     kind = "permute"
     keras_type = "Permute"
+    category = "reshape"
     doc = "Permutes the axes of each example, numbered from 1 as in Keras: `permute 2x1`."
     params = (Param("dims", "shape", positional=True, low=1, doc="the new order of axes 1..rank"),)
 
@@ -1018,6 +1076,8 @@ class Rescaling(LayerSpec):
     keras_type = "Rescaling"
     doc = "Multiplies by `scale` and adds `offset`: `rescaling 0.00392156862745098` maps 0..255 to 0..1."
     supports_mask = True
+    category = "norm"
+    per_feature = True
     params = (
         Param("scale", "float", positional=True, doc="the factor"),
         Param("offset", "float", default=0.0, doc="added after scaling"),
@@ -1027,6 +1087,10 @@ class Rescaling(LayerSpec):
 class Normalization(LayerSpec):
     kind = "normalization"
     keras_type = "Normalization"
+    supports_mask = True
+    category = "norm"
+    per_feature = True
+    feature_weights = ("mean", "variance")
     doc = (
         "Keras's `Normalization`: (x - mean) / sqrt(variance) per channel. With `mean=` and `variance=` the "
         "values are constants (no weights); without them mean, variance and count are non-trainable weights."
@@ -1058,7 +1122,9 @@ class LayerScale(LayerSpec):
     kind = "layerscale"
     keras_type = "LayerScale"
     doc = "A learned scale per channel (ConvNeXt's layer scale), starting at `init`."
-    supports_mask = True
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma",)
     params = (Param("init", "float", positional=True, default=1e-6, doc="the scale's starting value"),)
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
@@ -1068,6 +1134,7 @@ class LayerScale(LayerSpec):
 class Cropping2D(LayerSpec):
     kind = "cropping2d"
     keras_type = "Cropping2D"
+    category = "reshape"
     doc = "Crops rows and columns off images: `cropping2d 1`, `cropping2d 1x2` (height x width), or per side."
     params = (
         Param("crop", "size2", positional=True, default=(0, 0), low=0, doc="symmetric cropping: C or HxW"),
@@ -1095,6 +1162,7 @@ class Cropping2D(LayerSpec):
 class Cropping1D(LayerSpec):
     kind = "cropping1d"
     keras_type = "Cropping1D"
+    category = "reshape"
     doc = "Crops timesteps off sequences: `cropping1d 2` from both ends, or start= and end=."
     params = (
         Param("crop", "int", positional=True, default=1, low=0, doc="steps cropped at each end"),
@@ -1118,6 +1186,7 @@ class Cropping1D(LayerSpec):
 class UpSample1D(LayerSpec):
     kind = "upsample1d"
     keras_type = "UpSampling1D"
+    category = "reshape"
     doc = "Repeats each timestep `size` times."
     params = (Param("size", "int", positional=True, default=2, low=1, doc="the factor"),)
 

@@ -383,3 +383,8 @@ def test_reference_architectures_agree_across_backends_at_a_reduced_size(name):
     text = (EXAMPLES / f"{name}.layers").read_text().replace("input 224x224x3", "input 64x64x3")
     # compare logits: a softmax over 1,000 classes squeezes every difference below the tolerance
     _agree(text.replace(" activation=softmax", ""))
+
+
+def test_flattened_features_keep_their_order_through_per_feature_layers():
+    # per_feature layers between flatten and dense: torch folds the (C, H, W) order into the weights
+    _agree("input 3x4x5\nflatten | normalization | layerscale 0.5 | rescaling 2.0 offset=1.0 | dense 6")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,80 @@ def test_textmate_grammar_scopes_each_part_of_a_statement():
         ("string.quoted.double.layers", '"s\\""'),
         ("comment.line.number-sign.layers", "# c"),
     ]
+
+
+# --- the VS Code language client (VS Code itself cannot run here: the manifest is read, and the
+# extension's entry point runs under node with stand-ins for the `vscode` and client modules) ---
+
+
+def test_extension_manifest_starts_the_language_client_on_layers_files():
+    manifest = _load(VSCODE / "package.json")
+    assert "onLanguage:layers" in manifest["activationEvents"]
+    assert (VSCODE / manifest["main"]).is_file()
+    assert manifest["dependencies"]["vscode-languageclient"].startswith("^9.")
+    # vscode-languageclient 9 needs VS Code 1.82 or newer.
+    assert tuple(int(p) for p in manifest["engines"]["vscode"].lstrip("^").split(".")[:2]) >= (1, 82)
+    settings = manifest["contributes"]["configuration"]["properties"]
+    script = (VSCODE / manifest["main"]).read_text(encoding="utf-8")
+    section = re.search(r'getConfiguration\("(\w+)"\)', script).group(1)
+    read = re.findall(r'config\.get\("([\w.]+)"\)', script)
+    assert read, "the extension reads no settings"
+    for key in read:
+        assert f"{section}.{key}" in settings, f"the extension reads {section}.{key}, which package.json does not declare"
+    # The default command is a real subcommand of the installed CLI.
+    default = [settings["layerdsl.server.path"]["default"], *settings["layerdsl.server.args"]["default"]]
+    assert default == ["layerdsl", "lsp"]
+    from layerdsl.cli import build_parser
+
+    assert build_parser().parse_args(default[1:]).command == "lsp"
+
+
+_HARNESS = r"""
+const Module = require("module");
+const settings = JSON.parse(process.argv[3]);
+const made = [];
+const fakes = {
+  vscode: { workspace: { getConfiguration: (section) => ({ get: (key) => settings[section + "." + key] }) } },
+  "vscode-languageclient/node": {
+    TransportKind: { stdio: 0 },
+    LanguageClient: class {
+      constructor(id, name, server, client) { made.push({ id, name, server, client }); this.started = false; }
+      start() { made[made.length - 1].started = true; return Promise.resolve(); }
+      stop() { return Promise.resolve(); }
+    },
+  },
+};
+const load = Module._load;
+Module._load = function (request, ...rest) { return request in fakes ? fakes[request] : load.call(this, request, ...rest); };
+const extension = require(process.argv[2]);
+const context = { subscriptions: [] };
+extension.activate(context).then(() => {
+  console.log(JSON.stringify({ made, subscriptions: context.subscriptions.length }));
+});
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings", "command"),
+    [
+        ({}, ["layerdsl", "lsp"]),
+        ({"layerdsl.server.path": "/opt/py/bin/python", "layerdsl.server.args": ["-m", "layerdsl", "lsp"]},
+         ["/opt/py/bin/python", "-m", "layerdsl", "lsp"]),
+    ],
+)
+def test_extension_activation_starts_the_server_over_stdio_for_layers_documents(tmp_path, settings, command):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    harness = tmp_path / "harness.js"
+    harness.write_text(_HARNESS, encoding="utf-8")
+    out = subprocess.run(
+        [node, str(harness), str(VSCODE / "extension.js"), json.dumps(settings)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    result = json.loads(out.stdout)
+    (client,) = result["made"]
+    assert client["started"] and result["subscriptions"] == 1
+    assert [client["server"]["command"], *client["server"]["args"]] == command
+    assert client["server"]["transport"] == 0  # stdio
+    assert {"scheme": "file", "language": "layers"} in client["client"]["documentSelector"]

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,12 +306,19 @@ def test_keras_layers_layerdsl_cannot_express_are_refused_by_name(build_model, m
     assert isinstance(info.value, layerdsl.LayerDSLError)
 
 
-def test_keras_graph_that_is_not_a_chain_is_refused():
+def test_keras_add_of_the_input_and_a_layer_imports_as_residual():
     inputs = keras.Input((4,))
     hidden = layers.Dense(4, name="hidden")(inputs)
     outputs = layers.Dense(4, name="skip")(layers.Add(name="add")([inputs, hidden]))
-    with pytest.raises(layerdsl.ModelImportError, match="'add' \\(Add\\): it takes 2 inputs"):
-        layerdsl.from_keras(keras.Model(inputs, outputs))
+    original = keras.Model(inputs, outputs, name="skipper")
+    randomize(original)
+    imported = layerdsl.from_keras(original)
+    assert imported.text == "model skipper\ninput 4\nresidual {\n  dense 4 name=hidden\n}\ndense 4 name=skip\n"
+    assert imported.model.layer("add").inputs == ("input", "hidden")
+    x = np.random.default_rng(6).normal(size=(3, 4)).astype("float32")
+    live = layerdsl.build(imported.model, "numpy")
+    layerdsl.set_weights(live, imported.weights)
+    np.testing.assert_allclose(live(x), original(x), atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize(
@@ -412,3 +420,254 @@ def test_cli_import_refuses_formats_that_can_run_code(tmp_path, capsys, suffix):
     err = capsys.readouterr().err
     assert "can run arbitrary code" in err and "pickle" in err and ".keras" in err
     assert not out.exists()
+
+
+# --- graphs: branches, residuals, taps -----------------------------------------------------------
+
+
+def keras_functional_with_merges():
+    keras.utils.clear_session()
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="res1_a")(x)
+    y = layers.Conv2D(8, 3, padding="same", name="res1_b")(y)
+    x = layers.Add(name="res1")([x, y])  # identity shortcut
+    main = layers.Conv2D(12, 3, strides=2, padding="same", name="res2_main")(x)
+    shortcut = layers.BatchNormalization(name="res2_bn")(layers.Conv2D(12, 1, strides=2, name="res2_proj")(x))
+    x = layers.Add(name="res2")([shortcut, main])  # projection shortcut
+    x = layers.Concatenate(name="mixed")(
+        [
+            layers.Conv2D(4, 1, name="branch_1x1")(x),
+            layers.Conv2D(6, 3, padding="same", activation="relu", name="branch_3x3")(x),
+            layers.MaxPooling2D(3, strides=1, padding="same", name="branch_pool")(x),
+        ]
+    )
+    gate = layers.Conv2D(22, 1, activation="sigmoid", name="gate")(x)
+    x = layers.Multiply(name="gated")([x, gate])
+    x = layers.Average(name="blend")([x, layers.Conv2D(22, 1, name="blend_conv")(x)])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, layers.Dense(5, name="head")(x), name="merges")
+
+
+def test_keras_functional_model_with_residual_adds_and_concatenate_imports_with_equal_outputs():
+    original = keras_functional_with_merges()
+    randomize(original)
+    imported = layerdsl.from_keras(original)
+    text = imported.text
+    assert "add name=res1 { } {\n  conv2d 8 3 pad=same activation=relu name=res1_a\n" in text
+    assert "add name=res2 {\n  conv2d 12 1 stride=2 name=res2_proj\n  batchnorm name=res2_bn\n} {\n  conv2d 12 3" in text
+    assert "concat name=mixed {\n  conv2d 4 1 name=branch_1x1\n} {\n  conv2d 6 3 pad=same" in text
+    assert "\n} {\n  maxpool 3 stride=1 pad=same name=branch_pool\n}\n" in text
+    assert "multiply name=gated { } {\n  conv2d 22 1 activation=sigmoid name=gate\n}\n" in text
+    assert "average name=blend { } {\n  conv2d 22 1 name=blend_conv\n}\n" in text
+    x = np.random.default_rng(7).normal(size=(3, 8, 8, 3)).astype("float32")
+    expected = np.asarray(original(x, training=False))
+    for target in ("numpy", "torch"):
+        live = layerdsl.build(imported.model, target)
+        layerdsl.set_weights(live, imported.weights)
+        np.testing.assert_allclose(run(target, live, imported.model, x), expected, atol=ATOL, rtol=RTOL)
+
+
+GRAPHS = {
+    "tiny_resnet": (Path(__file__).parent.parent / "docs" / "tiny_resnet.layers").read_text(),
+    "branches": "input 6x6x2\nconv2d 4 1\nconcat { conv2d 3 1 } { } { maxpool 3 stride=1 pad=same }\n"
+    "residual { conv2d 11 3 pad=same | relu }\nmultiply { } { conv2d 11 1 activation=sigmoid }\nflatten\ndense 3\n",
+    "taps": "input 5x5x2\nconv2d 3 3 pad=same\ntap a\nrelu\ntap b\nconv2d 3 1\nconcat @a @b\n",
+}
+
+
+@pytest.mark.parametrize("text", GRAPHS.values(), ids=GRAPHS)
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_graph_round_trip_gives_the_same_layers_and_outputs(framework, text):
+    model = layerdsl.parse(text)
+    original = layerdsl.build(model, framework)
+    layerdsl.set_weights(original, random_weights(model))
+    if framework == "keras":
+        imported = layerdsl.from_keras(original)
+    else:
+        imported = layerdsl.from_torch(original, torch_shape(model.input.shape))
+    assert layerdsl.parse(imported.text) == imported.model
+    if framework == "keras":  # the same layers (an add's two inputs may come back in the other order: the same sum)
+        assert sorted(signature(imported.model)[3], key=str) == sorted(signature(model)[3], key=str)
+    else:  # torch's forward cannot tell `dense 10 | softmax` from `dense 10 activation=softmax`
+        assert imported.model.total_params == model.total_params
+    merges = ("add", "concat", "multiply")
+    assert sorted(y.kind for y in imported.model.layers if y.kind in merges) == sorted(
+        y.kind for y in model.layers if y.kind in merges
+    )
+    x = random_input(model, batch=2)
+    assert_same_outputs(framework, original, model, imported, x)
+
+
+class NotNested(nn.Module):
+    """DenseNet's pattern: each concatenation reads tensors from before the branch that feeds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(7, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        z = self.b(torch.cat([x, y], 1))
+        return torch.cat([x, y, z], dim=1)
+
+
+def assert_torch_imports_with_equal_outputs(module, shape, seed=0):
+    randomize_torch(module, seed)
+    imported = layerdsl.from_torch(module, shape)
+    x = np.random.default_rng(seed).normal(size=(2, *shape)).astype("float32")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    channels_last = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+    for target in ("numpy", "torch"):
+        live = layerdsl.build(imported.model, target)
+        layerdsl.set_weights(live, imported.weights)
+        got = run(target, live, imported.model, channels_last)
+        if got.ndim == 4:
+            got = got.transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
+    return imported
+
+
+def test_torch_graph_whose_branches_do_not_nest_is_written_with_taps():
+    imported = assert_torch_imports_with_equal_outputs(NotNested(), (3, 6, 6))
+    assert imported.text == (
+        "model not_nested\ninput 6x6x3\ntap model_input\nconv2d 4 3 pad=same activation=relu name=a\ntap a\n"
+        "@model_input\nconcat @a\nconv2d 4 3 pad=same name=b\ntap b\n@model_input\nconcat @a @b\n"
+    )
+
+
+class SelfGated(nn.Module):
+    def forward(self, x):
+        return x * x + torch.sigmoid(x)
+
+
+def test_torch_merges_of_a_tensor_with_itself_and_with_a_function_of_it():
+    imported = assert_torch_imports_with_equal_outputs(SelfGated(), (4,))
+    assert imported.text == "model self_gated\ninput 4\nresidual {\n  multiply { } { }\n} {\n  sigmoid\n}\n"
+
+
+# --- adaptive pools and ceil_mode: accepted where exact ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "expected"),
+    [
+        (nn.Sequential(nn.Conv2d(2, 3, 1), nn.AdaptiveAvgPool2d((4, 4))), (2, 4, 4), "conv2d 3 1\n"),
+        (nn.Sequential(nn.AdaptiveAvgPool2d(1)), (2, 4, 3), "globalavgpool\nreshape 1x1x2\n"),
+        (nn.Sequential(nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten()), (2, 4, 3), "globalmaxpool\n"),
+        (nn.Sequential(nn.AdaptiveAvgPool2d((2, 3))), (2, 6, 9), "avgpool 3\n"),
+        (nn.Sequential(nn.AdaptiveMaxPool2d((3, 2))), (2, 6, 8), "maxpool 2x4\n"),
+        (nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True)), (2, 7, 9), "maxpool 3 stride=2\n"),
+        (nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True)), (2, 8, 6), "maxpool 3 stride=2 pad=same\n"),
+        (nn.Sequential(nn.AvgPool2d(2, ceil_mode=True)), (2, 5, 7), "avgpool 2 pad=same\n"),
+        (nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, padding=1)), (2, 8, 8), "relu\nzeropad2d 1\nmaxpool 3 stride=2\n"),
+    ],
+    ids=[
+        "adaptive_identity",
+        "adaptive_global_keeps_axes",
+        "adaptive_global_flattened",
+        "adaptive_tiles",
+        "adaptive_max_tiles",
+        "ceil_valid",
+        "ceil_same",
+        "ceil_avg_same",
+        "max_pad_after_relu",
+    ],
+)
+def test_torch_pools_import_where_exact_by_shape(module, shape, expected):
+    imported = assert_torch_imports_with_equal_outputs(module, shape)
+    body = imported.text.split("\n", 2)[2]  # after `model` and `input`
+    assert body == expected
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "message"),
+    [
+        (nn.Sequential(nn.AdaptiveAvgPool2d(3)), (1, 8, 8), "output size 3x3 from a 8x8 input: its windows differ"),
+        (nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True)), (1, 7, 8), "ceil_mode=True: on a 7x8 input its output 3x4"),
+        (nn.Sequential(nn.MaxPool2d(3, 2, padding=1, ceil_mode=True)), (1, 8, 8), "ceil_mode=True with padding"),
+        (nn.Sequential(nn.Tanh(), nn.MaxPool2d(3, 2, padding=1)), (1, 8, 8), "neither none nor TensorFlow's `same`"),
+    ],
+    ids=["adaptive_uneven", "ceil_mixed", "ceil_padding", "max_pad_after_tanh"],
+)
+def test_torch_pools_that_are_not_exact_are_refused_with_the_reason(module, shape, message):
+    with pytest.raises(layerdsl.ModelImportError) as info:
+        layerdsl.from_torch(module, shape)
+    assert message in str(info.value)
+
+
+# --- graphs layerdsl cannot express ----------------------------------------------------------------
+
+
+class TwoInputs(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class TwoOutputs(nn.Module):
+    def forward(self, x):
+        return x.relu(), x.tanh()
+
+
+class PlusOne(nn.Module):
+    def forward(self, x):
+        return x + 1
+
+
+class Broadcast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return x + self.pool(x)
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (TwoInputs(), "the module's forward takes 2 inputs; layerdsl models have one input"),
+        (TwoOutputs(), "the module returns several values"),
+        (PlusOne(), "'add' (add): layerdsl's add merges two tensors; it has no arithmetic with constants"),
+        (Broadcast(), "it broadcasts (2, 3, 3) and (2, 1, 1); layerdsl's add takes equal shapes"),
+    ],
+    ids=["two_inputs", "two_outputs", "constant", "broadcast"],
+)
+def test_torch_graphs_layerdsl_cannot_express_are_refused_with_the_reason(module, message):
+    with pytest.raises(layerdsl.ModelImportError) as info:
+        layerdsl.from_torch(module, (2, 3, 3))
+    assert message in str(info.value)
+
+
+def test_keras_model_with_two_inputs_is_refused():
+    a, b = keras.Input((3,)), keras.Input((3,))
+    with pytest.raises(layerdsl.ModelImportError, match="the model has 2 inputs and 1 outputs; layerdsl models have"):
+        layerdsl.from_keras(keras.Model([a, b], layers.Add()([a, b])))
+
+
+def test_torch_weights_go_through_the_torch_backends_layout_code():
+    from layerdsl.backends import torch_backend, torch_weights
+    from layerdsl.importers import torch as torch_importer
+
+    for name in ("to_keras", "to_torch", "permutation", "feature_indexed"):
+        assert getattr(torch_backend, name) is getattr(torch_weights, name)
+    assert torch_importer.to_keras is torch_weights.to_keras
+
+
+def test_cli_imports_a_functional_keras_model_with_merges(tmp_path, capsys):
+    original = keras_functional_with_merges()
+    randomize(original)
+    path = tmp_path / "merges.keras"
+    original.save(path)
+    out, npz = tmp_path / "merges.layers", tmp_path / "merges.npz"
+    assert cli.main(["import", str(path), "-o", str(out), "--weights", str(npz)]) == cli.EXIT_OK
+    imported = layerdsl.from_keras(original)
+    assert out.read_text() == imported.text
+    live = layerdsl.build(layerdsl.load(out), "numpy")
+    layerdsl.set_weights(live, layerdsl.load_weights(npz))
+    x = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(live(x), original(x, training=False), atol=ATOL, rtol=RTOL)

@@ -12,15 +12,17 @@ a chain reusing ``x`` and each branching tensor held in a variable of its own.
 from __future__ import annotations
 
 import ast
-import inspect
+import sys
 from collections.abc import Callable, Mapping
 from functools import cache
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..codegen import Code, SourceWriter, call, camel_case, ident, layer_comment, module_docstring, py, shape_comment
 from ..initializers import distribution, segments
-from ..specs import padding_1d, spatial_padding
+from ..specs import REGISTRY, padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
 
 if TYPE_CHECKING:
@@ -268,9 +270,6 @@ EMITTERS: dict[str, Emitter] = {
     "upsample1d": lambda layer, weights, use: call(use("UpSample1D"), layer.args["size"]),
 }
 
-#: Kinds whose runtime layer takes the mask as a second argument, when one arrives.
-_TAKES_MASK = frozenset({"simplernn", "lstm", "gru", "bidirectional", "globalavgpool1d"})
-
 _DISTRIBUTION_PARAMS = {
     "uniform": "limit",
     "normal": "std",
@@ -298,28 +297,27 @@ def _initial_value(weight: ir.Weight, use: Use) -> Code:
 
 
 @cache
-def _runtime_pieces() -> dict[str, Any]:
-    """Name -> function or class defined in the runtime modules, in definition order (the graph
-    pieces build on the base ones, so they come after)."""
-    from . import numpy_runtime, numpy_runtime_graph  # numpy stays out of `import layerdsl`
-
-    out: dict[str, Any] = {}
-    for module in (numpy_runtime, numpy_runtime_graph):
-        pieces = [
-            obj
-            for obj in vars(module).values()
-            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__
-        ]
-        pieces.sort(key=lambda obj: inspect.getsourcelines(obj)[1])
-        for obj in pieces:
-            assert obj.__name__ not in out, f"runtime piece {obj.__name__} is defined twice"
-            out[obj.__name__] = obj
+def _runtime_pieces() -> dict[str, str]:
+    """Name -> source of each function or class defined in the runtime modules, in definition
+    order (the graph pieces build on the base ones, so they come after). The modules are read
+    as text, not imported, so generating NumPy source needs no NumPy (the browser playground)."""
+    out: dict[str, str] = {}
+    for module in ("numpy_runtime", "numpy_runtime_graph"):
+        loaded = sys.modules.get(f"{__package__}.{module}")  # benchmarks/run.py swaps in a baseline runtime
+        file = Path(loaded.__file__) if loaded is not None else resources.files(__package__).joinpath(f"{module}.py")
+        source = file.read_text(encoding="utf-8")
+        lines = source.splitlines(keepends=True)
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                assert node.name not in out, f"runtime piece {node.name} is defined twice"
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                out[node.name] = "".join(lines[first - 1 : node.end_lineno])
     return out
 
 
 @cache
 def _piece_source(name: str) -> str:
-    return inspect.getsource(_runtime_pieces()[name])
+    return _runtime_pieces()[name]
 
 
 @cache
@@ -480,7 +478,7 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
         return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
         return [f"{target}, mask = {attribute}({sources})"]
-    if layer.input_masked and layer.kind in _TAKES_MASK:
+    if layer.input_masked and REGISTRY[layer.kind].takes_mask:  # the runtime layer takes it second
         return [f"{target} = {attribute}({sources}, mask)"]
     return [f"{target} = {attribute}({sources})"]
 

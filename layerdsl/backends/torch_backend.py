@@ -66,6 +66,7 @@ from .. import codegen, initializers, ir, specs
 from ..codegen import Code, call, py
 from ..ir import Args
 from .base import IR_ATTRIBUTE, Backend, missing_framework
+from .torch_weights import feature_indexed, from_torch_order, permutation, to_keras, to_torch, to_torch_order
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,9 +117,6 @@ _ACTIVATIONS = {
 }
 
 _MINUS_INF = Code('float("-inf")')
-
-#: Layers that act on each feature alike, so a flatten permutation passes through them.
-_PER_FEATURE = frozenset({"dropout", "activation", "batchnorm", "layernorm", "flatten"})
 
 
 def _is_image(shape: ir.Shape) -> bool:
@@ -904,7 +902,7 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
             for later in consumers.get(node.name, []):
                 if later.kind == "dense":
                     downstream[later.name] = layer.input_shape
-                elif later.kind in _PER_FEATURE:
+                elif specs.REGISTRY[later.kind].per_feature:
                     downstream[later.name] = layer.input_shape
                     pending.append(later)
                 else:
@@ -1465,71 +1463,6 @@ def _source(model: ir.Model) -> str:
     return w.text()
 
 
-def _permutation(shape: ir.Shape) -> np.ndarray:
-    """Torch-flattened feature j is Keras-flattened feature ``perm[j]``, for an (H, W, C) image."""
-    import numpy as np
-
-    return np.arange(np.prod(shape)).reshape(shape).transpose(2, 0, 1).ravel()
-
-
-def _feature_indexed(layer: ir.Layer, weight: ir.Weight) -> bool:
-    """Whether Keras axis 0 of ``weight`` runs over the layer's input features."""
-    return layer.kind in ("batchnorm", "layernorm") or (layer.kind == "dense" and weight.name == "kernel")
-
-
-def _kind_and_name(layer: ir.Layer, weight: ir.Weight) -> tuple[str, str]:
-    """The layer kind a weight belongs to, and its name there (a bidirectional's inner layer)."""
-    if layer.kind == "bidirectional":
-        return layer.args["layer"], weight.name.split("_", 1)[1]
-    return layer.kind, weight.name
-
-
-def _swap_gates(array: np.ndarray) -> np.ndarray:
-    """Keras's GRU gates (z, r, h) <-> torch's (r, z, n) along the last axis (its own inverse)."""
-    import numpy as np
-
-    z, r, h = np.split(array, 3, axis=-1)
-    return np.concatenate([r, z, h], axis=-1)
-
-
-#: Kernel axes, Keras layout -> torch layout (inverted for the way back): conv2d (kh, kw, C, F) ->
-#: (F, C, kh, kw) and conv2dtranspose (kh, kw, F, C) -> (C, F, kh, kw) alike; conv1d; dense and recurrent.
-_KERNEL_AXES = {4: (3, 2, 0, 1), 3: (2, 1, 0), 2: (1, 0)}
-_KERNELS = ("kernel", "recurrent_kernel", "pointwise_kernel")
-
-
-def _depthwise(kind: str, name: str) -> bool:
-    """A depthwise kernel: Keras (kh, kw, C, multiplier), torch (C * multiplier, 1, kh, kw)."""
-    return (kind, name) in (("depthwiseconv2d", "kernel"), ("separableconv2d", "depthwise_kernel"))
-
-
-def _to_torch(layer: ir.Layer, weight: ir.Weight, array: np.ndarray) -> list[np.ndarray]:
-    """A canonical array as the torch tensor(s) it fills, in the order of the piece's paths."""
-    kind, name = _kind_and_name(layer, weight)
-    if kind == "gru":
-        array = _swap_gates(array)
-    if _depthwise(kind, name):  # output channel c * multiplier + m, as in Keras
-        height, width, channels, multiplier = array.shape
-        array = array.reshape(height, width, channels * multiplier).transpose(2, 0, 1)[:, None]
-    elif name in _KERNELS:
-        array = array.transpose(_KERNEL_AXES[array.ndim])
-    elif name == "bias" and array.ndim == 2:  # GRU reset_after: input row, recurrent row
-        return [array[0], array[1]]
-    return [array]
-
-
-def _to_keras(layer: ir.Layer, weight: ir.Weight, arrays: list[np.ndarray]) -> np.ndarray:
-    import numpy as np
-
-    kind, name = _kind_and_name(layer, weight)
-    array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
-    if _depthwise(kind, name):
-        return array[:, 0].transpose(1, 2, 0).reshape(weight.shape)
-    if name in _KERNELS:
-        array = array.transpose(np.argsort(_KERNEL_AXES[array.ndim]))
-    return _swap_gates(array) if kind == "gru" else array
-
-
 class TorchBackend(Backend):
     name = "torch"
     extra = "torch"
@@ -1563,7 +1496,7 @@ class TorchBackend(Backend):
                     for part in f"{module_path}{path}".split("."):
                         tensor = getattr(tensor, part)
                     tensors.append(tensor)
-                order = _permutation(shape) if shape is not None and _feature_indexed(layer, weight) else None
+                order = permutation(shape) if shape is not None and feature_indexed(layer, weight) else None
                 yield f"{layer.name}.{weight.name}", tensors, layer, weight, order
 
     def get_weights(self, obj: Any, model: ir.Model) -> dict[str, np.ndarray]:
@@ -1571,11 +1504,9 @@ class TorchBackend(Backend):
 
         out = {}
         for key, tensors, layer, weight, order in self._tensors(obj, model):
-            array = _to_keras(layer, weight, [tensor.detach().cpu().float().numpy() for tensor in tensors])
+            array = to_keras(layer, weight, [tensor.detach().cpu().float().numpy() for tensor in tensors])
             if order is not None:
-                keras = np.empty_like(array)
-                keras[order] = array
-                array = keras
+                array = from_torch_order(array, order)
             out[key] = np.array(array, dtype=np.float32)  # a contiguous copy, not a view of the module
         return out
 
@@ -1587,6 +1518,6 @@ class TorchBackend(Backend):
             for key, tensors, layer, weight, order in self._tensors(obj, model):
                 array = np.asarray(weights[key], dtype=np.float32)
                 if order is not None:
-                    array = array[order]
-                for tensor, part in zip(tensors, _to_torch(layer, weight, array), strict=True):
+                    array = to_torch_order(array, order)
+                for tensor, part in zip(tensors, to_torch(layer, weight, array), strict=True):
                     tensor.copy_(torch.from_numpy(np.ascontiguousarray(part)).reshape(tensor.shape))  # 0-d: a count

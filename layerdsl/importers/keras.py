@@ -1,0 +1,549 @@
+"""Keras 3 models -> `.layers` text plus canonical weights.
+
+``from_keras`` reads a Sequential model, or a functional one whose layers form
+a graph with one input and one output: chains, and branches that meet at
+``Add``, ``Multiply``, ``Average`` or ``Concatenate`` (written as nested bodies
+or taps by ``_graph``). Each Keras layer becomes one statement, with only the
+options that differ from the DSL's defaults. Keras's layout is canonical, so the
+weights are copied as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..initializers import INITIALIZERS
+from ..specs import ACTIVATIONS
+from ._common import Imported, ModelImportError, Refused, Statement, model_name, pair, single, valid_name, zeropad_args
+from ._graph import INPUT, Graph, finish
+
+_KERAS_INITIALIZERS = {
+    "GlorotUniform": "glorot_uniform",
+    "GlorotNormal": "glorot_normal",
+    "HeUniform": "he_uniform",
+    "HeNormal": "he_normal",
+    "LecunUniform": "lecun_uniform",
+    "LecunNormal": "lecun_normal",
+    "Zeros": "zeros",
+    "Ones": "ones",
+}
+
+#: Keras activation names layerdsl knows under another name.
+_KERAS_ACTIVATION_ALIASES = {"swish": "silu", "hard_silu": "hard_swish"}
+
+
+def _keras_activation(value: Any) -> str:
+    name = value if isinstance(value, str) else None
+    if name is None and isinstance(value, dict):
+        name = value.get("config") if isinstance(value.get("config"), str) else None
+    if name is None:
+        raise Refused(f"activation {value!r} is not a built-in Keras activation")
+    name = _KERAS_ACTIVATION_ALIASES.get(name, name)
+    if name not in ACTIVATIONS:
+        raise Refused(f"layerdsl has no activation `{name}` (it has {', '.join(ACTIVATIONS)})")
+    return name
+
+
+class _KerasLayer:
+    """One Keras layer's config, read with checks."""
+
+    def __init__(self, layer: Any, notes: list[str]) -> None:
+        self.layer = layer
+        self.config: dict[str, Any] = layer.get_config()
+        self.notes = notes
+        self.label = f"'{layer.name}' ({type(layer).__name__})"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+    def require(self, key: str, allowed: tuple[Any, ...], why: str) -> None:
+        value = self.config.get(key, allowed[0])
+        if value not in allowed:
+            raise Refused(f"{key}={value!r}: {why}")
+
+    def none(self, *keys: str) -> None:
+        """Refuse regularizers, constraints and the like that layerdsl cannot express."""
+        for key in keys:
+            if self.config.get(key) is not None:
+                what = key.split("_")[-1] + "s"
+                raise Refused(f"{key} is set, and layerdsl has no {what}")
+
+    def initializer(self, key: str, default: str) -> str:
+        value = self.config.get(key)
+        name = _keras_initializer(value)
+        if name is None:
+            shown = value.get("class_name") if isinstance(value, dict) else value
+            self.notes.append(
+                f"{self.label}: {key} {shown} has no layerdsl name; the text uses {default} "
+                "(it only affects fresh weights; the imported weights are exact)"
+            )
+            return default
+        return name
+
+    def channels_last(self) -> None:
+        self.require("data_format", ("channels_last", None), "layerdsl layers are channels-last")
+
+
+def _keras_initializer(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value if value in INITIALIZERS else None
+    if not isinstance(value, dict):
+        return None
+    class_name, config = value.get("class_name"), value.get("config") or {}
+    if class_name in _KERAS_INITIALIZERS:
+        return _KERAS_INITIALIZERS[class_name]
+    if class_name == "RandomNormal" and (config.get("mean"), config.get("stddev")) == (0.0, 0.05):
+        return "normal"
+    if class_name == "RandomUniform" and (config.get("minval"), config.get("maxval")) == (-0.05, 0.05):
+        return "uniform"
+    if class_name == "Orthogonal" and config.get("gain", 1.0) == 1.0:
+        return "orthogonal"
+    return None
+
+
+def _keras_maxnorm(k: _KerasLayer, axes: list[int]) -> float | None:
+    value = k.get("kernel_constraint")
+    if value is None:
+        return None
+    config = value.get("config", {}) if isinstance(value, dict) else {}
+    axis = config.get("axis")
+    axis = [axis] if isinstance(axis, int) else list(axis or [])
+    if not isinstance(value, dict) or value.get("class_name") != "MaxNorm" or axis != axes:
+        raise Refused(f"kernel_constraint must be MaxNorm(axis={axes if len(axes) > 1 else axes[0]}) to import")
+    return float(config["max_value"])
+
+
+def _keras_weighted(k: _KerasLayer, maxnorm_axes: list[int]) -> dict[str, Any]:
+    """Arguments shared by Dense and the convolutions."""
+    k.none("kernel_regularizer", "bias_regularizer", "activity_regularizer", "bias_constraint")
+    if k.get("lora_rank"):
+        raise Refused("LoRA layers are not supported")
+    args: dict[str, Any] = {
+        "bias": bool(k.get("use_bias", True)),
+        "init": k.initializer("kernel_initializer", "glorot_uniform"),
+        "activation": _keras_activation(k.get("activation", "linear")),
+    }
+    if args["bias"]:
+        args["bias_init"] = k.initializer("bias_initializer", "zeros")
+    maxnorm = _keras_maxnorm(k, maxnorm_axes)
+    if maxnorm is not None:
+        args["maxnorm"] = maxnorm
+    return args
+
+
+def _keras_dense(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    return "dense", {"units": int(k.get("units")), **_keras_weighted(k, [0])}
+
+
+def _keras_conv(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
+    two_d = kind == "conv2d"
+    size = pair if two_d else single
+    pads = ("valid", "same") if two_d else ("valid", "same", "causal")
+
+    def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+        k.channels_last()
+        k.require("padding", pads, f"layerdsl's {kind} pads {' or '.join(pads)}")
+        args = {
+            "filters": int(k.get("filters")),
+            "kernel": size(k.get("kernel_size")),
+            "stride": size(k.get("strides")),
+            "pad": k.get("padding"),
+            "dilation": size(k.get("dilation_rate")),
+            "groups": int(k.config.get("groups", 1)),
+        }
+        return kind, {**args, **_keras_weighted(k, [0, 1, 2] if two_d else [0, 1])}
+
+    return convert
+
+
+def _keras_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
+    size = single if kind.endswith("1d") else pair
+
+    def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+        k.channels_last()
+        k.require("padding", ("valid", "same"), "layerdsl pools pad valid or same")
+        pool = size(k.get("pool_size"))
+        stride = size(k.get("strides")) if k.get("strides") is not None else pool
+        return kind, {"pool": pool, "stride": stride, "pad": k.get("padding")}
+
+    return convert
+
+
+def _keras_global_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
+    def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+        k.channels_last()
+        return kind, ({"keepdims": True} if k.config.get("keepdims") else {})
+
+    return convert
+
+
+def _keras_flatten(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.channels_last()
+    return "flatten", {}
+
+
+def _keras_zeropad(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.channels_last()
+    (top, bottom), (left, right) = k.get("padding")  # Keras stores ((top, bottom), (left, right))
+    return "zeropad2d", zeropad_args(((int(top), int(bottom)), (int(left), int(right))))
+
+
+def _keras_dropout(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if k.get("noise_shape") is not None:
+        raise Refused("layerdsl's dropout has no noise_shape")
+    return "dropout", {"rate": float(k.get("rate"))}
+
+
+def _keras_batchnorm(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    axis = k.get("axis", -1)
+    rank = len(k.layer.input.shape)
+    if (axis[0] if isinstance(axis, list | tuple) and len(axis) == 1 else axis) not in (-1, rank - 1):
+        raise Refused(f"axis={axis!r}: layerdsl normalizes the last (channel) axis")
+    k.require("renorm", (False,), "layerdsl has no batch renormalization")
+    k.none("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+    for key, default in (
+        ("gamma_initializer", "ones"),
+        ("beta_initializer", "zeros"),
+        ("moving_mean_initializer", "zeros"),
+        ("moving_variance_initializer", "ones"),
+    ):
+        if _keras_initializer(k.get(key)) != default:
+            k.notes.append(f"{k.label}: {key} is not {default}; the imported weights are exact")
+    return "batchnorm", {
+        "eps": float(k.get("epsilon")),
+        "momentum": float(k.get("momentum")),
+        "center": bool(k.get("center")),
+        "scale": bool(k.get("scale")),
+    }
+
+
+def _keras_activation_layer(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    return _keras_activation(k.get("activation")), {}
+
+
+def _keras_relu(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if k.get("max_value") is not None or k.get("negative_slope", 0.0) != 0.0 or k.get("threshold", 0.0) != 0.0:
+        raise Refused("layerdsl's relu has no max_value, negative_slope or threshold")
+    return "relu", {}
+
+
+def _keras_softmax(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    axis = k.get("axis", -1)
+    if axis not in (-1, [-1], (-1,)):
+        raise Refused(f"axis={axis!r}: layerdsl's softmax acts on the last axis")
+    return "softmax", {}
+
+
+def _keras_leaky_relu(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    slope = k.get("negative_slope")
+    if slope is None or not math.isclose(float(slope), 0.2, rel_tol=0, abs_tol=1e-12):
+        raise Refused(f"negative_slope={slope}: layerdsl's leaky_relu has slope 0.2 (Keras's function default)")
+    return "leaky_relu", {}
+
+
+def _keras_elu(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if float(k.get("alpha", 1.0)) != 1.0:
+        raise Refused(f"alpha={k.get('alpha')}: layerdsl's elu has alpha 1")
+    return "elu", {}
+
+
+def _keras_embedding(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.none("embeddings_regularizer", "activity_regularizer", "embeddings_constraint")
+    if k.get("lora_rank"):
+        raise Refused("LoRA layers are not supported")
+    return "embedding", {
+        "vocab": int(k.get("input_dim")),
+        "dim": int(k.get("output_dim")),
+        "mask_zero": bool(k.get("mask_zero")),
+        "init": k.initializer("embeddings_initializer", "uniform"),
+    }
+
+
+def _keras_masking(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    return "masking", {"value": float(k.get("mask_value", 0.0))}
+
+
+_KERAS_RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simplernn"}
+
+
+def _recurrent_args(kind: str, k: _KerasLayer, wrapped: bool) -> dict[str, Any]:
+    k.require("return_state", (False,), "layerdsl layers return one output")
+    k.require("stateful", (False,), "layerdsl has no stateful layers")
+    k.require("dropout", (0.0, 0), "layerdsl recurrent layers have no dropout")
+    k.require("recurrent_dropout", (0.0, 0), "layerdsl recurrent layers have no dropout")
+    if not wrapped:  # Bidirectional sets it; a plain layer repeats the last output at masked steps
+        k.require("zero_output_for_mask", (False,), "layerdsl repeats the last output at masked steps, as Keras does")
+    k.none(
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+    )
+    args: dict[str, Any] = {
+        "units": int(k.get("units")),
+        "return_sequences": bool(k.get("return_sequences")),
+        "go_backwards": bool(k.get("go_backwards")),
+        "activation": _keras_activation(k.get("activation", "tanh")),
+        "bias": bool(k.get("use_bias", True)),
+        "init": k.initializer("kernel_initializer", "glorot_uniform"),
+        "recurrent_init": k.initializer("recurrent_initializer", "orthogonal"),
+    }
+    if kind != "simplernn":
+        args["recurrent_activation"] = _keras_activation(k.get("recurrent_activation", "sigmoid"))
+    if args["bias"]:
+        args["bias_init"] = k.initializer("bias_initializer", "zeros")
+        if kind == "lstm":
+            args["unit_forget_bias"] = bool(k.get("unit_forget_bias", True))
+    if kind == "gru":
+        args["reset_after"] = bool(k.get("reset_after", True))
+    return args
+
+
+def _keras_recurrent(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    kind = _KERAS_RECURRENT[type(k.layer).__name__]
+    return kind, _recurrent_args(kind, k, wrapped=False)
+
+
+def _keras_bidirectional(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    forward, backward = k.layer.forward_layer, k.layer.backward_layer
+    inner_class = type(forward).__name__
+    if inner_class not in _KERAS_RECURRENT:
+        raise Refused(f"it wraps {inner_class}; layerdsl's bidirectional wraps LSTM, GRU or SimpleRNN")
+    kind = _KERAS_RECURRENT[inner_class]
+    forward_k = _KerasLayer(forward, k.notes)
+    backward_k = _KerasLayer(backward, k.notes)
+    if type(backward).__name__ != inner_class:
+        raise Refused("its backward layer is not the same kind as its forward layer")
+    same = {key: v for key, v in forward_k.config.items() if key not in ("name", "go_backwards")}
+    mirror = {key: v for key, v in backward_k.config.items() if key not in ("name", "go_backwards")}
+    if same != mirror or forward_k.get("go_backwards") == backward_k.get("go_backwards"):
+        raise Refused("its backward layer is not its forward layer read backwards")
+    merge = k.get("merge_mode")
+    if merge not in ("concat", "sum", "mul", "ave"):
+        raise Refused(f"merge_mode={merge!r}: layerdsl merges with concat, sum, mul or ave")
+    return "bidirectional", {"layer": kind, "inner": _recurrent_args(kind, forward_k, wrapped=True), "merge": merge}
+
+
+def _keras_merge(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
+    def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+        return kind, {}
+
+    return convert
+
+
+def _keras_concatenate(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    axis = int(k.get("axis", -1))
+    rank = len(k.layer.output.shape)
+    if axis % rank == 0:
+        raise Refused("it concatenates along the batch axis")
+    return "concat", {"axis": -1 if axis % rank == rank - 1 else axis % rank}
+
+
+#: Keras class name -> converter(config reader) -> (DSL name, arguments).
+_KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]] = {
+    "Dense": _keras_dense,
+    "Conv2D": _keras_conv("conv2d"),
+    "Conv1D": _keras_conv("conv1d"),
+    "MaxPooling2D": _keras_pool("maxpool"),
+    "AveragePooling2D": _keras_pool("avgpool"),
+    "MaxPooling1D": _keras_pool("maxpool1d"),
+    "AveragePooling1D": _keras_pool("avgpool1d"),
+    "GlobalMaxPooling1D": _keras_global_pool("globalmaxpool1d"),
+    "GlobalAveragePooling1D": _keras_global_pool("globalavgpool1d"),
+    "GlobalMaxPooling2D": _keras_global_pool("globalmaxpool"),
+    "GlobalAveragePooling2D": _keras_global_pool("globalavgpool"),
+    "Flatten": _keras_flatten,
+    "ZeroPadding2D": _keras_zeropad,
+    "Dropout": _keras_dropout,
+    "BatchNormalization": _keras_batchnorm,
+    "Activation": _keras_activation_layer,
+    "ReLU": _keras_relu,
+    "Softmax": _keras_softmax,
+    "LeakyReLU": _keras_leaky_relu,
+    "ELU": _keras_elu,
+    "Embedding": _keras_embedding,
+    "Masking": _keras_masking,
+    "LSTM": _keras_recurrent,
+    "GRU": _keras_recurrent,
+    "SimpleRNN": _keras_recurrent,
+    "Bidirectional": _keras_bidirectional,
+    "Add": _keras_merge("add"),
+    "Multiply": _keras_merge("multiply"),
+    "Average": _keras_merge("average"),
+    "Concatenate": _keras_concatenate,
+}
+
+
+_MERGES = frozenset({"Add", "Multiply", "Average", "Concatenate"})
+
+
+def _keras_error(layer: Any, reason: str) -> ModelImportError:
+    return ModelImportError(f"cannot import layer '{layer.name}' ({type(layer).__name__}): {reason}")
+
+
+def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], Any]:
+    """The layers in order (without the InputLayer), the layers each reads (None: the input), the output layer."""
+    import keras
+
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    for layer in layers:
+        if isinstance(layer, keras.Model):
+            raise _keras_error(layer, "nested models are not supported; put their layers in the outer model")
+    if isinstance(model, keras.Sequential):
+        return layers, [(previous,) for previous in [None, *layers[:-1]]], layers[-1] if layers else None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelImportError(
+            f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "layerdsl models have one input and one output"
+        )
+    source = model.inputs[0]._keras_history.operation
+    seen = {id(source)}
+    reads = []
+    for layer in layers:
+        nodes = layer._inbound_nodes
+        if len(nodes) != 1:
+            raise _keras_error(layer, f"it is called {len(nodes)} times; layerdsl layers are called once")
+        tensors = [t for t in keras.tree.flatten(nodes[0].arguments.args) if hasattr(t, "_keras_history")]
+        producers = tuple(t._keras_history.operation for t in tensors)
+        if len(producers) != 1 and type(layer).__name__ not in _MERGES:
+            raise _keras_error(layer, f"it takes {len(producers)} inputs; only merges (Add, Concatenate, ...) take several")
+        for producer in producers:
+            if id(producer) not in seen:
+                raise _keras_error(layer, f"its input comes from '{producer.name}', which is not a layer before it")
+        reads.append(tuple(None if producer is source else producer for producer in producers))
+        seen.add(id(layer))
+    output = model.outputs[0]._keras_history.operation
+    return layers, reads, None if output is source else output
+
+
+def _keras_input(model: Any) -> tuple[tuple[int, ...], str]:
+    try:
+        tensor = model.inputs[0]
+    except (AttributeError, ValueError, IndexError, TypeError):
+        raise ModelImportError(
+            "the Keras model has no input shape yet",
+            hint="build it with an input: keras.Sequential([keras.Input(shape=...), ...])",
+        ) from None
+    shape = tuple(tensor.shape[1:])
+    if any(d is None for d in shape):
+        raise ModelImportError(
+            f"the model's input shape {tuple(tensor.shape)} has unknown dimensions",
+            hint="layerdsl models have a fixed input shape: give keras.Input(shape=...) every dimension",
+        )
+    dtype = str(tensor.dtype)
+    if dtype.startswith("float"):
+        return shape, "float32"
+    if dtype in ("int32", "int64"):
+        return shape, dtype
+    raise ModelImportError(f"the model's input dtype is {dtype}; layerdsl inputs are float32, int32 or int64")
+
+
+def _keras_variables(layer: Any) -> dict[str, Any]:
+    if type(layer).__name__ == "Bidirectional":
+        directions = (("forward", layer.forward_layer), ("backward", layer.backward_layer))
+        return {f"{d}_{v.name}": v for d, sub in directions for v in sub.weights}
+    return {v.name: v for v in layer.weights}
+
+
+def from_keras(model: Any, *, name: str | None = None) -> Imported:
+    """Import a Keras 3 model: Sequential, or functional with one input, one output and merges.
+
+    Returns the `.layers` text (layer names kept where they are valid DSL names),
+    its checked IR, and the weights in canonical layout. Raises ModelImportError
+    naming the first layer that layerdsl cannot express.
+    """
+    import numpy as np
+
+    notes: list[str] = []
+    layers, reads, output = _keras_graph(model)
+    graph = Graph()
+    tensors: dict[int, int] = {id(None): INPUT}
+    for layer, inputs in zip(layers, reads, strict=True):
+        converter = _KERAS_CONVERTERS.get(type(layer).__name__)
+        if converter is None:
+            raise _keras_error(layer, f"layerdsl has no {type(layer).__name__.lower()}")
+        reader = _KerasLayer(layer, notes)
+        try:
+            kind, args = converter(reader)
+        except Refused as exc:
+            raise _keras_error(layer, str(exc)) from None
+        wanted = layer.name if valid_name(layer.name) else None
+        stmt = Statement(kind, args, reader.label, wanted, layer)
+        tensors[id(layer)] = graph.add(stmt, tuple(tensors[id(p)] for p in inputs))
+    shape, dtype = _keras_input(model)
+    text, spec, statements = finish(
+        graph, tensors[id(output)], model_name(name or model.name, "imported"), shape, dtype
+    )
+    weights: dict[str, np.ndarray] = {}
+    for stmt, layer in zip(statements, spec.layers, strict=True):
+        variables = _keras_variables(stmt.source)
+        for weight in layer.weights:
+            array = np.array(variables[weight.name].numpy(), dtype=np.float32)
+            if array.shape != weight.shape:
+                raise ModelImportError(
+                    f"cannot import layer {stmt.label}: weight {weight.name} has shape {array.shape}, "
+                    f"expected {weight.shape}"
+                )
+            weights[f"{layer.name}.{weight.name}"] = array
+    return Imported(text, weights, spec, tuple(notes))
+
+
+def load_keras(path: str | os.PathLike[str]) -> Any:
+    """Load a Keras 3 ``.keras`` file in safe mode: Keras refuses to deserialize Python code (lambdas)."""
+    from .. import backends
+
+    keras = backends.get("keras").import_framework()
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+#: DSL kind -> the Keras classes ``from_keras`` reads as that kind.
+IMPORTABLE = {
+    "dense": "Dense",
+    "conv2d": "Conv2D",
+    "conv1d": "Conv1D",
+    "maxpool": "MaxPooling2D",
+    "avgpool": "AveragePooling2D",
+    "maxpool1d": "MaxPooling1D",
+    "avgpool1d": "AveragePooling1D",
+    "globalmaxpool1d": "GlobalMaxPooling1D",
+    "globalavgpool1d": "GlobalAveragePooling1D",
+    "globalmaxpool": "GlobalMaxPooling2D",
+    "globalavgpool": "GlobalAveragePooling2D",
+    "flatten": "Flatten",
+    "zeropad2d": "ZeroPadding2D",
+    "dropout": "Dropout",
+    "batchnorm": "BatchNormalization",
+    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU",
+    "embedding": "Embedding",
+    "masking": "Masking",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "simplernn": "SimpleRNN",
+    "bidirectional": "Bidirectional",
+    "add": "Add",
+    "multiply": "Multiply",
+    "average": "Average",
+    "concat": "Concatenate",
+}
+#: DSL kind -> why ``from_keras`` does not read it.
+NOT_IMPORTABLE = {
+    "depthwiseconv2d": "no converter for DepthwiseConv2D yet",
+    "separableconv2d": "no converter for SeparableConv2D yet",
+    "conv2dtranspose": "no converter for Conv2DTranspose yet",
+    "upsample2d": "no converter for UpSampling2D yet",
+    "layernorm": "no converter for LayerNormalization yet",
+    "reshape": "no converter for Reshape yet",
+    "permute": "no converter for Permute yet",
+    "rescaling": "no converter for Rescaling yet",
+    "normalization": "no converter for Normalization yet",
+    "layerscale": "Keras has no layer-scale class; layerdsl's generated LayerScale is not read back yet",
+    "cropping2d": "no converter for Cropping2D yet",
+    "cropping1d": "no converter for Cropping1D yet",
+    "upsample1d": "no converter for UpSampling1D yet",
+}

@@ -1,0 +1,1013 @@
+"""Torch modules -> `.layers` text plus canonical weights.
+
+``from_torch`` traces a module with ``torch.fx`` and reads the graph of modules
+and functions it finds: chains, and branches that meet again at ``torch.cat``,
+an addition or a multiplication (written as nested bodies or taps by
+``_graph``). Torch modules take images as (N, C, H, W); ``input_shape`` is
+given the same way, without the batch axis, and the imported text's input is
+channels-last, as every layerdsl model's.
+
+Weights are converted by ``backends.torch_weights``, the code the torch
+backend's weight transfer uses, so the two read torch's layout alike.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .. import ir
+from ..backends.torch_weights import feature_indexed, from_torch_order, permutation, to_keras
+from ..checker import keras_snake_case
+from ..specs import REGISTRY
+from ._common import (
+    Imported,
+    ModelImportError,
+    Refused,
+    Statement,
+    model_name,
+    pad_kind,
+    pair,
+    same_or_valid,
+    same_padding,
+    single,
+    valid_name,
+    zeropad_args,
+)
+from ._graph import INPUT, Graph, finish
+
+if TYPE_CHECKING:
+    import numpy as np
+
+def _torch_shape(node: Any) -> tuple[int, ...]:
+    """A traced node's tensor shape, batch axis included."""
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        raise Refused("its output is not a tensor")
+    return tuple(int(d) for d in meta.shape)
+
+
+def _ir_shape(torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(N, C, H, W) -> (H, W, C); other shapes keep their order; the batch axis goes."""
+    if len(torch_shape) == 4:
+        return (torch_shape[2], torch_shape[3], torch_shape[1])
+    return torch_shape[1:]
+
+
+def _arg(node: Any, position: int, key: str, default: Any = None) -> Any:
+    """An argument of a traced call, by position (after the tensor) or keyword."""
+    if key in node.kwargs:
+        return node.kwargs[key]
+    return node.args[position] if len(node.args) > position else default
+
+
+def _dims(value: Any) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+@dataclass
+class _TorchFunction:
+    """A torch function or tensor method that is one DSL activation."""
+
+    kind: str
+    check: Callable[[Any, int], None] | None = None  # (node, rank with batch) -> raise Refused
+
+
+def _softmax_dim_check(dim: Any, rank: int) -> None:
+    channel = 1 if rank == 4 else rank - 1
+    if dim is None or (dim % rank if isinstance(dim, int) else None) != channel:
+        axis = "1 (channels)" if rank == 4 else "-1 (features)"
+        raise Refused(f"softmax over dim={dim}: layerdsl's softmax acts on dim {axis}")
+
+
+def _torch_functions() -> tuple[dict[Any, _TorchFunction], dict[str, _TorchFunction]]:
+    """(functions, tensor methods) that are activations."""
+    import torch
+    import torch.nn.functional as F
+
+    def leaky(node: Any, rank: int) -> None:
+        slope = _arg(node, 1, "negative_slope", 0.01)
+        if slope != 0.2:
+            raise Refused(f"negative_slope={slope}: layerdsl's leaky_relu has slope 0.2 (Keras's)")
+
+    def elu(node: Any, rank: int) -> None:
+        if _arg(node, 1, "alpha", 1.0) != 1.0:
+            raise Refused("layerdsl's elu has alpha 1")
+
+    def gelu(node: Any, rank: int) -> None:
+        if _arg(node, 1, "approximate", "none") != "none":
+            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+
+    def softplus(node: Any, rank: int) -> None:
+        if _arg(node, 1, "beta", 1.0) != 1.0:
+            raise Refused("layerdsl's softplus has beta 1")
+
+    def softmax(node: Any, rank: int) -> None:
+        _softmax_dim_check(_arg(node, 1, "dim"), rank)
+
+    functions = {
+        torch.relu: _TorchFunction("relu"),
+        F.relu: _TorchFunction("relu"),
+        torch.sigmoid: _TorchFunction("sigmoid"),
+        F.sigmoid: _TorchFunction("sigmoid"),
+        torch.tanh: _TorchFunction("tanh"),
+        F.tanh: _TorchFunction("tanh"),
+        torch.softmax: _TorchFunction("softmax", softmax),
+        F.softmax: _TorchFunction("softmax", softmax),
+        F.elu: _TorchFunction("elu", elu),
+        torch.selu: _TorchFunction("selu"),
+        F.selu: _TorchFunction("selu"),
+        F.gelu: _TorchFunction("gelu", gelu),
+        F.softplus: _TorchFunction("softplus", softplus),
+        F.softsign: _TorchFunction("softsign"),
+        F.leaky_relu: _TorchFunction("leaky_relu", leaky),
+        F.silu: _TorchFunction("silu"),
+    }
+    methods = {
+        "relu": _TorchFunction("relu"),
+        "sigmoid": _TorchFunction("sigmoid"),
+        "tanh": _TorchFunction("tanh"),
+        "softmax": _TorchFunction("softmax", softmax),
+    }
+    return functions, methods
+
+
+def _torch_activation_module(module: Any, rank: int) -> str | None:
+    """The DSL activation an activation module computes (None: not an activation module)."""
+    from torch import nn
+
+    plain = {
+        nn.ReLU: "relu",
+        nn.Sigmoid: "sigmoid",
+        nn.Tanh: "tanh",
+        nn.SELU: "selu",
+        nn.Softsign: "softsign",
+        nn.SiLU: "silu",
+    }
+    for cls, kind in plain.items():
+        if type(module) is cls:
+            return kind
+    if type(module) is nn.Softmax:
+        _softmax_dim_check(module.dim, rank)
+        return "softmax"
+    if type(module) is nn.ELU:
+        if module.alpha != 1.0:
+            raise Refused(f"alpha={module.alpha}: layerdsl's elu has alpha 1")
+        return "elu"
+    if type(module) is nn.GELU:
+        if module.approximate != "none":
+            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+        return "gelu"
+    if type(module) is nn.Softplus:
+        if module.beta != 1.0:
+            raise Refused(f"beta={module.beta}: layerdsl's softplus has beta 1")
+        return "softplus"
+    if type(module) is nn.LeakyReLU:
+        if module.negative_slope != 0.2:
+            raise Refused(f"negative_slope={module.negative_slope}: layerdsl's leaky_relu has slope 0.2 (Keras's)")
+        return "leaky_relu"
+    return None
+
+
+#: Activations whose outputs are never negative.
+_NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus"})
+
+
+def _ceil_mode_pad(sizes: tuple[int, ...], pool: tuple[int, int], stride: tuple[int, int]) -> str:
+    """`valid` or `same` where a ceil_mode pool (without padding) gives the same windows, or refuse.
+
+    Ceil mode adds a last window that runs past the end (where one starts inside the input);
+    TensorFlow's `same` does too when it pads only after, and both leave the outside out.
+    """
+    def ceil_size(n: int, k: int, s: int) -> int:
+        out = -(-(n - k) // s) + 1
+        return out - 1 if (out - 1) * s >= n else out  # torch drops a last window that starts outside
+
+    floor = tuple((n - k) // s + 1 for n, k, s in zip(sizes, pool, stride, strict=True))
+    ceil = tuple(ceil_size(n, k, s) for n, k, s in zip(sizes, pool, stride, strict=True))
+    if ceil == floor:
+        return "valid"
+    same = tuple(-(-n // s) for n, s in zip(sizes, stride, strict=True))
+    if same == ceil and all(before == 0 for before, _ in same_padding(sizes, pool, stride, (1, 1))):
+        return "same"
+    raise Refused(
+        f"ceil_mode=True: on a {'x'.join(map(str, sizes))} input its output {'x'.join(map(str, ceil))} is neither "
+        f"`valid`'s {'x'.join(map(str, floor))} nor TensorFlow `same`'s windows"
+    )
+
+
+def _torch_label(node: Any, module: Any | None) -> str:
+    if module is not None:
+        return f"'{node.target}' ({type(module).__name__})"
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    return f"'{node.name}' ({target})"
+
+
+class _TorchImporter:
+    """Walks the traced graph in order, turning nodes (or short runs of them) into statements."""
+
+    def __init__(self, graph_module: Any, notes: list[str]) -> None:
+        self.gm = graph_module
+        self.modules = dict(graph_module.named_modules())
+        self.notes = notes
+        self.functions, self.methods = _torch_functions()
+        self.graph = Graph()
+        self.current = INPUT  # the tensor the next statement reads
+        self.go_backwards = False
+
+    # graph helpers
+
+    def module(self, node: Any) -> Any | None:
+        return self.modules.get(node.target) if node.op == "call_module" else None
+
+    def is_size_query(self, node: Any) -> bool:
+        """`x.size(0)`, `x.shape`, `x.shape[0]`: used by view/reshape, never a layer's value."""
+        if node.op == "call_method" and node.target == "size":
+            return True
+        if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+            return True
+        return node.op == "call_function" and node.target is operator.getitem and self.is_size_query(node.args[0])
+
+    def run(self) -> tuple[Graph, int]:
+        """The graph of statements, and the tensor the module returns."""
+        graph = self.gm.graph
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]  # one: _trace checks
+        skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
+        self.nodes = [n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n)]
+        tensors = {placeholders[0]: INPUT}  # fx node -> the graph tensor holding its value
+        index = 0
+        while index < len(self.nodes):
+            node = self.nodes[index]
+            module = self.module(node)
+            label = _torch_label(node, module)
+            inputs = [n for n in node.all_input_nodes if not self.is_size_query(n) and n.op != "get_attr"]
+            missing = [n for n in inputs if n not in tensors]
+            if missing:
+                raise ModelImportError(
+                    f"cannot import layer {label}: it reads '{missing[0].name}', a value inside a step "
+                    "layerdsl imports as one layer"
+                )
+            try:
+                merge = self.merge(node)
+                if merge is not None:
+                    kind, args, merged = merge
+                    stmt = Statement(kind, args, label)
+                    tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
+                    index += 1
+                    continue
+                if len(inputs) != 1:
+                    raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
+                self.current = tensors[inputs[0]]
+                used = self.step(index, module)
+            except Refused as exc:
+                raise ModelImportError(f"cannot import layer {label}: {exc}") from None
+            tensors[self.nodes[index + used - 1]] = self.current
+            index += used
+        (output,) = [n for n in graph.nodes if n.op == "output"]
+        if output.args[0] not in tensors:
+            raise ModelImportError(
+                "the module returns several values or a value layerdsl cannot import; layerdsl models have one output"
+            )
+        if self.go_backwards:
+            raise ModelImportError(
+                "the module flips its output along time (x.flip(1)) with no recurrent layer after it"
+            )
+        return self.graph, tensors[output.args[0]]
+
+    def merge(self, node: Any) -> tuple[str, dict[str, Any], list[Any]] | None:
+        """(DSL merge, arguments, the nodes it reads) for `torch.cat`, `+` or `*` of tensors; None otherwise."""
+        import torch
+
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            parts = list(node.args[0])
+            rank = len(_torch_shape(node))
+            dim = _arg(node, 1, "dim", 0) % rank
+            if dim == 0:
+                raise Refused("it concatenates along the batch axis")
+            # the DSL's axes are channels-last, as Keras's: (N, C, H, W) dim 1 is axis -1
+            axis = {1: -1, 2: 1, 3: 2}[dim] if rank == 4 else (-1 if dim == rank - 1 else dim)
+            return "concat", {"axis": axis}, parts
+        adds = (operator.add, operator.iadd, torch.add)
+        muls = (operator.mul, operator.imul, torch.mul)
+        if node.op == "call_function" and node.target in adds + muls:
+            kind = "add" if node.target in adds else "multiply"
+        elif node.op == "call_method" and node.target in ("add", "add_", "mul", "mul_"):
+            kind = "add" if node.target.startswith("add") else "multiply"
+        else:
+            return None
+        parts = list(node.args[:2])
+        if not all(hasattr(p, "op") for p in parts):
+            raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
+        if node.kwargs.get("alpha", 1) != 1:
+            raise Refused("torch.add with alpha: layerdsl's add has no scale")
+        shapes = [_torch_shape(p) for p in parts]
+        if len(set(shapes)) != 1:
+            raise Refused(f"it broadcasts {' and '.join(str(s[1:]) for s in shapes)}; layerdsl's {kind} takes equal shapes")
+        return kind, {}, parts
+
+    def following(self, index: int) -> Any | None:
+        """The node after ``index`` when it consumes only ``index``'s output."""
+        if index + 1 >= len(self.nodes):
+            return None
+        node, after = self.nodes[index], self.nodes[index + 1]
+        return after if node in after.all_input_nodes and len(node.users) == 1 else None
+
+    def add(self, index: int, kind: str, args: dict[str, Any], source: Any = None, **extra: Any) -> None:
+        """A statement for the node at ``index``, reading the current tensor (and becoming it)."""
+        node = self.nodes[index]
+        module = self.module(node)
+        wanted = node.target.replace(".", "_") if module is not None else None
+        stmt = Statement(kind, args, _torch_label(node, module), wanted if valid_name(wanted) else None, source, **extra)
+        self.current = self.graph.add(stmt, (self.current,))
+
+    def in_shape(self, index: int) -> tuple[int, ...]:
+        return _torch_shape(self.nodes[index].all_input_nodes[0])
+
+    def activation_of(self, node: Any, rank: int) -> str | None:
+        """The activation a function or method node computes, or None."""
+        entry = None
+        if node.op == "call_function":
+            entry = self.functions.get(node.target)
+        elif node.op == "call_method":
+            entry = self.methods.get(node.target)
+        if entry is None:
+            return None
+        if entry.check is not None:
+            entry.check(node, rank)
+        return entry.kind
+
+    def fused_activation(self, index: int, args: dict[str, Any]) -> int:
+        """Fold an activation *function* right after a dense or conv into its `activation=`."""
+        after = self.following(index)
+        if after is None:
+            return 1
+        try:
+            function = self.activation_of(after, len(_torch_shape(self.nodes[index])))
+        except Refused:
+            return 1  # refused with its own label when it is read as a layer
+        if function is None:
+            return 1
+        args["activation"] = function
+        return 2
+
+    def is_flatten(self, node: Any) -> bool:
+        import torch
+        from torch import nn
+
+        module = self.module(node)
+        if module is not None:
+            return type(module) is nn.Flatten and (module.start_dim, module.end_dim) == (1, -1)
+        function = node.op == "call_function" and node.target is torch.flatten
+        if function or (node.op == "call_method" and node.target == "flatten"):
+            return _arg(node, 1, "start_dim", 0) == 1 and _arg(node, 2, "end_dim", -1) == -1
+        if node.op == "call_method" and node.target in ("view", "reshape"):
+            before, after = _torch_shape(node.all_input_nodes[0]), _torch_shape(node)
+            return len(after) == 2 and after[0] == before[0] and len(before) > 2
+        return False
+
+    # one step: a node, or a short run of nodes that is one layer; returns how many nodes it used
+
+    def step(self, index: int, module: Any | None) -> int:
+        node = self.nodes[index]
+        rank = len(self.in_shape(index))
+        if self.go_backwards and not self.is_recurrent(module):
+            raise Refused("x.flip(1) must come right before a recurrent layer (it means go_backwards)")
+        if module is not None:
+            return self.module_step(index, module, rank)
+        activation = self.activation_of(node, rank)
+        if activation is not None:
+            self.add(index, activation, {})
+            return 1
+        if self.is_flatten(node):
+            self.add(index, "flatten", {}, flatten_order=self.flatten_order(index))
+            return 1
+        if (
+            node.op == "call_method"
+            and node.target == "permute"
+            and len(node.args) >= 2
+            and _dims(node.args[1:] if len(node.args) > 2 else node.args[1]) == (0, 2, 3, 1)
+        ):
+            after = self.following(index)
+            if after is not None and self.is_flatten(after):
+                # channels-last then flatten: Keras's feature order (layerdsl's own torch output)
+                self.add(index, "flatten", {}, flatten_order="keras")
+                return 2
+        if node.op == "call_method" and node.target == "transpose" and rank == 3 and self.swaps_time(node):
+            return self.channels_first_1d(index)
+        if (
+            node.op == "call_method"
+            and node.target == "flip"
+            and rank == 3
+            and _dims(_arg(node, 1, "dims", ())) in ((1,), (-2,))
+        ):
+            self.go_backwards = True
+            return 1
+        pooled = self.global_pool(node, rank)
+        if pooled is not None:
+            self.add(index, pooled, {})
+            return 1
+        raise Refused("layerdsl has no equivalent of this step")
+
+    @staticmethod
+    def swaps_time(node: Any) -> bool:
+        return node.op == "call_method" and node.target == "transpose" and {d % 3 for d in node.args[1:3]} == {1, 2}
+
+    def channels_first_1d(self, index: int) -> int:
+        """`transpose(1, 2)`, [a pad], a Conv1d or 1-D pool, `transpose(1, 2)`: one layer on (N, T, C)."""
+        from torch import nn
+
+        chain = [self.nodes[index]]
+        while len(chain) < 5 and (after := self.following(index + len(chain) - 1)) is not None:
+            chain.append(after)
+            if self.swaps_time(after):
+                break
+        divided = len(chain) == 5 and chain[3].target is operator.truediv
+        if divided:  # an average pool over zero padding, divided by each window's share of real steps
+            pad, pool = self.module(chain[1]), self.module(chain[2])
+            if pad is None or pool is None or not self.divides_by_coverage(index + 2, pad, pool):
+                raise Refused("it divides the pool by something other than each window's share of real steps")
+        modules = [self.module(n) for n in chain[1 : 3 if divided else -1]]
+        if len(chain) < 3 or not self.swaps_time(chain[-1]) or any(m is None for m in modules):
+            raise Refused("only transpose(1, 2), a Conv1d or 1-D pool, transpose(1, 2) can be imported")
+        padding = (0, 0)
+        if len(modules) == 2:
+            pad, modules = modules[0], modules[1:]
+            if type(pad) not in (nn.ZeroPad1d, nn.ConstantPad1d):
+                raise Refused("only a padding module may come before the Conv1d or pool")
+            value = getattr(pad, "value", 0.0)
+            if value != (float("-inf") if type(modules[0]) is nn.MaxPool1d else 0.0):
+                raise Refused(f"it pads with {value}: layerdsl pads convolutions with 0 and max pools with -inf")
+            if type(modules[0]) is nn.AvgPool1d and not divided:
+                raise Refused("an average over zero padding counts the padding; TensorFlow's `same` leaves it out")
+            padding = tuple(pad.padding)
+        (module,) = modules
+        layer_index = index + (2 if divided else len(chain) - 2)
+        length = _torch_shape(chain[0])[2]
+        if type(module) is nn.Conv1d:
+            if module.groups != 1 or module.padding_mode != "zeros":
+                raise Refused("layerdsl has no grouped convolutions or non-zero padding modes")
+            kernel, stride, dilation = module.kernel_size[0], module.stride[0], module.dilation[0]
+            if module.padding == "same":
+                pad_kind = "same"
+            else:
+                own = 0 if module.padding == "valid" else module.padding[0]
+                if own and padding != (0, 0):
+                    raise Refused("it pads twice (a padding module and its own padding)")
+                padding = (own, own) if own else padding
+                causal = padding == ((kernel - 1) * dilation, 0) and padding != (0, 0)
+                pad_kind = (
+                    "causal" if causal else same_or_valid((padding,), (length,), (kernel,), (stride,), (dilation,))
+                )
+            args = {
+                "filters": module.out_channels,
+                "kernel": kernel,
+                "stride": stride,
+                "pad": pad_kind,
+                "dilation": dilation,
+                "bias": module.bias is not None,
+            }
+            used = len(chain) - 1 + self.fused_activation(index + len(chain) - 1, args)
+            self.add(layer_index, "conv1d", args, module)
+            return used
+        if type(module) in (nn.MaxPool1d, nn.AvgPool1d):
+            is_max = type(module) is nn.MaxPool1d
+            if module.ceil_mode or (is_max and (module.dilation != 1 or module.return_indices)):
+                raise Refused("layerdsl pools round down, without dilation or return_indices")
+            pool = single(module.kernel_size)
+            stride = single(module.stride) if module.stride is not None else pool
+            own = single(module.padding)
+            if own and padding != (0, 0):
+                raise Refused("it pads twice (a padding module and its own padding)")
+            if own and not is_max and module.count_include_pad:
+                raise Refused("count_include_pad=True averages the padding in; TensorFlow's `same` leaves it out")
+            padding = (own, own) if own else padding
+            pad_kind = same_or_valid((padding,), (length,), (pool,), (stride,), (1,))
+            self.add(
+                layer_index, "maxpool1d" if is_max else "avgpool1d", {"pool": pool, "stride": stride, "pad": pad_kind}
+            )
+            return len(chain)
+        raise Refused(f"layerdsl has no {type(module).__name__.lower()} on sequences")
+
+    def global_pool(self, node: Any, rank: int) -> str | None:
+        import torch
+
+        if node.op == "call_method":
+            name = node.target
+        elif node.op == "call_function" and node.target in (torch.mean, torch.amax):
+            name = node.target.__name__
+        else:
+            return None
+        if name not in ("mean", "amax") or _arg(node, 2, "keepdim", False):
+            return None
+        dims = _arg(node, 1, "dim")
+        if dims is None:
+            return None
+        axes = {d % rank for d in _dims(dims)}
+        reduction = "avg" if name == "mean" else "max"
+        if rank == 4 and axes == {2, 3}:
+            return f"global{reduction}pool"
+        if rank == 3 and axes == {1}:
+            return f"global{reduction}pool1d"
+        return None
+
+    @staticmethod
+    def is_recurrent(module: Any) -> bool:
+        from torch import nn
+
+        return type(module) in (nn.LSTM, nn.GRU, nn.RNN)
+
+    def module_step(self, index: int, module: Any, rank: int) -> int:
+        from torch import nn
+
+        kind = type(module)
+        activation = _torch_activation_module(module, rank)
+        if activation is not None:
+            if kind is nn.Softplus and module.threshold < 20:
+                self.notes.append(
+                    f"{_torch_label(self.nodes[index], module)}: torch's softplus is linear above "
+                    f"threshold={module.threshold}; Keras's softplus has no threshold"
+                )
+            self.add(index, activation, {})
+            return 1
+        if kind is nn.Identity:
+            return 1
+        if kind is nn.Linear:
+            args = {"units": module.out_features, "bias": module.bias is not None}
+            used = self.fused_activation(index, args)
+            self.add(index, "dense", args, module)
+            return used
+        if kind is nn.Conv2d:
+            return self.conv2d(index, module, ((0, 0), (0, 0)))
+        if kind in (nn.ZeroPad2d, nn.ConstantPad2d):
+            return self.padded(index, module)
+        if kind in (nn.MaxPool2d, nn.AvgPool2d):
+            return self.pool2d(index, module, None)
+        if kind is nn.Flatten:
+            if not self.is_flatten(self.nodes[index]):
+                raise Refused("layerdsl's flatten keeps the batch axis: nn.Flatten(start_dim=1, end_dim=-1)")
+            self.add(index, "flatten", {}, flatten_order=self.flatten_order(index))
+            return 1
+        if kind is nn.Dropout:
+            self.add(index, "dropout", {"rate": float(module.p)})
+            return 1
+        if kind in (nn.BatchNorm1d, nn.BatchNorm2d):
+            return self.batchnorm(index, module, rank)
+        if kind is nn.Embedding:
+            return self.embedding(index, module)
+        if self.is_recurrent(module):
+            return self.recurrent(index, module, rank)
+        if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
+            return self.adaptive_pool(index, "avg" if kind is nn.AdaptiveAvgPool2d else "max")
+        if kind is nn.Conv1d:
+            raise Refused("torch's Conv1d reads (N, C, T) where layerdsl's conv1d reads (N, T, C) sequences")
+        raise Refused(f"layerdsl has no {kind.__name__.lower()}")
+
+    def conv2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]]) -> int:
+        if module.groups != 1:
+            raise Refused("layerdsl has no grouped convolutions")
+        if module.padding_mode != "zeros":
+            raise Refused(f"padding_mode={module.padding_mode!r}: layerdsl pads with zeros")
+        shape = (
+            self.in_shape(index)
+            if padding == ((0, 0), (0, 0))
+            else _torch_shape(self.nodes[index - 1].all_input_nodes[0])
+        )
+        kernel, stride, dilation = tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation)
+        if module.padding == "same":
+            pad = "same"  # stride 1: torch's `same` puts the odd padding after, as TensorFlow does
+        else:
+            own = (0, 0) if module.padding == "valid" else tuple(module.padding)
+            if own != (0, 0) and padding != ((0, 0), (0, 0)):
+                raise Refused("it pads twice (a padding module and its own padding)")
+            if own != (0, 0):
+                padding = ((own[0], own[0]), (own[1], own[1]))
+            pad = pad_kind(padding, shape[2:], kernel, stride, dilation)
+            if pad is None:  # not TensorFlow's `same`: pad explicitly, then convolve without padding
+                self.zeropad(index, padding, named=False)
+                pad = "valid"
+        if pad == "same" and max(stride) > 1 and max(dilation) > 1:
+            raise Refused("layerdsl cannot combine stride > 1 with dilation > 1")
+        args = {
+            "filters": module.out_channels,
+            "kernel": kernel,
+            "stride": stride,
+            "pad": pad,
+            "dilation": dilation,
+            "bias": module.bias is not None,
+        }
+        used = self.fused_activation(index, args)
+        self.add(index, "conv2d", args, module)
+        return used
+
+    def zeropad(self, index: int, padding: tuple[tuple[int, int], tuple[int, int]], named: bool) -> None:
+        """An explicit `zeropad2d` for the layer at ``index`` (named after it when it is the padding module)."""
+        if "zeropad2d" not in REGISTRY:
+            raise Refused(f"its padding {[list(p) for p in padding]} is not TensorFlow's `same`")
+        label = _torch_label(self.nodes[index], self.module(self.nodes[index]))
+        wanted = self.nodes[index].target.replace(".", "_") if named else None
+        stmt = Statement("zeropad2d", zeropad_args(padding), label, wanted if valid_name(wanted) else None)
+        self.current = self.graph.add(stmt, (self.current,))
+
+    def padded(self, index: int, module: Any) -> int:
+        """A padding module right before a conv or max pool: TensorFlow's asymmetric `same`."""
+        from torch import nn
+
+        after = self.following(index)
+        target = self.module(after) if after is not None else None
+        left, right, top, bottom = module.padding
+        padding = ((top, bottom), (left, right))
+        value = getattr(module, "value", 0.0)
+        if type(target) is nn.Conv2d and value == 0.0:
+            return 1 + self.conv2d(index + 1, target, padding)
+        if type(target) is nn.MaxPool2d and value == float("-inf"):
+            return 1 + self.pool2d(index + 1, target, padding)
+        if type(target) is nn.AvgPool2d and value == 0.0 and self.divides_by_coverage(index + 1, module, target):
+            return 2 + self.pool2d(index + 1, target, padding)
+        if value == 0.0 and "zeropad2d" in REGISTRY:
+            self.zeropad(index, padding, named=True)
+            return 1
+        raise Refused(
+            "layerdsl has no explicit padding; only a pad that is TensorFlow's `same` for the conv2d "
+            "(zeros), max pool (-inf), or average pool (divided by each window's share of real inputs) "
+            "right after it can be imported"
+        )
+
+    def divides_by_coverage(self, index: int, pad: Any, pool: Any) -> bool:
+        """Whether the pool at ``index`` is divided by each window's share of real inputs (a buffer).
+
+        That leaves zero padding out of each average, as TensorFlow's `same` does.
+        """
+        import torch
+
+        after = self.following(index)
+        if after is None or after.target is not operator.truediv or after.args[0] is not self.nodes[index]:
+            return False
+        divisor = after.args[1]
+        if getattr(divisor, "op", None) != "get_attr":
+            return False
+        try:
+            coverage = self.gm.get_buffer(divisor.target)
+        except AttributeError:
+            return False
+        spatial = _torch_shape(self.nodes[index - 1].all_input_nodes[0])[2:]
+        with torch.no_grad():
+            expected = pool(pad(torch.ones(1, 1, *spatial)))
+        return coverage.shape == expected.shape and bool(torch.allclose(coverage, expected))
+
+    def pool2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]] | None) -> int:
+        from torch import nn
+
+        is_max = type(module) is nn.MaxPool2d
+        if is_max and (module.dilation not in (1, (1, 1)) or module.return_indices):
+            raise Refused("layerdsl's max pool has no dilation or return_indices")
+        if not is_max and module.divisor_override is not None:
+            raise Refused("layerdsl's average pool has no divisor_override")
+        pool = pair(module.kernel_size)
+        stride = pair(module.stride) if module.stride is not None else pool
+        own = pair(module.padding)
+        node_in = self.nodes[index - 1] if padding is not None else self.nodes[index]
+        shape = _torch_shape(node_in.all_input_nodes[0])
+        if padding is None:
+            padding = ((own[0], own[0]), (own[1], own[1]))
+        elif own != (0, 0):
+            raise Refused("it pads twice (a padding module and its own padding)")
+        if module.ceil_mode:
+            if padding != ((0, 0), (0, 0)):
+                raise Refused("ceil_mode=True with padding: layerdsl pools round down, as Keras does")
+            pad = _ceil_mode_pad(shape[2:], pool, stride)
+        elif own != (0, 0) and not is_max and module.count_include_pad:
+            # the zeros count in each average: explicit zero padding, then a plain average pool
+            self.zeropad(index, padding, named=False)
+            pad = "valid"
+        elif is_max and pad_kind(padding, shape[2:], pool, stride, (1, 1)) is None and self.non_negative():
+            # after a relu (or another non-negative step) zeros pad a max pool as -inf does: none is ever the max
+            self.zeropad(index, padding, named=False)
+            pad = "valid"
+        else:
+            pad = same_or_valid(padding, shape[2:], pool, stride, (1, 1))
+        self.add(index, "maxpool" if is_max else "avgpool", {"pool": pool, "stride": stride, "pad": pad})
+        return 1
+
+    def non_negative(self) -> bool:
+        """Whether the current tensor is never negative: the output of a relu, sigmoid, softmax, softplus, relu6."""
+        stmt = self.graph.statement(self.current)
+        if stmt is None:
+            return False
+        function = stmt.args.get("activation") if stmt.kind in ("dense", "conv2d") else stmt.kind
+        return function in _NON_NEGATIVE
+
+    def flatten_order(self, index: int) -> str:
+        """Torch orders an image's features (C, H, W); one pixel's features are in Keras's order too."""
+        shape = self.in_shape(index)
+        return "torch" if len(shape) == 4 and shape[2] * shape[3] > 1 else "keras"
+
+    def adaptive_pool(self, index: int, reduction: str) -> int:
+        """An adaptive pool where it is exact: the identity, a global pool, or equal tiles."""
+        (_, channels, height, width), (out_h, out_w) = self.in_shape(index), _torch_shape(self.nodes[index])[2:]
+        if (out_h, out_w) == (height, width):
+            return 1  # the identity (AlexNet's and VGG's at their 224x224 input)
+        if (out_h, out_w) == (1, 1):
+            after = self.following(index)
+            self.add(index, f"global{reduction}pool", {})
+            if after is not None and self.is_flatten(after):
+                return 2
+            self.add(index, "reshape", {"target": (1, 1, channels)})  # torch keeps the pooled axes
+            return 1
+        if height % out_h == 0 and width % out_w == 0:
+            window = (height // out_h, width // out_w)  # torch's windows tile the input exactly
+            self.add(index, f"{reduction}pool", {"pool": window, "stride": window, "pad": "valid"})
+            return 1
+        raise Refused(
+            f"output size {out_h}x{out_w} from a {height}x{width} input: its windows differ in size; "
+            "layerdsl imports an adaptive pool whose output is 1x1, the input size, or divides the input size"
+        )
+
+    def batchnorm(self, index: int, module: Any, rank: int) -> int:
+        from torch import nn
+
+        expected = 4 if type(module) is nn.BatchNorm2d else 2
+        if rank != expected:
+            why = "it normalizes dim 1, the timesteps of an (N, T, F) sequence" if rank == 3 else "unexpected input"
+            raise Refused(f"{why}; layerdsl's batchnorm normalizes the feature (channel) axis")
+        if not module.track_running_stats or module.running_mean is None:
+            raise Refused("track_running_stats=False: layerdsl's batchnorm keeps moving statistics")
+        if module.momentum is None:
+            raise Refused("momentum=None (a cumulative average): layerdsl's batchnorm has an exponential average")
+        args = {
+            "eps": float(module.eps),
+            # Keras's momentum weights the old average, torch's the new batch (0.1 -> 0.9)
+            "momentum": float(1 - Decimal(repr(float(module.momentum)))),
+            "center": bool(module.affine),
+            "scale": bool(module.affine),
+        }
+        self.add(index, "batchnorm", args, module)
+        return 1
+
+    def embedding(self, index: int, module: Any) -> int:
+        if module.max_norm is not None:
+            raise Refused("max_norm renormalizes looked-up vectors; layerdsl's embedding has no max_norm")
+        label = _torch_label(self.nodes[index], module)
+        if module.padding_idx is not None:
+            self.notes.append(
+                f"{label}: padding_idx={module.padding_idx} only freezes that row's gradient in torch; "
+                "the imported embedding trains it (use `mask_zero=true` to mask id 0 instead)"
+            )
+        if module.scale_grad_by_freq or module.sparse:
+            self.notes.append(f"{label}: scale_grad_by_freq / sparse gradients are not imported")
+        self.add(index, "embedding", {"vocab": module.num_embeddings, "dim": module.embedding_dim}, module)
+        return 1
+
+    def recurrent(self, index: int, module: Any, rank: int) -> int:
+        from torch import nn
+
+        if not module.batch_first:
+            raise Refused("batch_first=False reads (T, N, F); layerdsl sequences are (N, T, F): use batch_first=True")
+        if module.num_layers != 1:
+            raise Refused(f"num_layers={module.num_layers}: import a stack as single-layer modules in sequence")
+        if getattr(module, "proj_size", 0):
+            raise Refused("layerdsl's lstm has no proj_size")
+        kind = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "simplernn"}[type(module)]
+        args: dict[str, Any] = {"units": module.hidden_size, "bias": bool(module.bias)}
+        if kind == "simplernn":
+            args["activation"] = module.nonlinearity  # tanh or relu
+        output = self.following(index)
+        if output is None or output.target is not operator.getitem or output.args[1] != 0:
+            raise Refused("only its output sequence (`out, _ = rnn(x)`) can be imported, not the final states")
+        used = 2
+        args["return_sequences"] = True
+        last = self.following(index + 1)
+        if last is not None and last.op == "call_function" and last.target is operator.getitem:
+            key = last.args[1]
+            key = key if isinstance(key, tuple) else (key,)
+            if key[:2] == (slice(None), -1) and all(k == slice(None) for k in key[2:]):
+                args["return_sequences"] = False
+                used = 3
+        args["go_backwards"] = self.go_backwards
+        self.go_backwards = False
+        if module.bidirectional:
+            if not args["return_sequences"]:
+                raise Refused(
+                    "out[:, -1] of a bidirectional module holds the backward direction after one step, "
+                    "where Keras's Bidirectional returns each direction's final output"
+                )
+            if args["go_backwards"]:
+                raise Refused("a bidirectional module reading a flipped sequence has no Keras equivalent")
+            self.add(index, "bidirectional", {"layer": kind, "inner": args, "merge": "concat"}, module)
+        else:
+            self.add(index, kind, args, module)
+        return used
+
+
+def _trace(module: Any, input_shape: tuple[int, ...]) -> Any:
+    """The module traced by torch.fx, with each node's output shape (eval mode, no gradients)."""
+    import torch
+    from torch import fx, nn
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    if type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, nn.Sequential):
+        module = nn.Sequential(module)  # fx traces a root module's own code; as a child it is one layer
+    try:
+        graph_module = fx.symbolic_trace(module)
+    except Exception as exc:  # fx raises many kinds for untraceable Python
+        raise ModelImportError(
+            f"torch.fx cannot trace {type(module).__name__}: {exc}",
+            hint="layerdsl imports modules whose forward is a graph of modules and tensor functions without Python control flow",
+        ) from None
+    inputs = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ModelImportError(f"the module's forward takes {len(inputs)} inputs; layerdsl models have one input")
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    first = next((n for n in graph_module.graph.nodes if n.op == "call_module"), None)
+    ids = first is not None and isinstance(graph_module.get_submodule(first.target), nn.Embedding)
+    example = torch.zeros((2, *input_shape), dtype=torch.long if ids else torch.float32)
+    modes = {m: m.training for m in graph_module.modules()}
+    try:
+        graph_module.eval()
+        with torch.no_grad():
+            ShapeProp(graph_module).propagate(example)
+    except Exception as exc:
+        raise ModelImportError(
+            f"the module does not run on an input of shape {tuple(input_shape)} (without the batch axis): {exc}",
+            hint="give input_shape as the module takes it: images (C, H, W), sequences (T, F), token ids (T,)",
+        ) from None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return graph_module, ids
+
+
+def _flatten_permutations(statements: list[Statement], spec: ir.Model) -> dict[str, np.ndarray]:
+    """Layer name -> the feature permutation its weights need: torch flattens (C, H, W), Keras (H, W, C).
+
+    A torch-order flatten must reach denses only (through per-feature layers), whose kernel
+    rows and those layers' vectors are reordered; otherwise the model's outputs would differ.
+    """
+    consumers: dict[str, list[ir.Layer]] = {}
+    previous = ir.INPUT_NAME
+    for layer in spec.layers:
+        for read in dict.fromkeys(layer.inputs or (previous,)):
+            consumers.setdefault(read, []).append(layer)
+        previous = layer.name
+    out: dict[str, np.ndarray] = {}
+    for stmt, layer in zip(statements, spec.layers, strict=True):
+        if layer.kind != "flatten" or len(layer.input_shape) != 3 or stmt.flatten_order != "torch":
+            continue
+        order = permutation(layer.input_shape)
+        reached, pending = [], [layer]
+        while pending:
+            node = pending.pop()
+            if node.name == spec.output_layer.name:
+                end = "the output"
+            elif not consumers.get(node.name):
+                end = repr(node.name)
+            else:
+                end = None
+            for later in consumers.get(node.name, []):
+                if later.kind == "dense":
+                    reached.append(later)
+                elif REGISTRY[later.kind].per_feature:
+                    reached.append(later)
+                    pending.append(later)
+                else:
+                    end = repr(later.name)
+            if end is not None:
+                raise ModelImportError(
+                    f"cannot import layer {stmt.label}: its (C, H, W) feature order reaches {end} "
+                    "without a dense layer to absorb it, and layerdsl's flatten produces Keras's (H, W, C) order",
+                    hint="permute to channels-last first: x.permute(0, 2, 3, 1).flatten(1)",
+                )
+        out.update((later.name, order) for later in reached)
+    return out
+
+
+def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The torch tensors that hold ``weight``, in the order ``torch_weights.to_keras`` takes them."""
+    name = weight.name
+    kind = layer.kind
+    suffix = "_l0"
+    if kind == "bidirectional":
+        direction, name = name.split("_", 1)
+        kind, suffix = layer.args["layer"], "_l0" if direction == "forward" else "_l0_reverse"
+    if kind in ("lstm", "gru", "simplernn"):
+        if name == "bias":
+            b_ih, b_hh = state[f"bias_ih{suffix}"], state[f"bias_hh{suffix}"]
+            # Keras's GRU (reset_after) keeps both biases as rows; LSTM and SimpleRNN have one, their sum
+            return [b_ih, b_hh] if kind == "gru" else [b_ih + b_hh]
+        return [state[f"weight_{'ih' if name == 'kernel' else 'hh'}{suffix}"]]
+    names = {
+        "kernel": "weight",
+        "bias": "bias",
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+        "embeddings": "weight",
+    }
+    return [state[names[name]]]
+
+
+def _torch_weights(statements: list[Statement], spec: ir.Model) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    permutations = _flatten_permutations(statements, spec)
+    weights: dict[str, np.ndarray] = {}
+    for stmt, layer in zip(statements, spec.layers, strict=True):
+        if not layer.weights:
+            continue
+        state = {
+            key: value.detach().cpu().float().numpy()
+            for key, value in stmt.source.state_dict().items()
+            if value.is_floating_point()
+        }
+        order = permutations.get(layer.name)
+        for weight in layer.weights:
+            array = to_keras(layer, weight, _torch_arrays(layer, weight, state))
+            if order is not None and feature_indexed(layer, weight):
+                array = from_torch_order(array, order)
+            if array.shape != weight.shape:
+                raise ModelImportError(
+                    f"cannot import layer {stmt.label}: weight {weight.name} has shape {array.shape}, "
+                    f"expected {weight.shape}"
+                )
+            weights[f"{layer.name}.{weight.name}"] = np.array(array, dtype=np.float32)
+    return weights
+
+
+def from_torch(module: Any, input_shape: Sequence[int], *, name: str | None = None) -> Imported:
+    """Import a torch module that torch.fx traces to layers layerdsl has: a chain, or branches that merge.
+
+    ``input_shape`` is the shape the module takes, without the batch axis:
+    images (C, H, W), sequences (T, F), token ids (T,). The returned text's
+    input is channels-last, as every layerdsl model's; its torch build takes
+    the same tensors as ``module``. Raises ModelImportError naming the first
+    module or function layerdsl cannot express.
+    """
+    from .. import backends
+
+    backends.get("torch").import_framework()
+    shape = tuple(int(d) for d in input_shape)
+    graph_module, ids = _trace(module, shape)
+    notes: list[str] = []
+    graph, output = _TorchImporter(graph_module, notes).run()
+    text, spec, statements = finish(
+        graph,
+        output,
+        model_name(name or keras_snake_case(type(module).__name__), "imported"),
+        _ir_shape((0, *shape)),
+        "int64" if ids else "float32",
+    )
+    return Imported(text, _torch_weights(statements, spec), spec, tuple(notes))
+
+
+#: DSL kind -> the torch modules and functions ``from_torch`` reads as that kind.
+IMPORTABLE = {
+    "dense": "nn.Linear",
+    "conv2d": "nn.Conv2d (after a padding module for TensorFlow's asymmetric `same`)",
+    "conv1d": "nn.Conv1d between x.transpose(1, 2) and back",
+    "maxpool": "nn.MaxPool2d",
+    "avgpool": "nn.AvgPool2d",
+    "maxpool1d": "nn.MaxPool1d between x.transpose(1, 2) and back",
+    "avgpool1d": "nn.AvgPool1d between x.transpose(1, 2) and back",
+    "globalmaxpool1d": "x.amax(1)",
+    "globalavgpool1d": "x.mean(1)",
+    "globalmaxpool": "x.amax((2, 3)), nn.AdaptiveMaxPool2d(1) + flatten",
+    "globalavgpool": "x.mean((2, 3)), nn.AdaptiveAvgPool2d(1) + flatten",
+    "flatten": "nn.Flatten, torch.flatten, x.flatten(1), x.view(n, -1)",
+    "zeropad2d": "nn.ZeroPad2d, nn.ConstantPad2d(value=0)",
+    "dropout": "nn.Dropout",
+    "batchnorm": "nn.BatchNorm1d, nn.BatchNorm2d",
+    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU, nn.Softplus, nn.Softsign, "
+    "nn.LeakyReLU, nn.SiLU, and their functions",
+    "embedding": "nn.Embedding",
+    "lstm": "nn.LSTM",
+    "gru": "nn.GRU",
+    "simplernn": "nn.RNN",
+    "bidirectional": "nn.LSTM, nn.GRU, nn.RNN with bidirectional=True",
+    "add": "x + y (a residual), torch.add",
+    "multiply": "x * y, torch.mul",
+    "concat": "torch.cat along channels",
+}
+#: DSL kind -> why ``from_torch`` does not read it.
+NOT_IMPORTABLE = {
+    "masking": "torch has no masks; a padded sequence imports without one",
+    "average": "torch has no averaging merge; (x + y) / 2 is arithmetic with a constant",
+    "depthwiseconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "separableconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
+    "upsample2d": "no converter for nn.Upsample yet",
+    "layernorm": "no converter for nn.LayerNorm yet",
+    "reshape": "view/reshape import only as a flatten",
+    "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
+    "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
+    "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
+    "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
+    "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
+    "cropping1d": "slicing x[:, a:b] is not read yet",
+    "upsample1d": "x.repeat_interleave is not read yet",
+}

@@ -1,0 +1,52 @@
+"""The playground's Python side, run inside the page by Pyodide: one `analyze(text)` call per edit.
+
+It returns JSON for playground.js: the diagnostics (from layerdsl.diagnose), and for a correct
+model the summary table, the SVG diagram, the generated Keras / PyTorch / NumPy source and the
+Python a person runs to try the model (NumPy itself is not available in the page).
+"""
+
+import dataclasses
+import json
+
+import layerdsl
+from layerdsl.graph import to_svg
+
+FILENAME = "model.layers"
+TARGETS = ("keras", "torch", "numpy")
+
+
+def run_snippet(model):
+    shape = ", ".join(str(d) for d in model.input.fed_shape)
+    if model.input.dtype.startswith("int"):
+        draw = f"rng.integers(1, 10, size=(2, {shape}))"
+    else:
+        draw = f"rng.standard_normal((2, {shape}), dtype=np.float32)"
+    return (
+        "# Running a model needs Python with NumPy (or PyTorch / Keras); this page has neither.\n"
+        "# Save the text as model.layers, `pip install layerdsl numpy`, then:\n"
+        "import numpy as np\n"
+        "import layerdsl\n\n"
+        'net = layerdsl.build(layerdsl.load("model.layers"), target="numpy")\n'
+        "rng = np.random.default_rng(0)\n"
+        f"x = {draw}\n"
+        "print(net(x).shape)\n"
+    )
+
+
+def analyze(text):
+    diagnostics = [dataclasses.asdict(d) for d in layerdsl.diagnose(text, FILENAME)]
+    result = {"diagnostics": diagnostics, "summary": None, "svg": None, "sources": {}, "run": None, "total": None}
+    if any(d["severity"] == "error" for d in diagnostics):
+        return json.dumps(result)
+    model = layerdsl.parse(text, FILENAME)
+    sources = {}
+    for target in TARGETS:
+        try:
+            sources[target] = layerdsl.compile(model, target)
+        except layerdsl.LayerDSLError as exc:
+            sources[target] = f"# layerdsl cannot generate {target} source for this model:\n# {exc.message}\n"
+    result.update(
+        summary=layerdsl.summary(model), svg=to_svg(model), sources=sources, run=run_snippet(model),
+        total=model.total_params,
+    )
+    return json.dumps(result)

@@ -594,7 +594,7 @@ class _GraphNames:
     """Which tensors of a DAG need a variable of their own, and its name."""
 
     #: names the generated function already uses
-    RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model"})
+    RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "LayerScale"})  # + DEFINITIONS
 
     def __init__(self, model: ir.Model, taken: set[str]) -> None:
         position = {layer.name: i for i, layer in enumerate(model.layers)}

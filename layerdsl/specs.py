@@ -839,6 +839,29 @@ class Average(_ElementwiseMerge):
     doc = "Averages its inputs elementwise."
 
 
+class Subtract(_ElementwiseMerge):
+    kind = "subtract"
+    keras_type = "Subtract"
+    doc = "The first input minus the second, elementwise (exactly two inputs, as Keras)."
+
+    def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
+        if len(shapes) != 2:
+            raise ShapeError(f"`subtract` needs exactly two inputs, received {len(shapes)}")
+        return super().merge_shape(args, shapes)
+
+
+class Maximum(_ElementwiseMerge):
+    kind = "maximum"
+    keras_type = "Maximum"
+    doc = "The elementwise maximum of its inputs."
+
+
+class Minimum(_ElementwiseMerge):
+    kind = "minimum"
+    keras_type = "Minimum"
+    doc = "The elementwise minimum of its inputs."
+
+
 class Concat(LayerSpec):
     kind = "concat"
     keras_type = "Concatenate"
@@ -1224,6 +1247,9 @@ REGISTRY: dict[str, LayerSpec] = {
     "add": Add(),
     "multiply": Multiply(),
     "average": Average(),
+    "subtract": Subtract(),
+    "maximum": Maximum(),
+    "minimum": Minimum(),
     "concat": Concat(),
     "zeropad2d": ZeroPad2D(),
     "depthwiseconv2d": DepthwiseConv2D(),

@@ -76,6 +76,9 @@ BROADCASTING = {
     "keepdims_pools": "input 6x6x3\nglobalmaxpool keepdims=true | conv2d 4 1 | flatten",
     "height_row": "input 4x5x6\nadd { } { reshape 120 | dense 30 | reshape 1x5x6 }",
     "width_channels": "input 4x5x6\nmultiply { } { reshape 120 | dense 30 | reshape 5x6 }",
+    "subtract_mean": "input 4x5x6\nsubtract { } { globalavgpool keepdims=true }",
+    "subtract_vector": "input 7x4\nsubtract { globalmaxpool1d } { }",
+    "extrema": "input 4x5x6\nmaximum { } { globalavgpool | dense 6 } { conv2d 6 1 }\nminimum { globalmaxpool } { }",
 }
 
 

@@ -40,6 +40,30 @@ class Average(Add):
         return super().__call__(*inputs) / np.float32(len(inputs))
 
 
+class Subtract(Layer):
+    def __call__(self, first, second):
+        first, second = aligned((first, second))
+        return first - second
+
+
+class Maximum(Layer):
+    def __call__(self, *inputs):
+        inputs = aligned(inputs)
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = np.maximum(out, x)
+        return out
+
+
+class Minimum(Layer):
+    def __call__(self, *inputs):
+        inputs = aligned(inputs)
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = np.minimum(out, x)
+        return out
+
+
 class Concatenate(Layer):
     def __init__(self, axis=-1):
         self.axis = axis  # counted with the batch axis

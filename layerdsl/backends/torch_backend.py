@@ -376,19 +376,37 @@ def _broadcasting(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
     elementwise = _elementwise(operator)
 
     def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
-        rank = len(layer.output_shape)
-        inputs = []
-        for variable, shape in zip(ctx.inputs, layer.input_shapes, strict=True):
-            if len(shape) < rank:
-                padded = (1,) * (rank - len(shape)) + shape
-                if _is_image(padded) and len(shape) == 1:
-                    variable = f"{variable}[:, :, None, None]"
-                else:
-                    variable = f"{variable}.reshape({variable}.shape[0], {', '.join(py(d) for d in padded)})"
-                    if _is_image(padded):
-                        variable += ".permute(0, 3, 1, 2)"
-            inputs.append(variable)
-        return elementwise(layer, dataclasses.replace(ctx, inputs=tuple(inputs)))
+        return elementwise(layer, dataclasses.replace(ctx, inputs=_broadcast_inputs(layer, ctx)))
+
+    return emit
+
+
+def _broadcast_inputs(layer: ir.Layer, ctx: _Context) -> tuple[str, ...]:
+    """Each merge input as an expression of the output's rank, in torch's layout."""
+    rank = len(layer.output_shape)
+    inputs = []
+    for variable, shape in zip(ctx.inputs, layer.input_shapes, strict=True):
+        if len(shape) < rank:
+            padded = (1,) * (rank - len(shape)) + shape
+            if _is_image(padded) and len(shape) == 1:
+                variable = f"{variable}[:, :, None, None]"
+            else:
+                variable = f"{variable}.reshape({variable}.shape[0], {', '.join(py(d) for d in padded)})"
+                if _is_image(padded):
+                    variable += ".permute(0, 3, 1, 2)"
+        inputs.append(variable)
+    return tuple(inputs)
+
+
+def _extremum(function: str) -> Callable[[ir.Layer, _Context], _Piece]:
+    """maximum / minimum: torch's two-argument function folded over the inputs, left to right."""
+
+    def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
+        first, *rest = _broadcast_inputs(layer, ctx)
+        x = first
+        for variable in rest:
+            x = f"torch.{function}({x}, {variable})"
+        return _Piece(forward=[f"x = {x}"])
 
     return emit
 
@@ -830,6 +848,9 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "subtract": _broadcasting("-"),
+    "maximum": _extremum("maximum"),
+    "minimum": _extremum("minimum"),
     "rescaling": _rescaling,
     "normalization": _normalization,
     "layerscale": _layerscale,

@@ -546,4 +546,7 @@ NOT_IMPORTABLE = {
     "cropping2d": "no converter for Cropping2D yet",
     "cropping1d": "no converter for Cropping1D yet",
     "upsample1d": "no converter for UpSampling1D yet",
+    "subtract": "no converter for Subtract yet",
+    "maximum": "no converter for Maximum yet",
+    "minimum": "no converter for Minimum yet",
 }

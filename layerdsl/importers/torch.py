@@ -1010,4 +1010,7 @@ NOT_IMPORTABLE = {
     "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
     "cropping1d": "slicing x[:, a:b] is not read yet",
     "upsample1d": "x.repeat_interleave is not read yet",
+    "subtract": "x - y is not read yet",
+    "maximum": "torch.maximum is not read yet",
+    "minimum": "torch.minimum is not read yet",
 }

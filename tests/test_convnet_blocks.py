@@ -391,3 +391,22 @@ def test_reference_architectures_agree_across_backends_at_a_reduced_size(name):
 def test_flattened_features_keep_their_order_through_per_feature_layers():
     # per_feature layers between flatten and dense: torch folds the (C, H, W) order into the weights
     _agree("input 3x4x5\nflatten | normalization | layerscale 0.5 | rescaling 2.0 offset=1.0 | dense 6")
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_grouped_convolutions_import_from_either_framework(framework):
+    if framework not in testing.available_targets():
+        pytest.skip(f"needs {framework}")
+    text = "model grouped\ninput 6x6x8\nconv2d 12 3 groups=4 pad=same\nrelu\nconv2d 12 3 groups=12\n"
+    model = layerdsl.parse(text)
+    original = layerdsl.build(model, framework)
+    layerdsl.set_weights(original, testing.random_weights(model))
+    if framework == "keras":
+        imported = layerdsl.from_keras(original)
+    else:
+        imported = layerdsl.from_torch(original, (8, 6, 6))
+    assert [layer.args["groups"] for layer in imported.model.layers if layer.kind == "conv2d"] == [4, 12]
+    x = testing.random_input(model)
+    live = layerdsl.build(imported.model, "numpy")
+    layerdsl.set_weights(live, imported.weights)
+    np.testing.assert_allclose(live(x), testing.run(framework, original, model, x), atol=1e-5, rtol=1e-4)

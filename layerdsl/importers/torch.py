@@ -568,8 +568,6 @@ class _TorchImporter:
         raise Refused(f"layerdsl has no {kind.__name__.lower()}")
 
     def conv2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]]) -> int:
-        if module.groups != 1:
-            raise Refused("layerdsl has no grouped convolutions")
         if module.padding_mode != "zeros":
             raise Refused(f"padding_mode={module.padding_mode!r}: layerdsl pads with zeros")
         shape = (
@@ -599,6 +597,7 @@ class _TorchImporter:
             "pad": pad,
             "dilation": dilation,
             "bias": module.bias is not None,
+            "groups": module.groups,  # a depthwise nn.Conv2d is conv2d with groups=channels
         }
         used = self.fused_activation(index, args)
         self.add(index, "conv2d", args, module)
@@ -968,7 +967,7 @@ def from_torch(module: Any, input_shape: Sequence[int], *, name: str | None = No
 #: DSL kind -> the torch modules and functions ``from_torch`` reads as that kind.
 IMPORTABLE = {
     "dense": "nn.Linear",
-    "conv2d": "nn.Conv2d (after a padding module for TensorFlow's asymmetric `same`)",
+    "conv2d": "nn.Conv2d, grouped too (after a padding module for TensorFlow's asymmetric `same`)",
     "conv1d": "nn.Conv1d between x.transpose(1, 2) and back",
     "maxpool": "nn.MaxPool2d",
     "avgpool": "nn.AvgPool2d",
@@ -997,8 +996,8 @@ IMPORTABLE = {
 NOT_IMPORTABLE = {
     "masking": "torch has no masks; a padded sequence imports without one",
     "average": "torch has no averaging merge; (x + y) / 2 is arithmetic with a constant",
-    "depthwiseconv2d": "grouped nn.Conv2d (groups > 1) is refused",
-    "separableconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
+    "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
     "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
     "upsample2d": "no converter for nn.Upsample yet",
     "layernorm": "no converter for nn.LayerNorm yet",

@@ -197,7 +197,8 @@ def _atom(reader: _Reader) -> Expr:
     raise reader.error(f"unexpected `{text}` in an expression", offset, len(text), hint=_HINT)
 
 
-_NAME_PART = re.compile(r"[A-Za-z_](?:(?!x[0-9(])[A-Za-z0-9_])*")
+# As the grammar's _DIM_NAME: a name part never starts or runs on where `x` and a digit or `(` follow.
+_NAME_PART = re.compile(r"(?!x[0-9(])[A-Za-z_](?:(?!x[0-9(])[A-Za-z0-9_])*")
 
 
 def parse_dims(text: str, line: int, column: int) -> tuple[int | Expr, ...]:
@@ -226,13 +227,23 @@ def parse_dims(text: str, line: int, column: int) -> tuple[int | Expr, ...]:
             parts.append(inner.value if isinstance(inner, Num) else inner)
         else:
             match = _NAME_PART.match(text, pos)
-            assert match is not None  # the DIMS terminal admits nothing else
+            if match is None:
+                raise _dims_error(text, pos, line, column)
             end = match.end()
             parts.append(Name(match.group(), Span(line, column + pos, line, column + end)))
         if end >= len(text):
             return tuple(parts)
-        assert text[end] == "x"
+        if text[end] != "x":
+            raise _dims_error(text, end, line, column)
         pos = end + 1
+
+
+def _dims_error(text: str, pos: int, line: int, column: int) -> LayerSyntaxError:
+    return LayerSyntaxError(
+        f"cannot read the dims `{text}` here",
+        span=Span(line, column + pos, line, column + pos + 1),
+        hint="dims join integers, names and parenthesized expressions with `x`: `1x1xc`, `(c)x4`, `1x(c*4)`",
+    )
 
 
 # --- writing back ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # The grammar's tokens (grammars/layers.lark), written so that Python's `re` and Oniguruma
 # (TextMate) read them the same way.
 # Dims parts are integers or names (`1x1xc`); a name part ends before `x` and a digit or `(`.
-DIMS_RE = r"(?<![A-Za-z0-9_.])[0-9]+(?:x(?:[0-9]+|[A-Za-z_](?:(?!x[0-9(])[A-Za-z0-9_])*))+(?![A-Za-z0-9_])"
+DIMS_RE = r"(?<![A-Za-z0-9_.])[0-9]+(?:x(?:[0-9]+|(?!x[0-9(])[A-Za-z_](?:(?!x[0-9(])[A-Za-z0-9_])*))+(?![A-Za-z0-9_])"
 #: Arithmetic in arguments (`filters*4`, `c//2`).
 ARITHMETIC_RE = r"//|[-+*%/]"
 FLOAT_RE = r"(?<![A-Za-z0-9_.])[+-]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"

@@ -410,3 +410,23 @@ def test_grouped_convolutions_import_from_either_framework(framework):
     live = layerdsl.build(imported.model, "numpy")
     layerdsl.set_weights(live, imported.weights)
     np.testing.assert_allclose(live(x), testing.run(framework, original, model, x), atol=1e-5, rtol=1e-4)
+
+
+def test_dims_words_split_as_the_grammar_reads_them():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from layerdsl.parser import parse_syntax
+
+    parts = st.one_of(st.integers(0, 9).map(str), st.text("xyc0_", min_size=1, max_size=5), st.just("(c*2)"))
+
+    @hypothesis.given(st.lists(parts, min_size=2, max_size=4).map("x".join))
+    @hypothesis.settings(max_examples=400, deadline=None)
+    def check(word):
+        try:
+            program = parse_syntax(f"reshape {word}")
+        except layerdsl.LayerDSLError:
+            return  # a clean diagnostic
+        for value in program.statements[0].positionals:
+            assert value.source()  # every value reads back
+
+    check()

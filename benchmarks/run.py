@@ -9,7 +9,8 @@ Sections:
 - generated: the torch module / Keras model compiled from a ``.layers`` file against the
              same network written by hand as ``nn.Sequential`` / ``keras.Sequential``.
 - numpy:     the NumPy backend against PyTorch eager (``no_grad``) and ONNX Runtime on the
-             same weights; dense layers as a fraction of bare NumPy matmuls of the same shapes.
+             same weights (ONNX Runtime on the torch module's export, the reference, and on
+             layerdsl's own onnx target); dense layers as a fraction of bare NumPy matmuls.
 - memory:    peak memory of one inference, NumPy against PyTorch, each in a fresh process.
 
 Prints one table per section and writes them, with the machine, versions and date, to
@@ -397,6 +398,19 @@ def _onnx_session(module, example, threads):  # type: ignore[no-untyped-def]
     return session, ""
 
 
+def _layerdsl_onnx_session(model, weights, threads):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime session for layerdsl's own ONNX export of ``model``, or the reason there is none."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        return None, f"not installed ({error.name})"
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    data = layerdsl.compile(model, "onnx", weights=weights)
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]), ""
+
+
 NUMPY_CASES = [
     # (label, example file, batch, goal: numpy / torch at most)
     ("MLP 784-512-512-10", "mlp", 1, 1.0),
@@ -449,7 +463,18 @@ def _numpy_tables(settings: Settings, threads: int | None) -> list[Table]:
     where = "each framework's default threads" if threads is None else "every framework on 1 thread"
     table = Table(
         f"NumPy backend against PyTorch eager and ONNX Runtime ({where})",
-        ["model", "batch", "NumPy ms", "PyTorch ms", "ONNX Runtime ms", "NumPy / PyTorch", "NumPy / ORT", "goal"],
+        [
+            "model",
+            "batch",
+            "NumPy ms",
+            "PyTorch ms",
+            "ONNX Runtime ms",
+            "ORT, layerdsl export ms",
+            "NumPy / PyTorch",
+            "NumPy / ORT",
+            "NumPy / ORT (layerdsl export)",
+            "goal",
+        ],
     )
     dense = Table(
         f"NumPy dense layers against bare NumPy matmuls of the same shapes ({where})",
@@ -487,6 +512,7 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             expected = testing._from_torch_layout(model, torch_model(tx).numpy())
         np.testing.assert_allclose(np_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
         session, why = _onnx_session(torch_model, tx, threads)
+        exported, exported_why = _layerdsl_onnx_session(model, weights, threads)
 
         def run_torch(torch_model=torch_model, tx=tx) -> None:  # type: ignore[no-untyped-def]
             with torch.no_grad():
@@ -502,6 +528,10 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
                 session.run(None, feed)[0], torch_model(tx).detach().numpy(), atol=testing.ATOL, rtol=testing.RTOL
             )
             candidates["ort"] = lambda session=session, feed=feed: session.run(None, feed)
+        if exported is not None:
+            own_feed = {"input": x}
+            np.testing.assert_allclose(exported.run(None, own_feed)[0], expected, atol=testing.ATOL, rtol=testing.RTOL)
+            candidates["ort_layerdsl"] = lambda exported=exported, feed=own_feed: exported.run(None, feed)
         if settings.baseline_runtime:
             baseline = build_numpy_with(settings.baseline_runtime, model)
             layerdsl.set_weights(baseline, weights)
@@ -512,6 +542,8 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             before.add(label, batch, ms(t["numpy"]), ms(t["baseline"]), ratio(t["numpy"], t["baseline"]))
         ort_ms = ms(t["ort"]) if "ort" in t else f"n/a ({why})"
         ort_ratio = ratio(t["numpy"], t["ort"]) if "ort" in t else "n/a"
+        own_ms = ms(t["ort_layerdsl"]) if "ort_layerdsl" in t else f"n/a ({exported_why})"
+        own_ratio = ratio(t["numpy"], t["ort_layerdsl"]) if "ort_layerdsl" in t else "n/a"
         within = "faster" if goal == 1.0 else f"within {goal}x"
         table.add(
             label,
@@ -519,8 +551,10 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
             ms(t["numpy"]),
             ms(t["torch"]),
             ort_ms,
+            own_ms,
             ratio(t["numpy"], t["torch"]),
             ort_ratio,
+            own_ratio,
             f"{within}: {verdict(t['numpy'] <= goal * t['torch'])}",
         )
         if name == "mlp":
@@ -544,7 +578,9 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
     table.notes.append(
         "Ratios below 1 mean NumPy is faster. PyTorch: eval mode under `torch.no_grad()`, NCHW input. ONNX Runtime: "
         "the same torch module exported with `torch.onnx.export(dynamo=False)` (the masked LSTM's step loop is "
-        "unrolled by tracing), CPUExecutionProvider, default session options (in the 1-thread table: 1 intra- and inter-op thread). Outputs are checked equal first."
+        "unrolled by tracing), CPUExecutionProvider, default session options (in the 1-thread table: 1 intra- and inter-op thread). "
+        "'ORT, layerdsl export': the same session settings on `layerdsl.compile(model, 'onnx')` (channels-last input; "
+        "the masked LSTM is a Scan loop over the real mask). Outputs are checked equal first."
     )
     dense.notes.append(
         "'matmuls' is `x @ W1 @ W2 @ W3` with the model's own kernels (no bias, no activation, no softmax); the "

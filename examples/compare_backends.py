@@ -1,8 +1,8 @@
-"""Compile a .layers model to every backend and show the three compute the same function.
+"""Compile a .layers model to every backend and show they all compute the same function.
 
     python examples/compare_backends.py examples/mnist_convnet.layers
 
-Writes the generated sources to out/, imports each one as a standalone module,
+Writes the generated sources (and the ONNX file) to out/, imports each one as a standalone module,
 loads the same random weights (non-trivial BatchNorm statistics included) into
 every backend through layerdsl's canonical weights, and prints how far apart
 the outputs are.
@@ -32,6 +32,18 @@ def import_generated(path: Path):  # type: ignore[no-untyped-def]
     return module
 
 
+def run_onnx_file(path: Path, model, weights, x):  # type: ignore[no-untyped-def]
+    import onnxruntime
+
+    path.write_bytes(layerdsl.compile(model, "onnx", weights=weights))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    start = time.perf_counter()
+    y = session.run(None, {"input": x})[0]
+    elapsed = (time.perf_counter() - start) * 1000
+    print(f"{'onnx':>6}: wrote {path} ({path.stat().st_size // 1024} KiB), onnxruntime inference {elapsed:7.1f} ms")
+    return y
+
+
 def main(argv: list[str]) -> int:
     source = Path(argv[1] if len(argv) > 1 else "examples/mnist_convnet.layers")
     model = layerdsl.load(source)
@@ -44,6 +56,9 @@ def main(argv: list[str]) -> int:
     targets = testing.available_targets()
     outputs = {}
     for target in targets:
+        if target == "onnx":  # a model file, run by onnxruntime as it is
+            outputs[target] = run_onnx_file(out_dir / f"{model.name}.onnx", model, weights, x)
+            continue
         path = out_dir / f"{model.name}_{target}.py"
         path.write_text(layerdsl.compile(model, target))
         generated = import_generated(path)  # the standalone file, not the live build

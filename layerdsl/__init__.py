@@ -1,4 +1,4 @@
-"""layerdsl: a compact text language for neural networks, compiled to Keras, PyTorch and NumPy.
+"""layerdsl: a compact text language for neural networks, compiled to Keras, PyTorch and NumPy, and exported to ONNX.
 
     >>> import layerdsl
     >>> model = layerdsl.parse("dense 100 in=20 | batchnorm | relu | dropout 0.2")
@@ -8,7 +8,7 @@
 
 from . import summary as _summary_module  # noqa: F401  (loaded first: its import would rebind `summary` below)
 from ._version import __version__ as __version__
-from .api import build, compile, format_text, load, parse, summary
+from .api import build, compile, format_text, load, parse, summary, to_onnx
 from .diagnostics import Diagnostic, diagnose
 from .errors import LayerCheckError, LayerDSLError, LayerSyntaxError, WeightsError
 from .ir import Layer, Model
@@ -51,4 +51,5 @@ __all__ = [
     "save_weights",
     "set_weights",
     "summary",
+    "to_onnx",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,32 @@ def _model(model_or_text: ModelOrText) -> Model:
     raise TypeError(f"expected a layerdsl Model or .layers text, got {type(model_or_text).__name__}")
 
 
-def compile(model_or_text: ModelOrText, target: str) -> str:
-    """Generate standalone Python source for ``target`` (keras, torch or numpy)."""
+def compile(model_or_text: ModelOrText, target: str, weights: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    """Generate standalone Python source for ``target`` (keras, torch or numpy), or the serialized
+    model file (bytes) for ``onnx``: with canonical ``weights``, else drawn from the DSL's
+    initializers (``seed=0``); ``opset=17``. See ``to_onnx`` for the ``onnx.ModelProto``."""
     from . import backends
 
     model = _model(model_or_text)
-    return backends.get(target).emit_source(model)
+    backend = backends.get(target)
+    if backend.binary:
+        return backend.emit_bytes(model, weights, **options)
+    if weights is not None or options:
+        raise TypeError(f"the {target} target generates source: it takes no weights or options")
+    return backend.emit_source(model)
+
+
+def to_onnx(model_or_text: ModelOrText, weights: Mapping[str, Any] | None = None, opset: int = 17, seed: int = 0) -> Any:
+    """The model as an ``onnx.ModelProto`` (needs ``pip install 'layerdsl[onnx]'``).
+
+    Input ``input`` takes what the NumPy target's model takes (the layout the DSL declares; the
+    batch axis is dynamic); output ``output`` is channels-last. ``weights`` are canonical, as
+    ``save_weights`` writes them; without them they are drawn from the DSL's initializers with
+    ``seed``. Masked recurrences are ``Scan`` loops that match Keras for any mask.
+    """
+    from .backends.onnx_backend import to_onnx as export
+
+    return export(_model(model_or_text), weights, opset=opset, seed=seed)
 
 
 def build(model_or_text: ModelOrText, target: str = "numpy", **kwargs: Any) -> Any:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_MODEL_ERROR, EXIT_USAGE = 0, 1, 2
-TARGETS = ("keras", "torch", "numpy")  # kept in step with backends.TARGETS by a test
+TARGETS = ("keras", "torch", "numpy", "onnx")  # kept in step with backends.TARGETS by a test
+BINARY_TARGETS = ("onnx",)  # a model file, written only with -o
 
 
 class UsageError(Exception):
@@ -54,7 +55,7 @@ def _parse(path: str):  # type: ignore[no-untyped-def]
     return parse(text, filename=name)
 
 
-def _write_atomic(path: str, text: str) -> None:
+def _write_atomic(path: str, text: str | bytes) -> None:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{path}: is a directory")
@@ -63,8 +64,12 @@ def _write_atomic(path: str, text: str) -> None:
         raise UsageError(f"{path}: directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        if isinstance(text, bytes):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
         if target.exists():
             os.chmod(tmp, target.stat().st_mode & 0o777)
         else:
@@ -128,12 +133,42 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from .api import compile as compile_model
 
+    if args.target in BINARY_TARGETS:
+        return _compile_binary(args)
+    given = [flag for flag, value in (("--weights", args.weights), ("--opset", args.opset), ("--seed", args.seed)) if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only for --target {'/'.join(BINARY_TARGETS)}")
     model = _parse(args.file)
     source = compile_model(model, args.target)
     if args.output and args.output != "-":
         _write_atomic(args.output, source)
     else:
         sys.stdout.write(source)
+    return EXIT_OK
+
+
+def _compile_binary(args: argparse.Namespace) -> int:
+    """An ONNX model file: always to ``-o`` (never binary on a terminal or a pipe), written atomically."""
+    from .api import compile as compile_model
+    from .errors import LayerDSLError, WeightsError
+    from .weights import load_weights
+
+    if not args.output or args.output == "-":
+        raise UsageError(f"--target {args.target} writes a binary model file: give it with -o MODEL.{args.target}")
+    model = _parse(args.file)
+    weights = None
+    if args.weights:
+        if not Path(args.weights).is_file():
+            raise UsageError(f"{args.weights}: no such file")
+        weights = load_weights(args.weights)
+    options = {key: value for key, value in (("opset", args.opset), ("seed", args.seed)) if value is not None}
+    try:
+        data = compile_model(model, args.target, weights, **options)
+    except LayerDSLError as exc:
+        if exc.filename is None:
+            exc.filename = args.weights if isinstance(exc, WeightsError) else args.file
+        raise
+    _write_atomic(args.output, data)
     return EXIT_OK
 
 
@@ -286,10 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--direction", choices=("TB", "LR"), default="TB", help="top to bottom (default) or left to right")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("compile", help="generate standalone Python source")
+    p = sub.add_parser("compile", help="generate standalone Python source, or an ONNX model file")
     p.add_argument("file", metavar="FILE", help="a .layers file, or - for stdin")
     p.add_argument("-t", "--target", required=True, choices=TARGETS, help="the framework to generate for")
-    p.add_argument("-o", "--output", metavar="OUT", help="write here (atomically) instead of stdout")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here (atomically) instead of stdout; required for onnx")
+    p.add_argument("--weights", metavar="NPZ", help="onnx: canonical weights (.npz, as save_weights writes)")
+    p.add_argument("--opset", type=int, metavar="N", help="onnx: the opset to target (default 17)")
+    p.add_argument("--seed", type=int, metavar="N", help="onnx without --weights: draw the initial weights with this seed")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("import", help="turn a Keras .keras model into .layers text (and weights)")

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from . import ir
@@ -189,10 +190,20 @@ def docstring_text(text: str) -> str:
     )
 
 
+def source_name(filename: str) -> str:
+    """How generated files name their source: as given when relative, the file's name alone when
+    absolute (no path of the machine that generated it), `text` for a string."""
+    if filename == "<string>":
+        return "text"
+    if PurePosixPath(filename).is_absolute() or PureWindowsPath(filename).is_absolute():
+        return PureWindowsPath(filename).name if "\\" in filename else PurePosixPath(filename).name
+    return filename
+
+
 def module_docstring(model: ir.Model, target: str, framework_note: str) -> str:
     from ._version import __version__
 
-    origin = model.filename if model.filename != "<string>" else "text"
+    origin = source_name(model.filename)
     summary = f"{model.name}: {len(model.layers)} layers, {model.total_params:,} parameters"
     return (
         f'"""{summary}.\n\n'

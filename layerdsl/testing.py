@@ -97,6 +97,8 @@ def run(target: str, live: Any, model: ir.Model, x: np.ndarray) -> np.ndarray:
         return np.asarray(live(x))
     if target == "keras":
         return np.asarray(live(x, training=False))
+    if target == "onnx":
+        return np.asarray(live(x))
     if target == "torch":
         torch = importlib.import_module("torch")
         live.eval()
@@ -109,17 +111,25 @@ def run(target: str, live: Any, model: ir.Model, x: np.ndarray) -> np.ndarray:
 def available_targets() -> list[str]:
     """Targets whose framework is installed here."""
     found = ["numpy"]
-    for target, module in (("keras", "keras"), ("torch", "torch")):
-        if importlib.util.find_spec(module) is not None:
+    for target, modules in (("keras", ["keras"]), ("torch", ["torch"]), ("onnx", ["onnx", "onnxruntime"])):
+        if all(importlib.util.find_spec(module) is not None for module in modules):
             found.append(target)
     return found
+
+
+#: Targets checked against another than the common reference: ONNX Runtime against the NumPy backend.
+REFERENCE_OF = {"onnx": "numpy"}
 
 
 @dataclass
 class Agreement:
     outputs: dict[str, np.ndarray]
-    max_abs_diff: dict[str, float]  # each target against the reference (keras when present)
-    reference: str
+    max_abs_diff: dict[str, float]  # each target against its reference
+    reference: str  # keras when present; see ``reference_of``
+
+    def reference_of(self, target: str) -> str:
+        other = REFERENCE_OF.get(target)
+        return other if other in self.outputs else self.reference
 
 
 def compare(
@@ -142,9 +152,10 @@ def compare(
         live = build(model, target=target)
         set_weights(live, weights)
         outputs[target] = run(target, live, model, x)
-    reference = "keras" if "keras" in outputs else targets[0]
-    diffs = {t: float(np.max(np.abs(y - outputs[reference]))) for t, y in outputs.items()}
-    return Agreement(outputs, diffs, reference)
+    result = Agreement(outputs, {}, "keras" if "keras" in outputs else targets[0])
+    for t, y in outputs.items():
+        result.max_abs_diff[t] = float(np.max(np.abs(y - outputs[result.reference_of(t)])))
+    return result
 
 
 def assert_backends_agree(
@@ -157,9 +168,10 @@ def assert_backends_agree(
 ) -> Agreement:
     """Assert every target computes the same outputs as the reference, at float32 tolerances."""
     result = compare(model_or_text, targets, **kwargs)
-    ref = result.outputs[result.reference]
     for target, y in result.outputs.items():
+        reference = result.reference_of(target)
+        ref = result.outputs[reference]
         assert y.dtype == np.float32, f"{target} returned {y.dtype}"
-        assert y.shape == ref.shape, f"{target} shape {y.shape} != {result.reference} {ref.shape}"
-        np.testing.assert_allclose(y, ref, atol=atol, rtol=rtol, err_msg=f"{target} vs {result.reference}")
+        assert y.shape == ref.shape, f"{target} shape {y.shape} != {reference} {ref.shape}"
+        np.testing.assert_allclose(y, ref, atol=atol, rtol=rtol, err_msg=f"{target} vs {reference}")
     return result

@@ -48,28 +48,11 @@ def set_weights(model: Any, weights: Mapping[str, Any], source: ir.Model | str |
     Every weight of the model must be given, with its canonical shape; extra
     names are an error too, so a typo never goes unnoticed.
     """
-    import numpy as np
-
     from . import backends
+    from .backends.base import validated_weights
 
     spec = _ir_of(model, source)
-    expected = {f"{layer.name}.{w.name}": w.shape for layer in spec.layers for w in layer.weights}
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        raise WeightsError("weights do not match the model: " + "; ".join(parts))
-    arrays: dict[str, np.ndarray] = {}
-    for key, shape in expected.items():
-        array = np.asarray(weights[key], dtype=np.float32)
-        if array.shape != shape:
-            raise WeightsError(f"weight `{key}` has shape {array.shape}, expected {shape}")
-        arrays[key] = array
-    backends.owner_of(model).set_weights(model, spec, arrays)
+    backends.owner_of(model).set_weights(model, spec, validated_weights(spec, weights))
 
 
 def save_weights(path: str | os.PathLike[str], weights: Mapping[str, Any]) -> None:

@@ -37,7 +37,7 @@ from hypothesis.errors import NonInteractiveExampleWarning  # noqa: E402
 from hypothesis.extra.lark import from_lark  # noqa: E402
 
 import layerdsl  # noqa: E402
-from layerdsl.backends import TARGETS  # noqa: E402
+from layerdsl.backends import SOURCE_TARGETS as TARGETS  # noqa: E402
 from layerdsl.parser import _lark  # noqa: E402
 
 warnings.simplefilter("ignore", NonInteractiveExampleWarning)

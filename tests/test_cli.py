@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import layerdsl
 from layerdsl import cli
-from layerdsl.backends import TARGETS
+from layerdsl.backends import SOURCE_TARGETS, TARGETS
 
 BAD = "input 8x8x3\nconv2d 4 3\ndense 10\n"
 GOOD = "dense 4 in=3 | relu\n"
@@ -124,7 +125,7 @@ def test_summary_of_bad_file_exits_1(bad):
     assert result.stdout == b""
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", SOURCE_TARGETS)
 def test_compile_to_stdout_and_file(good, tmp_path, target):
     result = run("compile", str(good), "--target", target)
     assert result.returncode == 0, result.stderr.decode()
@@ -186,3 +187,14 @@ def test_check_imports_no_framework(examples_dir):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "0 []", result.stderr
+
+
+def test_generated_source_names_no_absolute_path(tmp_path):
+    path = tmp_path / "deep" / "tiny.layers"
+    path.parent.mkdir()
+    path.write_text("dense 4 in=3\n")
+    model = layerdsl.load(path.resolve())
+    for target in ("torch", "keras", "numpy"):
+        source = layerdsl.compile(model, target)
+        assert str(tmp_path) not in source
+        assert "from tiny.layers for" in source

@@ -1,8 +1,9 @@
-"""One model, three backends, one function: outputs agree after weight transfer.
+"""One model, every backend, one function: outputs agree after weight transfer.
 
 Each case is checked on every installed backend at once (sqlglot's
 validate_all idea): random canonical weights with non-trivial BatchNorm
-statistics, eval mode, float32, atol 1e-5 and rtol 1e-4.
+statistics, eval mode, float32, atol 1e-5 and rtol 1e-4. ONNX (onnxruntime on the exported
+model) is checked against the NumPy backend, the others against Keras.
 """
 
 from pathlib import Path

@@ -33,3 +33,5 @@ def test_compare_backends_reports_agreement(tmp_path):
     assert "All backends agree." in result.stdout
     for target in ("keras", "torch", "numpy"):
         assert (tmp_path / "out" / f"mnist_convnet_{target}.py").exists()
+    assert (tmp_path / "out" / "mnist_convnet.onnx").exists()  # run by onnxruntime as written
+    assert "onnx: wrote" in result.stdout

@@ -21,8 +21,11 @@ MODELS = ["oneliner", "mlp", "convnet_same", "mnist_convnet", "sentiment", "mask
 TARGETS = ["keras", "torch", "numpy"]
 
 
-@pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("name", MODELS)
+#: Block-structured examples, pinned per target: one class (or function) per block definition.
+BLOCKS = [("resnet18", "torch")]
+
+
+@pytest.mark.parametrize(("name", "target"), [(m, t) for m in MODELS for t in TARGETS] + BLOCKS)
 def test_generated_source_matches_golden(name, target):
     text = (EXAMPLES / f"{name}.layers").read_text()
     source = layerdsl.compile(layerdsl.parse(text, filename=f"{name}.layers"), target)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import layerdsl
-from layerdsl import codegen, testing
-from layerdsl.backends import TARGETS
+from layerdsl import codegen, ir, testing
+from layerdsl.backends import SOURCE_TARGETS as TARGETS  # ONNX's bytes: tests/test_onnx.py
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 _spec = importlib.util.spec_from_file_location("make_corpus", HOSTILE / "make_corpus.py")
@@ -74,6 +74,9 @@ def user_names(model: layerdsl.Model) -> set[str]:
     names = {model.name} | {layer.name for layer in model.layers} | {b for layer in model.layers for b in layer.block}
     # Inside a block's class, a layer goes by its name within the block: `os_1_eval` is `eval`.
     names |= {layer.name.removeprefix(layer.block[-1] + "_") for layer in model.layers if layer.block}
+    # Block parameters and taps may name a class's parameters and a forward's variables, unless private.
+    names |= {p for block in model.blocks for p in block.signature if not p.startswith("_")}
+    names |= {node.name for node in ir.walk(model.body) if isinstance(node, ir.Tap) and not node.name.startswith("_")}
     return names | {codegen.camel_case(n) for n in names}
 
 

@@ -8,15 +8,19 @@ from ..errors import BackendError
 from .base import IR_ATTRIBUTE, Backend
 from .keras_backend import KerasBackend
 from .numpy_backend import NumpyBackend
+from .onnx_backend import OnnxBackend
 from .torch_backend import TorchBackend
 
 BACKENDS: dict[str, Backend] = {
     "keras": KerasBackend(),
     "torch": TorchBackend(),
     "numpy": NumpyBackend(),
+    "onnx": OnnxBackend(),
 }
 
 TARGETS = tuple(BACKENDS)
+#: The targets that generate Python source (the others write a binary model file).
+SOURCE_TARGETS = tuple(name for name, backend in BACKENDS.items() if not backend.binary)
 
 
 def get(target: str) -> Backend:
@@ -33,7 +37,7 @@ def owner_of(obj: Any) -> Backend:
     for backend in BACKENDS.values():
         if backend.owns(obj):
             return backend
-    raise TypeError(f"{type(obj).__name__} is not a model built by layerdsl (keras, torch or numpy)")
+    raise TypeError(f"{type(obj).__name__} is not a model built by layerdsl (keras, torch, numpy or onnx)")
 
 
-__all__ = ["BACKENDS", "IR_ATTRIBUTE", "TARGETS", "Backend", "get", "owner_of"]
+__all__ = ["BACKENDS", "IR_ATTRIBUTE", "SOURCE_TARGETS", "TARGETS", "Backend", "get", "owner_of"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..codegen import exec_generated
-from ..errors import BackendError
+from ..errors import BackendError, WeightsError
 
 if TYPE_CHECKING:  # numpy stays out of the parse/check path
     import numpy as np
@@ -31,6 +31,8 @@ class Backend(ABC):
     emitters: Mapping[str, Any]
     #: IR kind -> reason this backend refuses it.
     unsupported: Mapping[str, str] = {}
+    #: True for a backend that writes a binary model file (``emit_bytes``) instead of Python source.
+    binary: bool = False
 
     def check_supported(self, model: ir.Model) -> None:
         for layer in model.layers:
@@ -84,3 +86,27 @@ def missing_framework(backend: str, module: str, extra: str) -> BackendError:
         f"the {backend} backend needs `{module}`, which is not installed",
         hint=f"pip install 'layerdsl[{extra}]'",
     )
+
+
+def validated_weights(spec: ir.Model, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Every weight of ``spec``, as float32 arrays of its canonical shape; WeightsError naming the
+    missing, unexpected or misshapen arrays otherwise."""
+    import numpy as np
+
+    expected = {f"{layer.name}.{w.name}": w.shape for layer in spec.layers for w in layer.weights}
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise WeightsError("weights do not match the model: " + "; ".join(parts))
+    arrays: dict[str, np.ndarray] = {}
+    for key, shape in expected.items():
+        array = np.asarray(weights[key], dtype=np.float32)
+        if array.shape != shape:
+            raise WeightsError(f"weight `{key}` has shape {array.shape}, expected {shape}")
+        arrays[key] = array
+    return arrays

@@ -7,12 +7,34 @@ their axes to it.
 
 Graphs: the forward pass follows each layer's ``inputs``. A chain keeps reusing
 ``x``; a tensor read anywhere but by the next step gets a variable named after
-its layer. Each block instance is a submodule (``self.conv_bn_1 = ConvBn()``),
-so state_dict keys nest by instance; instances whose generated code is identical
-share one class. A block that reads a tensor from outside (an outer ``@tap``)
-takes it as an extra ``forward`` argument. Instances that read or pass a Keras
-mask stay flat, their layers joining the enclosing module. Canonical weight keys
-stay flat (``"<layer name>.<param>"``) whatever the nesting.
+its layer, or after the `tap` that names it.
+
+Blocks: one ``nn.Module`` class per block definition, as torchvision writes
+``BasicBlock``. Each instance's class is written with its literals as holes
+(``codegen.holes``) and the shared planner (``structure.unify``) makes one
+definition of them: a literal that holds a block parameter in every instance
+becomes that parameter, one that holds the input's channel count becomes
+``in_channels`` (``in_features``), one that varies with nothing the block knows
+(TensorFlow's `same` pads of a strided convolution, which depend on the input
+size) a constructor argument of its own. Code structure therefore never depends
+on the input's height and width: such a convolution always has its
+``nn.ZeroPad2d``, and an option a block binds to a parameter (``stride=stride``)
+is always written. A `repeat` of one block is an ``nn.Sequential`` built in a
+loop (``structure.unify_iterations``: DenseNet's ``in_channels + i * 32``);
+other repeats are unrolled. A block instance that reads more than its input (an
+outer ``@tap``) or reads or passes a Keras mask is written inline, its layers
+joining the enclosing module. Canonical weight keys stay flat
+(``"<layer name>.<param>"``) whatever the nesting (``basic.1.conv_bn.conv.weight``).
+
+Idioms: an activation right after a dense or conv that only it reads joins
+that layer's line (``torch.relu(self.conv(x))``); symmetric zero padding is
+torch's ``padding=1``, TensorFlow's `same` at stride 1 torch's ``padding="same"``
+(an even kernel pads explicitly, as torch would copy the input); a run of 1-D
+convolutions and pools stays in torch's (N, C, T), transposed once in and once
+out. ``reset_parameters`` computes each Keras initializer from the tensor's
+shape (``nn.init.xavier_uniform_`` is Keras's glorot_uniform for torch's
+layouts; ``variance_scaling_`` counts Keras's fans where torch's differ), so
+block classes carry no per-instance numbers.
 
 Flatten: ``nn.Flatten`` orders an image's features (C, H, W) where Keras has
 (H, W, C). When a dense layer consumes the flattened vector (possibly through
@@ -42,8 +64,9 @@ Sequences stay (N, T, F), as in Keras. A mask (``embedding mask_zero``,
 that use it. Recurrent layers are ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (one
 module, ``bidirectional=True``, for a bidirectional layer), called directly
 when torch computes exactly what Keras does; otherwise (a mask of any pattern,
-other activations, GRU ``reset_after=false``) a small step function emitted
-into the generated module runs Keras's recurrence on that module's own weights.
+other activations, GRU ``reset_after=false``) one step function emitted into
+the generated module, ``rnn_scan`` (for all three kinds: a file carries at most
+one helper), runs Keras's recurrence on that module's own weights.
 Where Keras has one bias vector, torch's recurrent bias stays zero and untrained.
 
 This module never imports torch at import time or while emitting source.
@@ -55,6 +78,7 @@ import builtins
 import dataclasses
 import io
 import keyword
+import re
 import sys
 import tokenize
 from collections.abc import Callable, Iterator, Mapping
@@ -65,8 +89,18 @@ from typing import TYPE_CHECKING, Any
 from .. import codegen, initializers, ir, specs
 from ..codegen import Code, call, py
 from ..ir import Args
+from . import structure
 from .base import IR_ATTRIBUTE, Backend, missing_framework
-from .torch_weights import feature_indexed, from_torch_order, permutation, to_keras, to_torch, to_torch_order
+from .torch_weights import (
+    depthwise,
+    feature_indexed,
+    from_torch_order,
+    kind_and_name,
+    permutation,
+    to_keras,
+    to_torch,
+    to_torch_order,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -148,6 +182,7 @@ class _Piece:
     constraint: str | None = None  # apply_constraints line
     fixed_zero: list[str] = field(default_factory=list)  # torch-only tensors that stay zero, untrained
     helpers: set[str] = field(default_factory=set)  # module-level functions the forward pass calls
+    note: str = ""  # said after the layer's comment: a value converted on the way to torch
 
 
 @dataclass
@@ -159,6 +194,23 @@ class _Context:
     keras_order: bool = False  # flatten: no dense absorbs the permutation
     #: the variables holding a merge's inputs, in order (other layers read `x`)
     inputs: tuple[str, ...] = ("x",)
+    #: in a block's class: the layer options bound to the block's parameters (``stride=stride``),
+    #: always written so that every instance's code has one structure
+    bound: frozenset[str] = frozenset()
+    #: in a block's class: what the input's channel count is (``in_channels``, ``filters``)
+    channels: str | None = None
+    #: in a block's class whose instances pad differently (`valid` in one, `same` in another):
+    #: a conv whose padding is bound to a parameter always pads with its own ``nn.ZeroPad2d``
+    uniform: bool = False
+    in_block: bool = False  # the layer is written in a block's class
+    #: in a block's class: the values of the block parameters its statement names
+    named_values: tuple[Any, ...] = ()
+    #: conv1d and 1-D pools: whether the input, and the output, stay in torch's (N, C, T) layout
+    channels_first: tuple[bool, bool] = (False, False)
+
+    def hint(self, count: int) -> Any:
+        """The input's channel count, marked with what it is for the block planner."""
+        return codegen.Hint(count, self.channels) if self.channels else count
 
     def extra(self, suffix: str) -> str:
         """A fresh attribute name for a helper module or parameter of this layer."""
@@ -173,7 +225,7 @@ def _dense(layer: ir.Layer, ctx: _Context) -> _Piece:
     args, a = layer.args, ctx.attr
     kwargs = {} if args["bias"] else {"bias": False}
     return _Piece(
-        init=[f"self.{a} = {call('nn.Linear', layer.input_shape[-1], args['units'], **kwargs)}"],
+        init=[f"self.{a} = {call('nn.Linear', ctx.hint(layer.input_shape[-1]), args['units'], **kwargs)}"],
         forward=[f"x = {_activate(args['activation'], f'self.{a}(x)', layer.output_shape)}"],
         tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"},
         constraint=None if args["maxnorm"] is None else f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=1)",
@@ -185,28 +237,41 @@ def _windowed_conv(
 ) -> str:
     """Add ``self.<attr> = nn.Conv2d(...)`` with the layer's kernel, stride, dilation and TensorFlow padding.
 
-    Returns the expression applying it to ``x``.
+    Returns the expression applying it to ``x``. `same` with stride 1 is torch's own ``padding="same"``;
+    with a stride its pads depend on the input size, so an ``nn.ZeroPad2d`` always comes first (the
+    code's structure never depends on the input size, only its pads do).
     """
     args = layer.args
-    (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
     kwargs: dict[str, Any] = {"kernel_size": _size(args["kernel"])}
-    if args["stride"] != (1, 1):
+    strided = args["stride"] != (1, 1) or "stride" in ctx.bound
+    if strided:
         kwargs["stride"] = _size(args["stride"])
-    if args["dilation"] != (1, 1):
+    if args["dilation"] != (1, 1) or "dilation" in ctx.bound:
         kwargs["dilation"] = _size(args["dilation"])
     x = "x"
-    if (top, left) != (bottom, right):
+    # torch's own `same` pads an odd total after, as TensorFlow does, but copies the input to do it
+    uneven = any(d * (k - 1) % 2 for k, d in zip(args["kernel"], args["dilation"], strict=True))
+    # `same` never pads a 1x1 kernel (unless the kernel is a block parameter: one structure for every size)
+    pointwise = args["kernel"] == (1, 1) and not any(_equal(args["kernel"], v) for v in ctx.named_values)
+    if (args["pad"] == "same" and (strided or uneven) and not pointwise) or (ctx.uniform and "pad" in ctx.bound):
+        (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["kernel"])
         pad = ctx.extra("pad")
-        piece.init.append("# TensorFlow's `same` puts the odd padding row/column bottom/right")
-        piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', (left, right, top, bottom))}")
+        if ctx.uniform and "pad" in ctx.bound:  # one comment for every instance, whatever its padding
+            piece.init.append("# each instance's pads: `same` as TensorFlow pads depends on the input size")
+        elif args["pad"] == "same":
+            why = "with a stride its pads depend on the input size" if strided else "the odd row/column bottom/right"
+            piece.init.append(f"# TensorFlow's `same`: {why}")
+        piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', codegen.Hint((left, right, top, bottom), 'pads'))}")
         x = f"self.{pad}(x)"
-    elif top or left:
-        kwargs["padding"] = _size((top, left))
+    elif args["pad"] == "same" and not pointwise:
+        kwargs["padding"] = "same"
+    elif isinstance(args["pad"], tuple) and (args["pad"] != (0, 0) or "pad" in ctx.bound):
+        kwargs["padding"] = _size(args["pad"])
     if groups != 1:
-        kwargs["groups"] = groups
+        kwargs["groups"] = ctx.hint(groups)
     if not bias:
         kwargs["bias"] = False
-    piece.init.append(f"self.{attr} = {call('nn.Conv2d', layer.input_shape[2], out_channels, **kwargs)}")
+    piece.init.append(f"self.{attr} = {call('nn.Conv2d', ctx.hint(layer.input_shape[2]), out_channels, **kwargs)}")
     return f"self.{attr}({x})"
 
 
@@ -225,7 +290,10 @@ def _depthwiseconv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     channels = layer.input_shape[2]
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
     piece.init.append("# groups=channels: each input channel convolved on its own")
-    conv = _windowed_conv(piece, layer, ctx, a, channels * args["multiplier"], groups=channels, bias=args["bias"])
+    out = channels * args["multiplier"]
+    conv = _windowed_conv(
+        piece, layer, ctx, a, ctx.hint(out) if args["multiplier"] == 1 else out, groups=channels, bias=args["bias"]
+    )
     piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
     return piece
 
@@ -237,9 +305,10 @@ def _separableconv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     depthwise, pointwise = ctx.extra("depthwise"), ctx.extra("pointwise")
     piece = _Piece(tensors={"depthwise_kernel": f"{depthwise}.weight", "pointwise_kernel": f"{pointwise}.weight"})
     piece.init.append("# a depthwise convolution (groups=channels), then a 1x1 pointwise one")
-    conv = _windowed_conv(piece, layer, ctx, depthwise, depth, groups=channels, bias=False)
+    depth_ = ctx.hint(depth) if args["multiplier"] == 1 else depth
+    conv = _windowed_conv(piece, layer, ctx, depthwise, depth_, groups=channels, bias=False)
     kwargs: dict[str, Any] = {} if args["bias"] else {"bias": False}
-    piece.init.append(f"self.{pointwise} = {call('nn.Conv2d', depth, args['filters'], 1, **kwargs)}")
+    piece.init.append(f"self.{pointwise} = {call('nn.Conv2d', depth_, args['filters'], 1, **kwargs)}")
     if args["bias"]:
         piece.tensors["bias"] = f"{pointwise}.bias"
     piece.forward.append(f"x = {_activate(args['activation'], f'self.{pointwise}({conv})', layer.output_shape)}")
@@ -266,7 +335,7 @@ def _conv2dtranspose(layer: ir.Layer, ctx: _Context) -> _Piece:
     rows = _transpose_padding(height, out_height, args["kernel"][0], args["stride"][0])
     cols = _transpose_padding(width, out_width, args["kernel"][1], args["stride"][1])
     kwargs: dict[str, Any] = {"kernel_size": _size(args["kernel"])}
-    if args["stride"] != (1, 1):
+    if args["stride"] != (1, 1) or "stride" in ctx.bound:
         kwargs["stride"] = _size(args["stride"])
     if rows[0] or cols[0]:
         kwargs["padding"] = _size((rows[0], cols[0]))
@@ -275,11 +344,11 @@ def _conv2dtranspose(layer: ir.Layer, ctx: _Context) -> _Piece:
     if not args["bias"]:
         kwargs["bias"] = False
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
-    piece.init.append(f"self.{a} = {call('nn.ConvTranspose2d', channels, args['filters'], **kwargs)}")
+    piece.init.append(f"self.{a} = {call('nn.ConvTranspose2d', ctx.hint(channels), args['filters'], **kwargs)}")
     conv = f"self.{a}(x)"
     if rows[2] or cols[2]:
         piece.forward.append("# TensorFlow crops `same`'s odd row/column at the bottom/right")
-        conv += f"[:, :, :{out_height}, :{out_width}]"
+        conv += f"[:, :, {':-1' if rows[2] else ':'}, {':-1' if cols[2] else ':'}]"
     piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
     return piece
 
@@ -307,7 +376,7 @@ def _layernorm(layer: ir.Layer, ctx: _Context) -> _Piece:
         kwargs["elementwise_affine"] = False
     elif not args["center"]:
         kwargs["bias"] = False
-    piece = _Piece(init=[f"self.{a} = {call('nn.LayerNorm', channels, **kwargs)}"])
+    piece = _Piece(init=[f"self.{a} = {call('nn.LayerNorm', ctx.hint(channels), **kwargs)}"])
     if _is_image(shape):
         piece.init.append("# Keras normalizes each pixel over its channels: dim 1 here, moved last and back")
         x = f"self.{a}(x.movedim(1, -1)).movedim(-1, 1)"
@@ -320,7 +389,7 @@ def _layernorm(layer: ir.Layer, ctx: _Context) -> _Piece:
     elif args["center"]:
         beta = ctx.extra("beta")
         piece.init.append("# Keras learns only beta (scale=false)")
-        piece.init.append(f"self.{beta} = nn.Parameter(torch.zeros({py(channels)}))")
+        piece.init.append(f"self.{beta} = nn.Parameter(torch.zeros({py(ctx.hint(channels))}))")
         piece.tensors["beta"] = beta
         x = f"{x} + self.{beta}{'[:, None, None]' if _is_image(shape) else ''}"
     piece.forward.append(f"x = {x}")
@@ -420,9 +489,12 @@ def _pool(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
     def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
         args, a = layer.args, ctx.attr
         (top, bottom), (left, right) = specs.spatial_padding(args, layer.input_shape, args["pool"])
-        kwargs: dict[str, Any] = {} if args["stride"] == args["pool"] else {"stride": _size(args["stride"])}
+        explicit = "stride" in ctx.bound or args["stride"] != args["pool"]
+        kwargs: dict[str, Any] = {"stride": _size(args["stride"])} if explicit else {}
         piece = _Piece()
-        if (top, left) == (bottom, right):
+        # with a stride, `same`'s pads depend on the input size: always pad explicitly (one structure)
+        strided = args["stride"] != (1, 1) or "stride" in ctx.bound
+        if (top, left) == (bottom, right) and not (args["pad"] == "same" and strided):
             if top or left:
                 # torch pads max pools with -inf; count_include_pad=False is TensorFlow's average
                 kwargs["padding"] = _size((top, left))
@@ -438,14 +510,14 @@ def _pool(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
         pooled = f"self.{a}(self.{pad}(x))"
         if torch_class == "nn.MaxPool2d":
             piece.init.append("# padding never wins a max")
-            piece.init.append(f"self.{pad} = {call('nn.ConstantPad2d', sides, _MINUS_INF)}")
+            piece.init.append(f"self.{pad} = {call('nn.ConstantPad2d', codegen.Hint(sides, 'pads'), _MINUS_INF)}")
             piece.init.append(f"self.{a} = {call(torch_class, _size(args['pool']), **kwargs)}")
             piece.forward.append(f"x = {pooled}")
             return piece
         coverage = ctx.extra("coverage")
         h, w = layer.input_shape[:2]
         piece.init.append("# padding is left out of each average: divide by the window's share of real inputs")
-        piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', sides)}")
+        piece.init.append(f"self.{pad} = {call('nn.ZeroPad2d', codegen.Hint(sides, 'pads'))}")
         piece.init.append(f"self.{a} = {call(torch_class, _size(args['pool']), **kwargs)}")
         piece.init.append(f"coverage = self.{a}(self.{pad}(torch.ones(1, 1, {py(h)}, {py(w)})))")
         piece.init.append(f"self.register_buffer({py(coverage)}, coverage, persistent=False)")
@@ -472,12 +544,14 @@ def _batchnorm(layer: ir.Layer, ctx: _Context) -> _Piece:
     args, a, shape = layer.args, ctx.attr, layer.input_shape
     channels = shape[-1]
     # Keras's momentum weights the old average, torch's the new batch (0.99 -> 0.01)
-    kwargs: dict[str, Any] = {"eps": args["eps"], "momentum": float(1 - Decimal(repr(args["momentum"])))}
+    momentum = float(1 - Decimal(repr(args["momentum"])))
+    kwargs: dict[str, Any] = {"eps": args["eps"], "momentum": momentum}
     affine = args["center"] and args["scale"]
     if not affine:
         kwargs["affine"] = False
     torch_class = "nn.BatchNorm2d" if _is_image(shape) else "nn.BatchNorm1d"
-    piece = _Piece(init=[f"self.{a} = {call(torch_class, channels, **kwargs)}"])
+    piece = _Piece(init=[f"self.{a} = {call(torch_class, ctx.hint(channels), **kwargs)}"])
+    piece.note = f"Keras momentum {args['momentum']!r} is torch momentum={momentum!r}"
     piece.tensors = {"moving_mean": f"{a}.running_mean", "moving_variance": f"{a}.running_var"}
     # BatchNorm1d wants (N, C): fold leading axes of a sequence into the batch
     x = f"self.{a}(x)" if len(shape) in (1, 3) else f"self.{a}(x.flatten(0, -2)).reshape(x.shape)"
@@ -490,12 +564,12 @@ def _batchnorm(layer: ir.Layer, ctx: _Context) -> _Piece:
             piece.init.append(f"# Keras learns only {learned}")
         if args["scale"]:
             gamma = ctx.extra("gamma")
-            piece.init.append(f"self.{gamma} = nn.Parameter(torch.ones({py(channels)}))")
+            piece.init.append(f"self.{gamma} = nn.Parameter(torch.ones({py(ctx.hint(channels))}))")
             piece.tensors["gamma"] = gamma
             x = f"{x} * self.{gamma}{broadcast}"
         if args["center"]:
             beta = ctx.extra("beta")
-            piece.init.append(f"self.{beta} = nn.Parameter(torch.zeros({py(channels)}))")
+            piece.init.append(f"self.{beta} = nn.Parameter(torch.zeros({py(ctx.hint(channels))}))")
             piece.tensors["beta"] = beta
             x = f"{x} + self.{beta}{broadcast}"
     piece.forward.append(f"x = {x}")
@@ -597,7 +671,9 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
         kwargs["nonlinearity"] = "relu"
     if bidirectional:
         kwargs["bidirectional"] = True
-    piece = _Piece(init=[f"self.{a} = {call(_TORCH_RNN[kind], layer.input_shape[-1], args['units'], **kwargs)}"])
+    piece = _Piece(
+        init=[f"self.{a} = {call(_TORCH_RNN[kind], ctx.hint(layer.input_shape[-1]), args['units'], **kwargs)}"]
+    )
 
     directions = [("forward_", "_l0"), ("backward_", "_l0_reverse")] if bidirectional else [("", "_l0")]
     for prefix, suffix in directions:
@@ -630,7 +706,7 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
         return piece
 
     # Keras semantics step by step: masks (any pattern), other activations, GRU reset_after=false
-    helper = f"{kind}_scan"
+    helper = "rnn_scan"
     piece.helpers.add(helper)
     options: dict[str, Any] = {}
     if args["activation"] != "tanh":
@@ -643,7 +719,7 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
 
     def scan(weights: int, reverse: bool) -> Code:
         extra = {**options, "reverse": True} if reverse else options
-        return call(helper, Code("x"), mask, Code(f"self.{a}.all_weights[{weights}]"), **extra)
+        return call(helper, kind, Code("x"), mask, Code(f"self.{a}.all_weights[{weights}]"), **extra)
 
     if not bidirectional:
         piece.forward.append(f"x = {scan(0, backwards)}")
@@ -664,38 +740,42 @@ def _recurrent(layer: ir.Layer, ctx: _Context) -> _Piece:
     return piece
 
 
-def _channels_first_1d(expression: str) -> str:
-    """``expression`` applied to (N, C, T), from and back to the (N, T, C) sequence layout."""
-    return f"{expression.format(x='x.transpose(1, 2)')}.transpose(1, 2)"
+def _channels_first_1d(expression: str, ctx: _Context) -> str:
+    """``expression`` applied to (N, C, T): transposed from the (N, T, C) sequence layout where its input
+    is in it, and back where its output leaves the run of 1-D convolutions and pools."""
+    inner = expression.format(x="x" if ctx.channels_first[0] else "x.transpose(1, 2)")
+    return inner if ctx.channels_first[1] else f"{inner}.transpose(1, 2)"
 
 
 def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args, a = layer.args, ctx.attr
     before, after = specs.padding_1d(args, layer.input_shape[0], args["kernel"])
     kwargs: dict[str, Any] = {}
-    if args["stride"] != 1:
+    strided = args["stride"] != 1 or "stride" in ctx.bound
+    if strided:
         kwargs["stride"] = args["stride"]
-    if args["dilation"] != 1:
+    if args["dilation"] != 1 or "dilation" in ctx.bound:
         kwargs["dilation"] = args["dilation"]
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
     x = "{x}"
-    if before != after:
+    if args["pad"] == "causal" or (args["pad"] == "same" and (strided or args["dilation"] * (args["kernel"] - 1) % 2)):
         pad = ctx.extra("pad")
         why = "causal: pad only the past" if args["pad"] == "causal" else "TensorFlow's `same` pads the odd step after"
         piece.init.append(f"# {why}")
-        piece.init.append(f"self.{pad} = {call('nn.ZeroPad1d', (before, after))}")
+        piece.init.append(f"self.{pad} = {call('nn.ZeroPad1d', codegen.Hint((before, after), 'pads'))}")
         x = f"self.{pad}({{x}})"
-    elif before:
-        kwargs["padding"] = before
+    elif args["pad"] == "same":
+        kwargs["padding"] = "same"  # as TensorFlow pads: an odd step goes after
     if args["groups"] != 1:
         kwargs["groups"] = args["groups"]
     if not args["bias"]:
         kwargs["bias"] = False
     piece.init.append(
-        f"self.{a} = {call('nn.Conv1d', layer.input_shape[1], args['filters'], args['kernel'], **kwargs)}"
+        f"self.{a} = {call('nn.Conv1d', ctx.hint(layer.input_shape[1]), args['filters'], args['kernel'], **kwargs)}"
     )
-    conv = _channels_first_1d(f"self.{a}({x})")
-    piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
+    conv = _channels_first_1d(f"self.{a}({x})", ctx)
+    channels = 1 if ctx.channels_first[1] else -1
+    piece.forward.append(f"x = {_ACTIVATIONS[args['activation']].format(x=conv, channels=channels)}")
     if args["maxnorm"] is not None:
         piece.constraint = f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=(1, 2))"
     return piece
@@ -705,33 +785,38 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
     def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
         args, a = layer.args, ctx.attr
         before, after = specs.padding_1d(args, layer.input_shape[0], args["pool"])
-        kwargs: dict[str, Any] = {} if args["stride"] == args["pool"] else {"stride": args["stride"]}
+        explicit = "stride" in ctx.bound or args["stride"] != args["pool"]
+        kwargs: dict[str, Any] = {"stride": args["stride"]} if explicit else {}
         piece = _Piece()
-        if before == after:
+        strided = args["stride"] != 1 or "stride" in ctx.bound
+        if before == after and not (args["pad"] == "same" and strided):
             if before:
                 # torch pads max pools with -inf; count_include_pad=False is TensorFlow's average
                 kwargs["padding"] = before
                 if torch_class == "nn.AvgPool1d":
                     kwargs["count_include_pad"] = False
             piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
-            piece.forward.append(f"x = {_channels_first_1d(f'self.{a}({{x}})')}")
+            piece.forward.append(f"x = {_channels_first_1d(f'self.{a}({{x}})', ctx)}")
             return piece
         # TensorFlow's `same` puts the odd padding step after, which torch's `padding` cannot express
         pad = ctx.extra("pad")
         pooled = f"self.{a}(self.{pad}({{x}}))"
         if torch_class == "nn.MaxPool1d":
             piece.init.append("# padding never wins a max")
-            piece.init.append(f"self.{pad} = {call('nn.ConstantPad1d', (before, after), _MINUS_INF)}")
+            piece.init.append(
+                f"self.{pad} = {call('nn.ConstantPad1d', codegen.Hint((before, after), 'pads'), _MINUS_INF)}"
+            )
             piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
-            piece.forward.append(f"x = {_channels_first_1d(pooled)}")
+            piece.forward.append(f"x = {_channels_first_1d(pooled, ctx)}")
             return piece
         coverage = ctx.extra("coverage")
         piece.init.append("# padding is left out of each average: divide by the window's share of real steps")
-        piece.init.append(f"self.{pad} = {call('nn.ZeroPad1d', (before, after))}")
+        piece.init.append(f"self.{pad} = {call('nn.ZeroPad1d', codegen.Hint((before, after), 'pads'))}")
         piece.init.append(f"self.{a} = {call(torch_class, args['pool'], **kwargs)}")
         piece.init.append(f"coverage = self.{a}(self.{pad}(torch.ones(1, 1, {py(layer.input_shape[0])})))")
         piece.init.append(f"self.register_buffer({py(coverage)}, coverage, persistent=False)")
-        piece.forward.append(f"x = ({pooled.format(x='x.transpose(1, 2)')} / self.{coverage}).transpose(1, 2)")
+        divided = f"{pooled.format(x='x' if ctx.channels_first[0] else 'x.transpose(1, 2)')} / self.{coverage}"
+        piece.forward.append(f"x = {divided}" if ctx.channels_first[1] else f"x = ({divided}).transpose(1, 2)")
         return piece
 
     return emit
@@ -935,19 +1020,30 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
     return keras_order, permuted
 
 
+#: Layers that read and write torch's (N, C, T) layout of a sequence.
+_CHANNELS_FIRST_1D = frozenset({"conv1d", "maxpool1d", "avgpool1d"})
+
+#: Layers with Keras's ``activation=`` option: an activation right after one folds into its forward line.
+_FUSES_ACTIVATION = frozenset({"dense", "conv2d", "conv1d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
+
+
 @dataclass
 class _Unit:
-    """One step of a module's forward pass: a layer, or a block instance's submodule."""
+    """One step of a module's forward pass: a layer, a block instance, or a repeat of block instances."""
 
     local: str  # its name inside the module
     tensor: str  # the model-level name of the tensor it produces
     reads: tuple[str, ...]  # the model-level names of the tensors it reads
     layer: ir.Layer | None = None
-    module: _Module | None = None
+    modules: list[_Module] = field(default_factory=list)  # the block instance(s) it runs
+    sequential: bool = False  # a repeat: ``nn.Sequential`` of ``modules``
+    span: ir.Span | None = None  # the repeat's
     attr: str = ""
     piece: _Piece = field(default_factory=_Piece)
     init: list[str] = field(default_factory=list)  # __init__ lines, with the comment
     forward: list[str] = field(default_factory=list)  # forward lines, bound to the module's variables
+    reset: list[str] = field(default_factory=list)  # reset_parameters lines
+    constraint: list[str] = field(default_factory=list)  # apply_constraints lines
 
 
 @dataclass
@@ -956,10 +1052,15 @@ class _Module:
 
     instance: str  # the model-level instance name; "" for the model
     units: list[_Unit]
-    inputs: list[str]  # tensors it reads from outside, in order of first use (`x`, then the skips)
+    inputs: list[str]  # the tensor it reads
     output: str  # the tensor it returns
+    call: ir.BlockCall | None = None
+    height: int = 0  # 1 + the height of the tallest block instance inside it; 0 for the model
     class_name: str = ""
-    params: list[str] = field(default_factory=list)  # forward's parameters, one per input
+    positional: list[tuple[str, Any]] = field(default_factory=list)  # constructor arguments: (parameter, value)
+    keywords: dict[str, Any] = field(default_factory=dict)  # those that differ from their defaults
+    optional: dict[str, Any] = field(default_factory=dict)  # every parameter with a default: its value
+    params: list[str] = field(default_factory=list)  # forward's parameters
     prologue: list[str] = field(default_factory=list)  # forward's first lines (an alias of `x`)
     returns: str = "x"
 
@@ -967,99 +1068,30 @@ class _Module:
         """This module and every submodule below it, each with its attribute path."""
         yield self, path
         for unit in self.units:
-            if unit.module is not None:
-                yield from unit.module.walk(f"{path}{unit.attr}.")
+            for k, module in enumerate(unit.modules):
+                yield from module.walk(f"{path}{unit.attr}.{k}." if unit.sequential else f"{path}{unit.attr}.")
 
     @property
     def has_weights(self) -> bool:
         return any(
-            unit.module.has_weights if unit.module is not None else bool(unit.layer and unit.layer.weights)
+            any(m.has_weights for m in unit.modules) if unit.modules else bool(unit.layer and unit.layer.weights)
             for unit in self.units
         )
 
     @property
     def has_constraints(self) -> bool:
         return any(
-            unit.module.has_constraints if unit.module is not None else unit.piece.constraint is not None
+            any(m.has_constraints for m in unit.modules) if unit.modules else unit.piece.constraint is not None
             for unit in self.units
         )
-
-
-def _submodules(
-    model: ir.Model, reads: Mapping[str, tuple[str, ...]], consumers: Mapping[str, list[ir.Layer]]
-) -> dict[str, str]:
-    """Block instance -> its output tensor, for the instances that become submodules.
-
-    An instance stays flat (its layers join the enclosing module) when its layers are not
-    contiguous, when anything but its one output leaves it, or when it reads or passes a
-    Keras mask (computed once, in the model's forward).
-    """
-    members: dict[str, list[int]] = {}
-    for i, layer in enumerate(model.layers):
-        for instance in layer.block:
-            members.setdefault(instance, []).append(i)
-    output = _output_name(model)
-    out = {}
-    for instance, indices in members.items():
-        if indices != list(range(indices[0], indices[-1] + 1)):
-            continue
-        layers = [model.layers[i] for i in indices]
-        if any(layer.input_masked or layer.output_masked for layer in layers):
-            continue
-        names = {layer.name for layer in layers}
-        leaving = [
-            name for name in names if name == output or any(c.name not in names for c in consumers.get(name, []))
-        ]
-        if len(leaving) == 1:
-            out[instance] = leaving[0]
-    return out
-
-
-def _module(
-    instance: str,
-    layers: list[ir.Layer],
-    depth: int,
-    reads: Mapping[str, tuple[str, ...]],
-    submodules: Mapping[str, str],
-) -> _Module:
-    """The module of one block instance (or of the model, ``instance=""``) over its layers."""
-
-    def owner(layer: ir.Layer) -> str | None:
-        chain = layer.block[: depth + 1]
-        if len(layer.block) <= depth or not all(name in submodules for name in chain):
-            return None
-        return layer.block[depth]
-
-    def local(name: str) -> str:
-        prefix = f"{instance}_"
-        return name[len(prefix) :] if instance and name.startswith(prefix) else name
-
-    units = []
-    i = 0
-    while i < len(layers):
-        child = owner(layers[i])
-        if child is None:
-            layer = layers[i]
-            units.append(_Unit(local(layer.name), layer.name, reads[layer.name], layer=layer))
-            i += 1
-            continue
-        end = i + 1
-        while end < len(layers) and owner(layers[end]) == child:
-            end += 1
-        module = _module(child, layers[i:end], depth + 1, reads, submodules)
-        units.append(_Unit(local(child), module.output, tuple(module.inputs), module=module))
-        i = end
-    names = {layer.name for layer in layers}
-    inputs = [name for layer in layers for name in reads[layer.name] if name not in names]
-    return _Module(instance, units, list(dict.fromkeys(inputs)), submodules.get(instance, ""))
 
 
 #: Names a forward pass uses besides its tensors: never a tensor's variable.
 _RESERVED_VARIABLES = (
     frozenset(keyword.kwlist)
     | frozenset(dir(builtins))
-    | {"self", "x", "mask", "forward", "backward", "weights", "torch", "nn", "F", "max_norm_"}
-    | {"simplernn_scan", "lstm_scan", "gru_scan"}  # _SCAN_HELPERS
+    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block"}
+    | {"max_norm_", "variance_scaling_", "rnn_scan"}  # the helpers
 )
 
 
@@ -1118,7 +1150,7 @@ class _Plan:
 
     root: _Module
     permuted: dict[str, ir.Shape]
-    classes: list[tuple[str, list[str]]]  # block classes in definition order: name, body lines
+    classes: list[tuple[str, str]]  # block classes, callees first: name, body text
     order: list[str]  # layer names in model order
 
     def layers(self) -> Iterator[tuple[ir.Layer, _Piece, str]]:
@@ -1132,46 +1164,290 @@ class _Plan:
             yield found[name]
 
 
-def _block_definitions(model: ir.Model) -> dict[str, str]:
-    """Block instance name -> the block definition it calls (``conv_bn_2`` -> ``conv_bn``)."""
-    return {
-        instance: definition
-        for layer in model.layers
-        for instance, definition in zip(layer.block, layer.block_defs, strict=True)
-    }
+#: Where a block class's constructor parameters go, once the planner has found them.
+_SIGNATURE = "\x01"
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BOUND = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _plain_name(name: str) -> bool:
+    """A user's name that may name a variable or parameter: not private, dunder or one the code uses."""
+    return not name.startswith("_") and name not in _RESERVED_VARIABLES
+
+
+def _equal(value: Any, candidate: Any) -> bool:
+    """``value`` (a literal in the code) is ``candidate`` (a block argument), a square size included."""
+    if type(value) is type(candidate):
+        return bool(value == candidate)
+    return (
+        isinstance(value, tuple)
+        and bool(value)
+        and type(candidate) is int
+        and all(type(v) is int and v == candidate for v in value)
+    )
+
+
+def _only(candidates: list[str]) -> str | None:
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _dsl_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "tuple[int, ...]" if all(type(v) is int for v in value) else "tuple"
+    return type(value).__name__ if isinstance(value, bool | int | float | str) else ""
+
+
+_LINE_LENGTH = 120
 
 
 class _Planner:
-    """Builds the module tree of a model: a forward per module, and one class per distinct block body."""
+    """Builds the module tree of a model: one class per block definition, a forward per module."""
 
     def __init__(self, model: ir.Model) -> None:
         self.model = model
-        reads = _reads(model)
-        consumers = _consumers(model, reads)
-        self.keras_order, self.permuted = _flatten_orders(model, consumers)
-        submodules = _submodules(model, reads, consumers)
-        self.root = _module("", list(model.layers), 0, reads, submodules)
-        self.root.inputs = [ir.INPUT_NAME]
-        self.root.output = _output_name(model)
-        self.blocks = _block_definitions(model)
-        self.classes: list[tuple[str, list[str]]] = []
-        self.class_of: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.reads = _reads(model)
+        self.consumers = _consumers(model, self.reads)
+        self.keras_order, self.permuted = _flatten_orders(model, self.consumers)
+        self.output = _output_name(model)
+        self.tap_names: dict[str, str] = {}
+        self.uniform = False
+        self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
+        self.classes: list[tuple[str, str]] = []
         #: never a block class's name: the model's class, `F` (torch.nn.functional), Python's builtins
         self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
+        body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
+        self.root = self._build(body, None)
+        self.root.inputs = [ir.INPUT_NAME]
+        self.root.output = self.output
 
     def plan(self) -> _Plan:
-        self._emit(self.root)
+        definitions = {block.name: (i, block) for i, block in enumerate(self.model.blocks)}
+        for name in sorted(self.instances, key=lambda b: (max(m.height for m in self.instances[b]), definitions[b][0])):
+            self._define(definitions[name][1], self.instances[name])
+        self._emit(self.root, None)
         return _Plan(self.root, self.permuted, self.classes, [layer.name for layer in self.model.layers])
 
     def shape(self, tensor: str) -> ir.Shape:
         return self.model.input.shape if tensor == ir.INPUT_NAME else self.model.layer(tensor).output_shape
 
-    def _emit(self, module: _Module) -> None:
-        """Fill in each unit's attribute, piece and lines; name the block classes below, children first."""
-        for unit in module.units:
-            if unit.module is not None:
-                self._emit(unit.module)
-                self._name_class(unit.module, self.blocks[unit.module.instance])
+    def channels(self, tensor: str) -> int | None:
+        shape = self.shape(tensor)
+        return shape[-1] if shape else None
+
+    # --- the module tree -----------------------------------------------------------------------
+
+    def _own_class(self, call: ir.BlockCall) -> bool:
+        """Whether a block instance becomes a module of its own (else its layers join the enclosing one).
+
+        It must read only its input and let only its output leave, and neither read nor pass a Keras
+        mask (computed once, in the model's forward).
+        """
+        layers = ir.layers_of(call.body)
+        if not layers or not structure.self_contained(call):
+            return False
+        if any(layer.input_masked or layer.output_masked for layer in layers):
+            return False
+        names = {layer.name for layer in layers}
+        leaving = {
+            name
+            for name in names
+            if name == self.output or any(c.name not in names for c in self.consumers.get(name, []))
+        }
+        return leaving == {call.output}
+
+    def _build(self, nodes: tuple[ir.Node, ...], call: ir.BlockCall | None) -> _Module:
+        prefix = f"{call.instance}_" if call is not None else ""
+        units: list[_Unit] = []
+
+        def local(name: str) -> str:
+            return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+        def add(nodes: tuple[ir.Node, ...]) -> None:
+            for node in nodes:
+                if isinstance(node, ir.LayerNode):
+                    layer = node.layer
+                    units.append(_Unit(local(layer.name), layer.name, self.reads[layer.name], layer=layer))
+                elif isinstance(node, ir.Tap) and _plain_name(node.name):
+                    self.tap_names.setdefault(node.tensor, node.name)
+                elif isinstance(node, ir.BlockCall):
+                    if self._own_class(node):
+                        module = self._build(node.body, node)
+                        units.append(_Unit(local(node.instance), node.output, (node.input,), modules=[module]))
+                    else:
+                        add(node.body)
+                elif isinstance(node, ir.Repeat):
+                    calls = [it[0] for it in node.iterations if len(it) == 1 and isinstance(it[0], ir.BlockCall)]
+                    if (
+                        calls
+                        and len(calls) == len(node.iterations)
+                        and len({c.block for c in calls}) == 1
+                        and all(self._own_class(c) for c in calls)
+                    ):
+                        modules = [self._build(c.body, c) for c in calls]
+                        units.append(
+                            _Unit(
+                                local(calls[0].instance),
+                                node.output,
+                                (node.input,),
+                                modules=modules,
+                                sequential=True,
+                                span=node.span,
+                            )
+                        )
+                    else:
+                        for iteration in node.iterations:
+                            add(iteration)
+
+        add(nodes)
+        if call is None:
+            return _Module("", units, [], "")
+        module = _Module(call.instance, units, [call.input], call.output, call=call)
+        module.height = 1 + max((m.height for unit in units for m in unit.modules), default=0)
+        self.instances.setdefault(call.block, []).append(module)
+        return module
+
+    # --- one class per block definition ------------------------------------------------------
+
+    def _inferred(self, tensor: str) -> str:
+        """What a block's input channel count is called in its constructor."""
+        return "in_channels" if len(self.shape(tensor)) >= 2 else "in_features"
+
+    def _define(self, block: ir.BlockDef, modules: list[_Module]) -> None:
+        """Write every instance's class under ``codegen.holes()`` and let the planner make one definition.
+
+        When the instances' code differs in more than literals, it is written again with padding
+        made uniform (see ``_Context.uniform``) before settling for a class per variant.
+        """
+        variants = self._variants(block, modules)
+        if len(variants) > 1:
+            self.uniform = True
+            uniform = self._variants(block, modules)
+            self.uniform = False
+            if len(uniform) < len(variants):
+                variants = uniform
+            else:
+                self._variants(block, modules)  # the units as the first variants wrote them
+        self._name_classes(block, modules, variants)
+
+    def _variants(self, block: ir.BlockDef, modules: list[_Module]) -> list[structure.Variant]:
+        fragments, scopes = [], []
+        for module in modules:
+            assert module.call is not None
+            # a parameter whose name Python would read otherwise (`__import__`, `self`) is never a name here
+            args = {k: v for k, v in module.call.args.items() if _plain_name(k)}
+            values = {self._inferred(module.call.input): self.channels(module.call.input), **args}
+            scope = structure.Scope(values, {k: v for k, v in block.defaults.items() if k in args})
+            with codegen.holes() as holes:
+                self._emit(module, scope)
+                w = codegen.SourceWriter()
+                with w.indent():
+                    signature = " ".join(
+                        [block.name, *block.params, *(f"{k}={_dsl_value(v)}" for k, v in block.defaults.items())]
+                    )
+                    w.line(f'"""Block `{codegen.docstring_text(signature)}` (line {block.span.line})."""')
+                    _write_methods(w, module, is_model=False)
+                text = "\n".join(w.lines)
+            fragments.append(structure.Fragment.of(text, holes))
+            scopes.append(scope)
+        return structure.unify(fragments, scopes, reserved=_RESERVED_VARIABLES | self.class_names)
+
+    def _name_classes(self, block: ir.BlockDef, modules: list[_Module], variants: list[structure.Variant]) -> None:
+        for variant in variants:
+            base = codegen.camel_case(block.name)
+            separator = "_" if base[-1].isdigit() else ""  # BnRelu6_2, not BnRelu62
+            name, n = base, 1
+            while name in self.class_names:
+                n += 1
+                name = f"{base}{separator}{n}"
+            self.class_names.add(name)
+            first = variant.arguments[0]
+            params = []
+            for p in variant.parameters:
+                annotation = _type_name(first[p.name])
+                text = f"{p.name}: {annotation}" if annotation else p.name
+                if p.has_default:
+                    text += f" = {codegen.literal(p.default)}" if annotation else f"={codegen.literal(p.default)}"
+                params.append(text)
+            lines = []
+            for line in variant.text.split("\n"):
+                if _SIGNATURE in line:
+                    lines.extend(_wrapped(line.replace(_SIGNATURE, "".join(f", {p}" for p in params))))
+                else:
+                    lines.append(line)
+            self.classes.append((name, "\n".join(lines)))
+            for member, values in zip(variant.members, variant.arguments, strict=True):
+                module = modules[member]
+                module.class_name = name
+                module.positional = [(p.name, values[p.name]) for p in variant.parameters if not p.has_default]
+                module.keywords = variant.call_arguments(member)[1]
+                module.optional = {p.name: values[p.name] for p in variant.parameters if p.has_default}
+
+    # --- the code of one module ----------------------------------------------------------------
+
+    def _meaning(self, value: Any, scope: structure.Scope | None, words: set[str] | None = None) -> str | None:
+        """The one block parameter (among ``words``, if given) whose value ``value`` is, if any."""
+        if scope is None:
+            return None
+        names = [n for n in scope.values if n not in ("in_channels", "in_features")]
+        return _only([n for n in names if (words is None or n in words) and _equal(value, scope.values[n])])
+
+    def _written(self, span: ir.Span) -> str:
+        """The source text of a statement (its first line), for the names it binds."""
+        lines = self.model.source_text.splitlines()
+        if not 0 < span.line <= len(lines):
+            return ""
+        line = lines[span.line - 1]
+        return line[span.column - 1 : span.end_column - 1] if span.end_line == span.line else line[span.column - 1 :]
+
+    def _construct(self, module: _Module, channels: str | None, scope: structure.Scope | None) -> str:
+        """``ClassName(arguments)`` for a block instance, each argument marked with what it is.
+
+        In a block, an option the call binds to a parameter (``stride=stride``) is always passed,
+        so that every instance's code has one structure.
+        """
+        assert module.call is not None
+        written = self._written(module.call.span) if scope is not None else ""
+        words = set(_WORD.findall(written)[1:])
+        bound = {k for k, v in _BOUND.findall(written) if scope is not None and v in scope.values}
+
+        def argument(name: str, value: Any) -> Any:
+            meaning = channels if name in ("in_channels", "in_features") else self._meaning(value, scope, words)
+            return codegen.Hint(value, meaning) if meaning else value
+
+        positional = [argument(name, value) for name, value in module.positional]
+        chosen = {**module.keywords, **{k: v for k, v in module.optional.items() if k in bound}}
+        keywords = {name: argument(name, module.optional[name]) for name in module.optional if name in chosen}
+        return call(module.class_name, *positional, **keywords)
+
+    def _instances(self, unit: _Unit, channels: str | None, scope: structure.Scope | None) -> str:
+        """The expression that makes a unit's block instance(s)."""
+        if not unit.sequential:
+            return self._construct(unit.modules[0], channels, scope)
+        fragments = []
+        for k, module in enumerate(unit.modules):
+            with codegen.holes() as holes:
+                text = self._construct(module, channels if k == 0 else None, scope)
+            fragments.append(structure.Fragment.of(text, holes))
+        loop = structure.unify_iterations(fragments)
+        if loop is None:
+            return f"nn.Sequential({', '.join(_embed(f) for f in fragments)})"
+        count = len(unit.modules)
+        repeat = self._written(unit.span) if scope is not None and unit.span is not None else ""
+        meaning = self._meaning(count, scope, set(_WORD.findall(repeat)[1:2]))
+        index = "i" if re.search(r"\bi\b", loop.render()) else "_"
+        return f"nn.Sequential(*[{_embed(loop)} for {index} in range({py(codegen.Hint(count, meaning) if meaning else count)})])"
+
+    def _emit(self, module: _Module, scope: structure.Scope | None) -> None:
+        """Fill in each unit's attribute, piece and lines. ``scope``: the block instance's, None for the model."""
+        in_block = scope is not None
         attrs = _attribute_names([unit.local for unit in module.units])
         taken = set(attrs.values())
 
@@ -1182,71 +1458,225 @@ class _Planner:
                 uses.setdefault(tensor, []).append(i)
         uses.setdefault(module.output, []).append(len(module.units))
         variables: set[str] = set()
-        module.params = ["x", *(_fresh("skip", variables) for _ in module.inputs[1:])]
+        module.params = ["x"]
+        module.prologue = []
         made_at = {tensor: -1 for tensor in module.inputs}
         variable = dict(zip(module.inputs, module.params, strict=True))
         chained = {module.inputs[0]} if 0 in uses.get(module.inputs[0], []) else set()
         if any(i != 0 for i in uses.get(module.inputs[0], [])):
-            variable[module.inputs[0]] = _fresh("inputs", variables)
+            variable[module.inputs[0]] = _fresh(self.tap_names.get(module.inputs[0], "inputs"), variables)
             module.prologue = [f"{variable[module.inputs[0]]} = x"]
         for i, unit in enumerate(module.units):
             made_at[unit.tensor] = i
             if i + 1 in uses.get(unit.tensor, []):
                 chained.add(unit.tensor)
             if any(j != i + 1 for j in uses.get(unit.tensor, [])) or unit.tensor not in chained:
-                variable[unit.tensor] = _fresh(unit.local, variables)
+                variable[unit.tensor] = _fresh(self.tap_names.get(unit.tensor, unit.local), variables)
 
         def read(tensor: str, at: int) -> str:
             return "x" if tensor in chained and made_at[tensor] == at - 1 else variable[tensor]
 
+        # An activation right after a dense or conv that only it reads folds into that layer's line.
+        fused: dict[int, str] = {}
+        for i, unit in enumerate(module.units[1:], start=1):
+            before = module.units[i - 1]
+            if (
+                unit.layer is not None
+                and unit.layer.kind == "activation"
+                and unit.layer.args["function"] != "linear"
+                and before.layer is not None
+                and before.layer.kind in _FUSES_ACTIVATION
+                and before.layer.args["activation"] == "linear"
+                and unit.reads == (before.tensor,)
+                and uses.get(before.tensor) == [i]
+            ):
+                fused[i - 1] = unit.layer.args["function"]
+
+        # A run of 1-D convolutions and pools stays in torch's (N, C, T): one transpose in, one out.
+        def runs_1d(j: int) -> bool:
+            layer = module.units[j].layer if j < len(module.units) else None
+            return layer is not None and layer.kind in _CHANNELS_FIRST_1D
+
+        channels_first = {
+            unit.tensor
+            for i, unit in enumerate(module.units)
+            if runs_1d(i) and unit.tensor != module.output and all(runs_1d(j) for j in uses.get(unit.tensor, [-1]))
+        }
+
+        meanings: dict[str, str | None] = {module.inputs[0]: self._inferred(module.inputs[0]) if in_block else None}
         for i, unit in enumerate(module.units):
             unit.attr = attrs[unit.local]
             sources = [read(tensor, i) for tensor in unit.reads]
             target = "x" if unit.tensor in chained else variable[unit.tensor]
-            if unit.module is not None:
-                shape = codegen.shape_comment(torch_shape(self.shape(unit.tensor)))
-                block = self.blocks[unit.module.instance]
-                unit.init = [f"# block {block} -> {shape}", f"self.{unit.attr} = {unit.module.class_name}()"]
-                unit.forward = _bind([f"x = self.{unit.attr}({', '.join(sources)})"], "x", target)
+            channels = meanings.get(unit.reads[0]) if unit.reads else None
+            words = None
+            if unit.modules:
+                unit.init = [f"self.{unit.attr} = {self._instances(unit, channels, scope)}"]
+                if not in_block:
+                    what = self._call_text(unit.modules[0].call)
+                    if unit.sequential:
+                        what = f"repeat {len(unit.modules)} {{ {what} }}"
+                    shape = codegen.shape_comment(torch_shape(self.shape(unit.tensor)))
+                    unit.init = _commented(unit.init, f"# line {unit.modules[0].call.span.line}: {what} -> {shape}")
+                unit.forward = _bind([f"x = self.{unit.attr}(x)"], sources[0], target)
+                if any(m.has_weights for m in unit.modules):
+                    unit.reset = (
+                        [f"for block in self.{unit.attr}:", "    block.reset_parameters()"]
+                        if unit.sequential
+                        else [f"self.{unit.attr}.reset_parameters()"]
+                    )
+                if any(m.has_constraints for m in unit.modules):
+                    unit.constraint = (
+                        [f"for block in self.{unit.attr}:", "    block.apply_constraints()"]
+                        if unit.sequential
+                        else [f"self.{unit.attr}.apply_constraints()"]
+                    )
             else:
                 layer = unit.layer
                 assert layer is not None
-                ctx = _Context(unit.attr, taken, keras_order=layer.name in self.keras_order, inputs=tuple(sources))
-                unit.piece = piece = EMITTERS[layer.kind](layer, ctx)
-                comment = codegen.layer_comment(layer, torch_shape(layer.output_shape))
+                emitted = layer
+                if i in fused:
+                    items = tuple((k, fused[i] if k == "activation" else v) for k, v in layer.args.items())
+                    emitted = dataclasses.replace(layer, args=Args(items))
+                if in_block:
+                    words = set(_WORD.findall(layer.written)[1:])
+                    bound = frozenset(k for k, v in _BOUND.findall(layer.written) if v in scope.values)
+                    ctx = _Context(
+                        unit.attr,
+                        taken,
+                        keras_order=layer.name in self.keras_order,
+                        inputs=tuple(sources),
+                        bound=bound,
+                        channels=channels,
+                        uniform=self.uniform,
+                        in_block=True,
+                        named_values=tuple(scope.values[w] for w in words if w in scope.values),
+                        channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
+                    )
+                    with codegen.holes() as holes:
+                        piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
+                        reset = _reset_lines(layer, piece)
+
+                    def marked(text: str, holes: Any = holes, words: set[str] = words) -> str:
+                        fragment = structure.Fragment.of(text, holes)
+                        meanings_ = [
+                            m if m is not None else self._meaning(v, scope, words)
+                            for v, m in zip(fragment.values, fragment.meanings, strict=True)
+                        ]
+                        return _embed(structure.Fragment(fragment.text, fragment.values, tuple(meanings_)))
+
+                    def plain(text: str, holes: Any = holes) -> str:
+                        return structure.Fragment.of(text, holes).render()
+
+                    init = [marked(line) for line in piece.init]
+                    forward = [plain(line) for line in piece.forward]
+                    unit.reset = [plain(line) for line in reset]
+                    unit.constraint = [plain(piece.constraint)] if piece.constraint else []
+                    comment = f"# line {layer.span.line}: {layer.written}"
+                else:
+                    ctx = _Context(
+                        unit.attr,
+                        taken,
+                        keras_order=layer.name in self.keras_order,
+                        inputs=tuple(sources),
+                        channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
+                    )
+                    piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
+                    init, forward = piece.init, piece.forward
+                    unit.reset = _reset_lines(layer, piece)
+                    unit.constraint = [piece.constraint] if piece.constraint else []
+                    comment = codegen.layer_comment(layer, torch_shape(layer.output_shape))
+                unit.piece = piece
+                if piece.note:
+                    comment += f" ({piece.note})"
                 source = sources[0] if len(sources) == 1 else "x"
-                body = _bind(piece.forward, source, target)
-                if not piece.forward and source != target:
+                body = _bind(forward, source, target)
+                if not forward and source != target:
                     body = [f"{target} = {source}"]
-                unit.init = [comment, *piece.init] if piece.init else []
-                unit.forward = body if piece.init else [comment, *body]
+                if in_block:  # the comment above its layer (its length varies with what the planner names)
+                    unit.init = [comment, *init] if init else []
+                    unit.forward = body
+                elif i - 1 in fused:  # the activation's comment goes with the line it joined
+                    unit.forward = body
+                    module.units[i - 1].forward = _commented(module.units[i - 1].forward, comment)
+                else:
+                    unit.init = _commented(init, comment) if init else []
+                    unit.forward = body if init else _commented(body, comment)
             if unit.tensor in chained and unit.tensor in variable:
                 unit.forward.append(f"{variable[unit.tensor]} = x")
+            meanings[unit.tensor] = self._channel_meaning(unit, scope, channels, words)
         module.returns = read(module.output, len(module.units))
 
-    def _name_class(self, module: _Module, block: str) -> None:
-        """Name the class of a block instance's module: one class per distinct generated body."""
-        w = codegen.SourceWriter()
-        with w.indent():
-            fed = [codegen.shape_comment(torch_shape(self.shape(tensor))) for tensor in module.inputs]
-            if len(fed) > 1:  # name each argument
-                fed = [f"{param} {shape}" for param, shape in zip(module.params, fed, strict=True)]
-            out = codegen.shape_comment(torch_shape(self.shape(module.output)))
-            w.line(f'"""The `{block}` block: maps {", ".join(fed)} to {out}."""')
-            _write_methods(w, module, is_model=False)
-        body = tuple(w.lines)
-        key = (block, body)
-        if key not in self.class_of:
-            base = codegen.camel_case(block)
-            separator = "_" if base[-1].isdigit() else ""  # BnRelu6_2, not BnRelu62
-            name, n = base, 1
-            while name in self.class_names:
-                n += 1
-                name = f"{base}{separator}{n}"
-            self.class_names.add(name)
-            self.class_of[key] = name
-            self.classes.append((name, list(body)))
-        module.class_name = self.class_of[key]
+    def _call_text(self, node: ir.BlockCall | None) -> str:
+        """``down 128 stride=2``: a block call as the DSL writes it, for a comment."""
+        assert node is not None
+        block = self.model.block(node.block)
+        words = [node.block, *(_dsl_value(node.args[p]) for p in block.params)]
+        words += [f"{k}={_dsl_value(node.args[k])}" for k, v in block.defaults.items() if node.args[k] != v]
+        return " ".join(words)
+
+    def _channel_meaning(
+        self, unit: _Unit, scope: structure.Scope | None, channels: str | None, words: set[str] | None
+    ) -> str | None:
+        """What the channel count of a unit's output is, in a block: a parameter, or its input's."""
+        count = self.channels(unit.tensor)
+        if scope is None or count is None:
+            return None
+        meaning = self._meaning(count, scope, words)
+        if meaning is None and unit.reads and count == self.channels(unit.reads[0]):
+            meaning = channels
+        return meaning
+
+
+def _commented(lines: list[str], comment: str) -> list[str]:
+    """A one-line statement with its comment after it when that fits a line of a method, else above it."""
+    if len(lines) == 1 and not lines[0].startswith("#") and 8 + len(lines[0]) + 2 + len(comment) <= _LINE_LENGTH:
+        return [f"{lines[0]}  {comment}"]
+    return [comment, *lines]
+
+
+def _wrapped(line: str) -> list[str]:
+    """A statement as ruff formats one too long for a line: its outermost brackets' contents on a line
+    of their own, or one item a line (with a trailing comma) when they do not fit either."""
+    code = line.lstrip()
+    if (
+        len(line) <= _LINE_LENGTH
+        or code.startswith("#")
+        or "#" in code
+        or "(" not in code
+        or not code.endswith((")", ":"))
+    ):
+        return [line]
+    indent = line[: len(line) - len(code)]
+    head, rest = line.split("(", 1)
+    inner, tail = rest.rsplit(")", 1)
+    if len(indent) + 4 + len(inner) <= _LINE_LENGTH:
+        return [f"{head}(", f"{indent}    {inner}", f"{indent}){tail}"]
+    items, depth, start, quote = [], 0, 0, ""
+    for k, ch in enumerate(inner):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(inner[start:k].strip())
+            start = k + 1
+    items.append(inner[start:].strip())
+    return [f"{head}(", *(f"{indent}    {item}," for item in items), f"{indent}){tail}"]
+
+
+def _embed(fragment: structure.Fragment) -> str:
+    """A fragment's text in the code being written: its holes become holes there (or literals)."""
+
+    def hole(index: int) -> str:
+        value, meaning = fragment.values[index], fragment.meanings[index]
+        return py(codegen.Hint(value, meaning) if meaning else value)
+
+    return fragment.render(hole)
 
 
 def _plan(model: ir.Model) -> _Plan:
@@ -1262,77 +1692,76 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 
 
 #: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
-#: any pattern, other activations, GRU reset_after=false. Each reads one direction of the layer's
+#: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
 #: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
-_SCAN_HELPERS = {
-    "simplernn_scan": '''\
-def simplernn_scan(x, mask, weights, activation=torch.tanh, reverse=False):
-    """Keras's SimpleRNN over (N, T, F): every step's output (N, T, units), in reading order.
-
-    Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    """
-    w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
-    inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = x.new_zeros(x.shape[0], w_hh.shape[1])
-    outputs = []
-    for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-''',
-    "lstm_scan": '''\
-def lstm_scan(x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reverse=False):
-    """Keras's LSTM over (N, T, F): every step's output (N, T, units), in reading order.
-
-    Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    """
-    w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
-    inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = c = x.new_zeros(x.shape[0], w_hh.shape[1])
-    outputs = []
-    for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-        c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-        h_new = recurrent_activation(o) * activation(c_new)
-        if mask is None:
-            h, c = h_new, c_new
-        else:
-            keep = mask[:, t, None]
-            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-''',
-    "gru_scan": '''\
-def gru_scan(
-    x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
+_SCAN_HELPER = '''\
+def rnn_scan(
+    cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
 ):
-    """Keras's GRU over (N, T, F): every step's output (N, T, units), in reading order.
+    """Keras's SimpleRNN, LSTM or GRU (`cell`) over (N, T, F): every step's output (N, T, units), in reading order.
 
     Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
+    GRU reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
     """
     w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
     inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
     units = w_hh.shape[1]
-    h = x.new_zeros(x.shape[0], units)
+    h = c = x.new_zeros(x.shape[0], units)
     outputs = []
     for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)  # torch's gate order: reset, update, new
-        if reset_after:
-            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + r * h_n)
-        else:
-            h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
-        z = recurrent_activation(x_z + h_z)
-        h_new = z * h + (1 - z) * n
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        keep = None if mask is None else mask[:, t, None]
+        if cell == "simplernn":
+            h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
+        elif cell == "lstm":
+            i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+            c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
+            h_new = recurrent_activation(o) * activation(c_new)
+            c = c_new if keep is None else torch.where(keep, c_new, c)
+        else:  # gru, in torch's gate order: reset, update, new
+            x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)
+            if reset_after:
+                h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + r * h_n)
+            else:
+                h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
+            z = recurrent_activation(x_z + h_z)
+            h_new = z * h + (1 - z) * n
+        h = h_new if keep is None else torch.where(keep, h_new, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
-''',
+'''
+
+
+_VARIANCE_SCALING_HELPER = '''\
+@torch.no_grad()
+def variance_scaling_(
+    weight: torch.Tensor, scale: float, mode: str, distribution: str, multiplier: int = 0
+) -> torch.Tensor:
+    """Keras's VarianceScaling initializer (glorot, he and lecun, uniform or truncated normal), in place.
+
+    Fans are Keras's, counted on torch's layout (out, in, *window); a depthwise kernel,
+    (channels * multiplier, 1, *window), passes its multiplier.
+    """
+    window = weight[0, 0].numel() if weight.dim() > 2 else 1
+    fan_in, fan_out = weight.shape[1] * window, weight.shape[0] * window
+    if multiplier:
+        fan_in, fan_out = weight.shape[0] // multiplier * window, multiplier * window
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    variance = scale / max(1.0, fan)
+    if distribution == "uniform":
+        return nn.init.uniform_(weight, -((3 * variance) ** 0.5), (3 * variance) ** 0.5)
+    std = variance**0.5 / 0.87962566103423978  # the truncated distribution keeps the variance
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+'''
+
+#: Keras initializer -> the torch initializer that draws exactly from it, fans counted alike.
+_TORCH_INITIALIZERS = {
+    "glorot_uniform": ("nn.init.xavier_uniform_", {}),
+    "he_uniform": ("nn.init.kaiming_uniform_", {"nonlinearity": "relu"}),
+    "lecun_uniform": ("nn.init.kaiming_uniform_", {"nonlinearity": "linear"}),
 }
 
 
@@ -1341,15 +1770,28 @@ def _short(value: float) -> float:
     return float(f"{value:.9g}")
 
 
-def _init_line(path: str, weight: ir.Weight) -> str:
-    """``reset_parameters`` line drawing ``self.<path>`` from Keras's distribution for ``weight``."""
+def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
+    """``reset_parameters`` line drawing ``self.<path>`` from Keras's distribution for ``weight``.
+
+    Limits and deviations that depend on the weight's shape are computed from the torch tensor's
+    shape (by torch's own initializers, or ``variance_scaling_``), never written in: the line is the
+    same for every instance of a block.
+    """
     dist = initializers.distribution(weight.initializer, weight.shape)
-    limit, std = _short(dist.limit), _short(dist.std)
     target = Code(f"self.{path}")
     if dist.kind == "constant":
         if dist.value not in (0.0, 1.0):  # layer scale's 1e-6
             return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
+    kind, name = kind_and_name(layer, weight)
+    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind != "embedding":
+        if weight.initializer in _TORCH_INITIALIZERS and not depthwise(kind, name):
+            function, kwargs = _TORCH_INITIALIZERS[weight.initializer]
+            return f"{call(function, target, **kwargs)}  # Keras {weight.initializer}"
+        scale, mode, distribution = initializers._VARIANCE_SCALING[weight.initializer]
+        extra = {"multiplier": layer.args["multiplier"]} if depthwise(kind, name) else {}
+        return f"{call('variance_scaling_', target, scale, mode, distribution, **extra)}  # Keras {weight.initializer}"
+    limit, std = _short(dist.limit), _short(dist.std)
     if dist.kind == "uniform":
         line = call("nn.init.uniform_", target, -limit, limit)
     elif dist.kind == "normal":
@@ -1365,21 +1807,39 @@ def _paths(target: str | tuple[str, ...]) -> tuple[str, ...]:
     return (target,) if isinstance(target, str) else target
 
 
+#: Keras's defaults that torch's own ``reset_parameters`` of a normalization draws alike.
+_TORCH_NORM_DEFAULTS = {"gamma": "ones", "beta": "zeros", "moving_mean": "zeros", "moving_variance": "ones"}
+_TORCH_NORM_PATHS = {
+    "gamma": ".weight",
+    "beta": ".bias",
+    "moving_mean": ".running_mean",
+    "moving_variance": ".running_var",
+}
+
+
 def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
     """``reset_parameters`` lines for one layer's weights (and torch's extra zero biases)."""
+    owner = str(piece.tensors.get("gamma", "")).rsplit(".", 1)[0]
+    if (
+        layer.kind in ("batchnorm", "layernorm")
+        and owner
+        and all(_TORCH_NORM_DEFAULTS[w.name] == w.initializer for w in layer.weights)
+        and all(piece.tensors[w.name] == owner + _TORCH_NORM_PATHS[w.name] for w in layer.weights)
+        and len(layer.weights) == (4 if layer.kind == "batchnorm" else 2)
+    ):
+        return [f"self.{owner}.reset_parameters()  # Keras's ones and zeros"]
     lines = []
     for weight in layer.weights:
         pieces = initializers.segments(weight.initializer, weight.shape[-1] if weight.shape else 1)
         for path in _paths(piece.tensors[weight.name]):
             if len(pieces) == 1:
-                lines.append(_init_line(path, weight))
+                lines.append(_init_line(path, weight, layer))
                 continue
-            start = 0
+            # Keras's unit_forget_bias: the base initializer, then ones for the forget gate (i, f, c, o)
+            base = ir.Weight(weight.name, weight.shape, weight.trainable, pieces[0][0])
             lines.append(f"# Keras {weight.initializer.split(':')[0]}: the forget gate's bias starts at 1")
-            for initializer, length in pieces:
-                part = ir.Weight(weight.name, (length,), weight.trainable, initializer)
-                lines.append(_init_line(f"{path}[{start}:{start + length}]", part))
-                start += length
+            lines.append(_init_line(path, base, layer))
+            lines.append(f"nn.init.ones_(self.{path}.chunk(4)[1])  # gates i, f, c, o")
     lines.extend(f"nn.init.zeros_(self.{path})  # Keras has no second bias" for path in piece.fixed_zero)
     return lines
 
@@ -1387,7 +1847,7 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
 def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) -> None:
     """``__init__``, ``forward``, ``reset_parameters`` (and ``apply_constraints``) of one module's class."""
     w.blank()
-    w.line("def __init__(self) -> None:")
+    w.line("def __init__(self) -> None:" if is_model else f"def __init__(self{_SIGNATURE}) -> None:")
     with w.indent():
         w.line("super().__init__()")
         for unit in module.units:
@@ -1396,8 +1856,7 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
         if is_model:  # a block's weights are drawn by the model's reset_parameters
             w.line("self.reset_parameters()")
     w.blank()
-    params = ", ".join(f"{param}: torch.Tensor" for param in module.params)
-    w.line(f"def forward(self, {params}) -> torch.Tensor:")
+    w.line("def forward(self, x: torch.Tensor) -> torch.Tensor:")
     with w.indent():
         for line in module.prologue:
             w.line(line)
@@ -1411,12 +1870,7 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
         with w.indent():
             w.line('"""Draw every weight from the distribution of the Keras initializer it names."""')
             for unit in module.units:
-                if unit.module is not None:
-                    if unit.module.has_weights:
-                        w.line(f"self.{unit.attr}.reset_parameters()")
-                    continue
-                assert unit.layer is not None
-                for line in _reset_lines(unit.layer, unit.piece):
+                for line in unit.reset:
                     w.line(line)
     if module.has_constraints:
         w.blank()
@@ -1432,20 +1886,17 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
             else:
                 w.line('"""Apply the max-norm constraints of this block\'s layers."""')
             for unit in module.units:
-                if unit.module is not None:
-                    if unit.module.has_constraints:
-                        w.line(f"self.{unit.attr}.apply_constraints()")
-                elif unit.piece.constraint:
-                    w.line(unit.piece.constraint)
+                for line in unit.constraint:
+                    w.line(line)
 
 
 def _source(model: ir.Model) -> str:
     plan = _plan(model)
     class_name = codegen.camel_case(model.name)
-    pieces = [piece for _, piece, _ in plan.layers()]
-    lines = [line for module, _ in plan.root.walk() for unit in module.units for line in unit.forward]
-    helpers = [name for name in _SCAN_HELPERS if any(name in p.helpers for p in pieces)]
-    uses_functional = bool(helpers) or any("F." in line for line in lines)
+    units = [unit for module, _ in plan.root.walk() for unit in module.units]
+    lines = [line for unit in units for line in (*unit.init, *unit.forward, *unit.reset)]
+    scans = any("rnn_scan" in unit.piece.helpers for unit in units)
+    uses_functional = scans or any("F." in line for line in lines)
 
     w = codegen.SourceWriter()
     images = any(len(layer.input_shape) == 3 or len(layer.output_shape) == 3 for layer in model.layers)
@@ -1457,17 +1908,18 @@ def _source(model: ir.Model) -> str:
         w.line("import torch.nn.functional as F")
     w.line("from torch import nn")
     w.blank(2)
-    if plan.root.has_constraints:
-        for line in _MAX_NORM_HELPER.splitlines():
-            w.line(line)
-        w.blank(2)
-    for name in helpers:
-        for line in _SCAN_HELPERS[name].splitlines():
+    functions = [_MAX_NORM_HELPER] if plan.root.has_constraints else []
+    if any("variance_scaling_(" in line for line in lines):
+        functions.append(_VARIANCE_SCALING_HELPER)
+    if scans:
+        functions.append(_SCAN_HELPER)
+    for function in functions:
+        for line in function.splitlines():
             w.line(line)
         w.blank(2)
     for name, body in plan.classes:
         w.line(f"class {name}(nn.Module):")
-        w.lines.extend(body)
+        w.lines.extend(body.split("\n"))
         w.blank(2)
     fed = codegen.shape_comment(torch_shape(model.input.shape))
     out = codegen.shape_comment(torch_shape(model.output_shape))
@@ -1481,6 +1933,7 @@ def _source(model: ir.Model) -> str:
     w.line(f"def build_model() -> {class_name}:")
     with w.indent():
         w.line(f"return {class_name}()")
+    w.lines = [part for line in w.lines for part in _wrapped(line)]
     return w.text()
 
 

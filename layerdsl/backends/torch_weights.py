@@ -36,7 +36,7 @@ def feature_indexed(layer: ir.Layer, weight: ir.Weight) -> bool:
     return weight.name in REGISTRY[layer.kind].feature_weights
 
 
-def _kind_and_name(layer: ir.Layer, weight: ir.Weight) -> tuple[str, str]:
+def kind_and_name(layer: ir.Layer, weight: ir.Weight) -> tuple[str, str]:
     """The layer kind a weight belongs to, and its name there (a bidirectional's inner layer)."""
     if layer.kind == "bidirectional":
         return layer.args["layer"], weight.name.split("_", 1)[1]
@@ -51,17 +51,17 @@ def _swap_gates(array: np.ndarray) -> np.ndarray:
     return np.concatenate([r, z, h], axis=-1)
 
 
-def _depthwise(kind: str, name: str) -> bool:
+def depthwise(kind: str, name: str) -> bool:
     """A depthwise kernel: Keras (kh, kw, C, multiplier), torch (C * multiplier, 1, kh, kw)."""
     return (kind, name) in (("depthwiseconv2d", "kernel"), ("separableconv2d", "depthwise_kernel"))
 
 
 def to_torch(layer: ir.Layer, weight: ir.Weight, array: np.ndarray) -> list[np.ndarray]:
     """A canonical array as the torch tensor(s) it fills: two for GRU's (input, recurrent) bias rows."""
-    kind, name = _kind_and_name(layer, weight)
+    kind, name = kind_and_name(layer, weight)
     if kind == "gru":
         array = _swap_gates(array)
-    if _depthwise(kind, name):  # output channel c * multiplier + m, as in Keras
+    if depthwise(kind, name):  # output channel c * multiplier + m, as in Keras
         height, width, channels, multiplier = array.shape
         array = array.reshape(height, width, channels * multiplier).transpose(2, 0, 1)[:, None]
     elif name in _KERNELS:
@@ -75,9 +75,9 @@ def to_keras(layer: ir.Layer, weight: ir.Weight, arrays: list[np.ndarray]) -> np
     """The inverse of ``to_torch``: torch tensor(s), as NumPy arrays, -> the canonical array."""
     import numpy as np
 
-    kind, name = _kind_and_name(layer, weight)
+    kind, name = kind_and_name(layer, weight)
     array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
-    if _depthwise(kind, name):
+    if depthwise(kind, name):
         return array[:, 0].transpose(1, 2, 0).reshape(weight.shape)
     if name in _KERNELS:
         array = array.transpose(np.argsort(_KERNEL_AXES[array.ndim]))

@@ -418,36 +418,57 @@ class _TorchImporter:
         return node.op == "call_method" and node.target == "transpose" and {d % 3 for d in node.args[1:3]} == {1, 2}
 
     def channels_first_1d(self, index: int) -> int:
-        """`transpose(1, 2)`, [a pad], a Conv1d or 1-D pool, `transpose(1, 2)`: one layer on (N, T, C)."""
+        """`transpose(1, 2)`, a run of Conv1d and 1-D pools on (N, C, T) (each perhaps after a pad, a Conv1d
+        perhaps followed by an activation), `transpose(1, 2)`: one layer each on (N, T, C)."""
+        layers: list[tuple[int, str, dict[str, Any], Any]] = []
+        position = index + 1
+        while True:
+            node = self.following(position - 1)
+            if node is None:
+                raise Refused("only transpose(1, 2), Conv1d or 1-D pools, transpose(1, 2) can be imported")
+            if self.swaps_time(node):
+                break
+            used, layer = self.channels_first_layer(position)
+            layers.append(layer)
+            position += used
+        if not layers:
+            raise Refused("only transpose(1, 2), Conv1d or 1-D pools, transpose(1, 2) can be imported")
+        used = position - index + 1
+        last = layers[-1]
+        if last[1] == "conv1d" and "activation" not in last[2]:  # an activation after the transpose back
+            used += self.fused_activation(position, last[2]) - 1
+        for layer_index, kind, args, module in layers:
+            self.add(layer_index, kind, args, module)
+        return used
+
+    def channels_first_layer(self, position: int) -> tuple[int, tuple[int, str, dict[str, Any], Any]]:
+        """One Conv1d or 1-D pool on (N, C, T) at ``position`` (after its pad, if any): nodes used, and the layer."""
         from torch import nn
 
-        chain = [self.nodes[index]]
-        while len(chain) < 5 and (after := self.following(index + len(chain) - 1)) is not None:
-            chain.append(after)
-            if self.swaps_time(after):
-                break
-        divided = len(chain) == 5 and chain[3].target is operator.truediv
-        if divided:  # an average pool over zero padding, divided by each window's share of real steps
-            pad, pool = self.module(chain[1]), self.module(chain[2])
-            if pad is None or pool is None or not self.divides_by_coverage(index + 2, pad, pool):
-                raise Refused("it divides the pool by something other than each window's share of real steps")
-        modules = [self.module(n) for n in chain[1 : 3 if divided else -1]]
-        if len(chain) < 3 or not self.swaps_time(chain[-1]) or any(m is None for m in modules):
-            raise Refused("only transpose(1, 2), a Conv1d or 1-D pool, transpose(1, 2) can be imported")
+        module = self.module(self.nodes[position])
+        length = _torch_shape(self.nodes[position].all_input_nodes[0])[2]
         padding = (0, 0)
-        if len(modules) == 2:
-            pad, modules = modules[0], modules[1:]
-            if type(pad) not in (nn.ZeroPad1d, nn.ConstantPad1d):
+        pad = None
+        if type(module) in (nn.ZeroPad1d, nn.ConstantPad1d):
+            pad = module
+            after = self.following(position)
+            module = self.module(after) if after is not None else None
+            if type(module) not in (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d):
                 raise Refused("only a padding module may come before the Conv1d or pool")
+            position += 1
+        if type(module) not in (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d):
+            name = "this step" if module is None else type(module).__name__.lower()
+            raise Refused(f"layerdsl has no {name} on sequences")
+        used = 2 if pad is not None else 1
+        if pad is not None:
             value = getattr(pad, "value", 0.0)
-            if value != (float("-inf") if type(modules[0]) is nn.MaxPool1d else 0.0):
+            if value != (float("-inf") if type(module) is nn.MaxPool1d else 0.0):
                 raise Refused(f"it pads with {value}: layerdsl pads convolutions with 0 and max pools with -inf")
-            if type(modules[0]) is nn.AvgPool1d and not divided:
-                raise Refused("an average over zero padding counts the padding; TensorFlow's `same` leaves it out")
+            if type(module) is nn.AvgPool1d:
+                if not self.divides_by_coverage(position, pad, module):
+                    raise Refused("an average over zero padding counts the padding; TensorFlow's `same` leaves it out")
+                used += 1  # the division by each window's share of real steps
             padding = tuple(pad.padding)
-        (module,) = modules
-        layer_index = index + (2 if divided else len(chain) - 2)
-        length = _torch_shape(chain[0])[2]
         if type(module) is nn.Conv1d:
             if module.groups != 1 or module.padding_mode != "zeros":
                 raise Refused("layerdsl has no grouped convolutions or non-zero padding modes")
@@ -471,27 +492,24 @@ class _TorchImporter:
                 "dilation": dilation,
                 "bias": module.bias is not None,
             }
-            used = len(chain) - 1 + self.fused_activation(index + len(chain) - 1, args)
-            self.add(layer_index, "conv1d", args, module)
-            return used
-        if type(module) in (nn.MaxPool1d, nn.AvgPool1d):
-            is_max = type(module) is nn.MaxPool1d
-            if module.ceil_mode or (is_max and (module.dilation != 1 or module.return_indices)):
-                raise Refused("layerdsl pools round down, without dilation or return_indices")
-            pool = single(module.kernel_size)
-            stride = single(module.stride) if module.stride is not None else pool
-            own = single(module.padding)
-            if own and padding != (0, 0):
-                raise Refused("it pads twice (a padding module and its own padding)")
-            if own and not is_max and module.count_include_pad:
-                raise Refused("count_include_pad=True averages the padding in; TensorFlow's `same` leaves it out")
-            padding = (own, own) if own else padding
-            pad_kind = same_or_valid((padding,), (length,), (pool,), (stride,), (1,))
-            self.add(
-                layer_index, "maxpool1d" if is_max else "avgpool1d", {"pool": pool, "stride": stride, "pad": pad_kind}
-            )
-            return len(chain)
-        raise Refused(f"layerdsl has no {type(module).__name__.lower()} on sequences")
+            fused = dict(args)
+            if self.fused_activation(position, fused) == 2 and not self.swaps_time(self.nodes[position + 1]):
+                args, used = fused, used + 1
+            return used, (position, "conv1d", args, module)
+        is_max = type(module) is nn.MaxPool1d
+        if module.ceil_mode or (is_max and (module.dilation != 1 or module.return_indices)):
+            raise Refused("layerdsl pools round down, without dilation or return_indices")
+        pool = single(module.kernel_size)
+        stride = single(module.stride) if module.stride is not None else pool
+        own = single(module.padding)
+        if own and padding != (0, 0):
+            raise Refused("it pads twice (a padding module and its own padding)")
+        if own and not is_max and module.count_include_pad:
+            raise Refused("count_include_pad=True averages the padding in; TensorFlow's `same` leaves it out")
+        padding = (own, own) if own else padding
+        pad_kind = same_or_valid((padding,), (length,), (pool,), (stride,), (1,))
+        kind = "maxpool1d" if is_max else "avgpool1d"
+        return used, (position, kind, {"pool": pool, "stride": stride, "pad": pad_kind}, None)
 
     def global_pool(self, node: Any, rank: int) -> str | None:
         import torch

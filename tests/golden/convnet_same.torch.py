@@ -8,86 +8,88 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def variance_scaling_(
+    weight: torch.Tensor, scale: float, mode: str, distribution: str, multiplier: int = 0
+) -> torch.Tensor:
+    """Keras's VarianceScaling initializer (glorot, he and lecun, uniform or truncated normal), in place.
+
+    Fans are Keras's, counted on torch's layout (out, in, *window); a depthwise kernel,
+    (channels * multiplier, 1, *window), passes its multiplier.
+    """
+    window = weight[0, 0].numel() if weight.dim() > 2 else 1
+    fan_in, fan_out = weight.shape[1] * window, weight.shape[0] * window
+    if multiplier:
+        fan_in, fan_out = weight.shape[0] // multiplier * window, multiplier * window
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    variance = scale / max(1.0, fan)
+    if distribution == "uniform":
+        return nn.init.uniform_(weight, -((3 * variance) ** 0.5), (3 * variance) ** 0.5)
+    std = variance**0.5 / 0.87962566103423978  # the truncated distribution keeps the variance
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
 class ConvnetSame(nn.Module):
     """convnet_same: maps (N, 3, 32, 32) to (N, 10), as the Keras model does (images channels-first)."""
 
     def __init__(self) -> None:
         super().__init__()
         # line 4: conv2d 32 3 pad=same bias=false init=he_normal -> (N, 32, 32, 32)
-        self.conv2d = nn.Conv2d(3, 32, kernel_size=3, padding=1, bias=False)
-        # line 4: batchnorm -> (N, 32, 32, 32)
+        self.conv2d = nn.Conv2d(3, 32, kernel_size=3, padding="same", bias=False)
+        # line 4: batchnorm -> (N, 32, 32, 32) (Keras momentum 0.99 is torch momentum=0.01)
         self.batch_normalization = nn.BatchNorm2d(32, eps=0.001, momentum=0.01)
         # line 5: conv2d 64 3 stride=2 pad=same bias=false init=he_normal -> (N, 64, 16, 16)
-        # TensorFlow's `same` puts the odd padding row/column bottom/right
+        # TensorFlow's `same`: with a stride its pads depend on the input size
         self.conv2d_1_pad = nn.ZeroPad2d((0, 1, 0, 1))
         self.conv2d_1 = nn.Conv2d(32, 64, kernel_size=3, stride=2, bias=False)
-        # line 5: batchnorm -> (N, 64, 16, 16)
+        # line 5: batchnorm -> (N, 64, 16, 16) (Keras momentum 0.99 is torch momentum=0.01)
         self.batch_normalization_1 = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
         # line 6: conv2d 64 3 stride=2 pad=same bias=false init=he_normal -> (N, 64, 8, 8)
-        # TensorFlow's `same` puts the odd padding row/column bottom/right
+        # TensorFlow's `same`: with a stride its pads depend on the input size
         self.conv2d_2_pad = nn.ZeroPad2d((0, 1, 0, 1))
         self.conv2d_2 = nn.Conv2d(64, 64, kernel_size=3, stride=2, bias=False)
-        # line 6: batchnorm -> (N, 64, 8, 8)
+        # line 6: batchnorm -> (N, 64, 8, 8) (Keras momentum 0.99 is torch momentum=0.01)
         self.batch_normalization_2 = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
         # line 7: maxpool 3 stride=2 pad=same -> (N, 64, 4, 4)
         # padding never wins a max
         self.max_pooling2d_pad = nn.ConstantPad2d((0, 1, 0, 1), float("-inf"))
         self.max_pooling2d = nn.MaxPool2d(3, stride=2)
-        # line 8: avgpool 2 -> (N, 64, 2, 2)
-        self.average_pooling2d = nn.AvgPool2d(2)
-        # line 9: flatten -> (N, 256)
-        self.flatten = nn.Flatten()
-        # line 10: dense 128 activation=relu -> (N, 128)
-        self.dense = nn.Linear(256, 128)
-        # line 11: dropout 0.3 -> (N, 128)
-        self.dropout = nn.Dropout(0.3)
-        # line 12: dense 10 -> (N, 10)
-        self.dense_1 = nn.Linear(128, 10)
+        self.average_pooling2d = nn.AvgPool2d(2)  # line 8: avgpool 2 -> (N, 64, 2, 2)
+        self.flatten = nn.Flatten()  # line 9: flatten -> (N, 256)
+        self.dense = nn.Linear(256, 128)  # line 10: dense 128 activation=relu -> (N, 128)
+        self.dropout = nn.Dropout(0.3)  # line 11: dropout 0.3 -> (N, 128)
+        self.dense_1 = nn.Linear(128, 10)  # line 12: dense 10 -> (N, 10)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2d(x)
         x = self.batch_normalization(x)
-        # line 4: relu -> (N, 32, 32, 32)
-        x = torch.relu(x)
+        x = torch.relu(x)  # line 4: relu -> (N, 32, 32, 32)
         x = self.conv2d_1(self.conv2d_1_pad(x))
         x = self.batch_normalization_1(x)
-        # line 5: relu -> (N, 64, 16, 16)
-        x = torch.relu(x)
+        x = torch.relu(x)  # line 5: relu -> (N, 64, 16, 16)
         x = self.conv2d_2(self.conv2d_2_pad(x))
         x = self.batch_normalization_2(x)
-        # line 6: relu -> (N, 64, 8, 8)
-        x = torch.relu(x)
+        x = torch.relu(x)  # line 6: relu -> (N, 64, 8, 8)
         x = self.max_pooling2d(self.max_pooling2d_pad(x))
         x = self.average_pooling2d(x)
         x = self.flatten(x)
         x = torch.relu(self.dense(x))
         x = self.dropout(x)
-        x = self.dense_1(x)
-        # line 12: softmax -> (N, 10)
-        x = torch.softmax(x, dim=-1)
+        x = torch.softmax(self.dense_1(x), dim=-1)  # line 12: softmax -> (N, 10)
         return x
 
     def reset_parameters(self) -> None:
         """Draw every weight from the distribution of the Keras initializer it names."""
-        nn.init.trunc_normal_(self.conv2d.weight, std=0.309410627, a=-0.618821253, b=0.618821253)  # Keras he_normal
-        nn.init.ones_(self.batch_normalization.weight)
-        nn.init.zeros_(self.batch_normalization.bias)
-        nn.init.zeros_(self.batch_normalization.running_mean)
-        nn.init.ones_(self.batch_normalization.running_var)
-        nn.init.trunc_normal_(self.conv2d_1.weight, std=0.0947372695, a=-0.189474539, b=0.189474539)  # Keras he_normal
-        nn.init.ones_(self.batch_normalization_1.weight)
-        nn.init.zeros_(self.batch_normalization_1.bias)
-        nn.init.zeros_(self.batch_normalization_1.running_mean)
-        nn.init.ones_(self.batch_normalization_1.running_var)
-        nn.init.trunc_normal_(self.conv2d_2.weight, std=0.0669893657, a=-0.133978731, b=0.133978731)  # Keras he_normal
-        nn.init.ones_(self.batch_normalization_2.weight)
-        nn.init.zeros_(self.batch_normalization_2.bias)
-        nn.init.zeros_(self.batch_normalization_2.running_mean)
-        nn.init.ones_(self.batch_normalization_2.running_var)
-        nn.init.uniform_(self.dense.weight, -0.125, 0.125)  # Keras glorot_uniform
+        variance_scaling_(self.conv2d.weight, 2.0, "fan_in", "truncated_normal")  # Keras he_normal
+        self.batch_normalization.reset_parameters()  # Keras's ones and zeros
+        variance_scaling_(self.conv2d_1.weight, 2.0, "fan_in", "truncated_normal")  # Keras he_normal
+        self.batch_normalization_1.reset_parameters()  # Keras's ones and zeros
+        variance_scaling_(self.conv2d_2.weight, 2.0, "fan_in", "truncated_normal")  # Keras he_normal
+        self.batch_normalization_2.reset_parameters()  # Keras's ones and zeros
+        nn.init.xavier_uniform_(self.dense.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense.bias)
-        nn.init.uniform_(self.dense_1.weight, -0.208514414, 0.208514414)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense_1.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense_1.bias)
 
 

@@ -9,54 +9,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def lstm_scan(x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reverse=False):
-    """Keras's LSTM over (N, T, F): every step's output (N, T, units), in reading order.
-
-    Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    """
-    w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
-    inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = c = x.new_zeros(x.shape[0], w_hh.shape[1])
-    outputs = []
-    for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-        c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-        h_new = recurrent_activation(o) * activation(c_new)
-        if mask is None:
-            h, c = h_new, c_new
-        else:
-            keep = mask[:, t, None]
-            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-
-
-def gru_scan(
-    x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
+def rnn_scan(
+    cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
 ):
-    """Keras's GRU over (N, T, F): every step's output (N, T, units), in reading order.
+    """Keras's SimpleRNN, LSTM or GRU (`cell`) over (N, T, F): every step's output (N, T, units), in reading order.
 
     Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
-    reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
+    GRU reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
     """
     w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
     inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
     units = w_hh.shape[1]
-    h = x.new_zeros(x.shape[0], units)
+    h = c = x.new_zeros(x.shape[0], units)
     outputs = []
     for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)  # torch's gate order: reset, update, new
-        if reset_after:
-            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + r * h_n)
-        else:
-            h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
-            r = recurrent_activation(x_r + h_r)
-            n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
-        z = recurrent_activation(x_z + h_z)
-        h_new = z * h + (1 - z) * n
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        keep = None if mask is None else mask[:, t, None]
+        if cell == "simplernn":
+            h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
+        elif cell == "lstm":
+            i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+            c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
+            h_new = recurrent_activation(o) * activation(c_new)
+            c = c_new if keep is None else torch.where(keep, c_new, c)
+        else:  # gru, in torch's gate order: reset, update, new
+            x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)
+            if reset_after:
+                h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + r * h_n)
+            else:
+                h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
+            z = recurrent_activation(x_z + h_z)
+            h_new = z * h + (1 - z) * n
+        h = h_new if keep is None else torch.where(keep, h_new, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
@@ -71,49 +58,43 @@ class MaskedTimeseries(nn.Module):
         # Keras has one bias vector: torch's recurrent bias stays zero, untrained
         self.bidirectional.bias_hh_l0.requires_grad_(False)
         self.bidirectional.bias_hh_l0_reverse.requires_grad_(False)
-        # line 6: gru 16 -> (N, 16)
-        self.gru = nn.GRU(64, 16, batch_first=True)
-        # line 7: dense 3 -> (N, 3)
-        self.dense = nn.Linear(16, 3)
+        self.gru = nn.GRU(64, 16, batch_first=True)  # line 6: gru 16 -> (N, 16)
+        self.dense = nn.Linear(16, 3)  # line 7: dense 3 -> (N, 3)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # line 4: masking 0.0 -> (N, 50, 8)
         mask = (x != 0.0).any(dim=-1)  # a step is padding when every feature is
         x = x * mask[..., None]
-        forward = lstm_scan(x, mask, self.bidirectional.all_weights[0])
-        backward = lstm_scan(x, mask, self.bidirectional.all_weights[1], reverse=True)
+        forward = rnn_scan("lstm", x, mask, self.bidirectional.all_weights[0])
+        backward = rnn_scan("lstm", x, mask, self.bidirectional.all_weights[1], reverse=True)
         backward = backward.flip(1)  # align the backward output with time
         x = torch.cat([forward, backward], dim=-1)
         x = torch.where(mask[..., None], x, 0.0)  # masked steps output zeros
-        x = gru_scan(x, mask, self.gru.all_weights[0])
+        x = rnn_scan("gru", x, mask, self.gru.all_weights[0])
         x = x[:, -1]  # the last step's output
-        x = self.dense(x)
-        # line 7: softmax -> (N, 3)
-        x = torch.softmax(x, dim=-1)
+        x = torch.softmax(self.dense(x), dim=-1)  # line 7: softmax -> (N, 3)
         return x
 
     def reset_parameters(self) -> None:
         """Draw every weight from the distribution of the Keras initializer it names."""
-        nn.init.uniform_(self.bidirectional.weight_ih_l0, -0.210042013, 0.210042013)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.bidirectional.weight_ih_l0)  # Keras glorot_uniform
         nn.init.orthogonal_(self.bidirectional.weight_hh_l0, gain=1.0)  # Keras orthogonal
         # Keras unit_forget_bias: the forget gate's bias starts at 1
-        nn.init.zeros_(self.bidirectional.bias_ih_l0[0:32])
-        nn.init.ones_(self.bidirectional.bias_ih_l0[32:64])
-        nn.init.zeros_(self.bidirectional.bias_ih_l0[64:128])
-        nn.init.uniform_(self.bidirectional.weight_ih_l0_reverse, -0.210042013, 0.210042013)  # Keras glorot_uniform
+        nn.init.zeros_(self.bidirectional.bias_ih_l0)
+        nn.init.ones_(self.bidirectional.bias_ih_l0.chunk(4)[1])  # gates i, f, c, o
+        nn.init.xavier_uniform_(self.bidirectional.weight_ih_l0_reverse)  # Keras glorot_uniform
         nn.init.orthogonal_(self.bidirectional.weight_hh_l0_reverse, gain=1.0)  # Keras orthogonal
         # Keras unit_forget_bias: the forget gate's bias starts at 1
-        nn.init.zeros_(self.bidirectional.bias_ih_l0_reverse[0:32])
-        nn.init.ones_(self.bidirectional.bias_ih_l0_reverse[32:64])
-        nn.init.zeros_(self.bidirectional.bias_ih_l0_reverse[64:128])
+        nn.init.zeros_(self.bidirectional.bias_ih_l0_reverse)
+        nn.init.ones_(self.bidirectional.bias_ih_l0_reverse.chunk(4)[1])  # gates i, f, c, o
         nn.init.zeros_(self.bidirectional.bias_hh_l0)  # Keras has no second bias
         nn.init.zeros_(self.bidirectional.bias_hh_l0_reverse)  # Keras has no second bias
-        nn.init.uniform_(self.gru.weight_ih_l0, -0.231455025, 0.231455025)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.gru.weight_ih_l0)  # Keras glorot_uniform
         nn.init.orthogonal_(self.gru.weight_hh_l0, gain=1.0)  # Keras orthogonal
         nn.init.zeros_(self.gru.bias_ih_l0)
         nn.init.zeros_(self.gru.bias_hh_l0)
-        nn.init.uniform_(self.dense.weight, -0.561951487, 0.561951487)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense.bias)
 
 

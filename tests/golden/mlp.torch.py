@@ -19,16 +19,11 @@ class Mlp(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # line 4: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
-        self.dense = nn.Linear(784, 512)
-        # line 5: dropout 0.5 -> (N, 512)
-        self.dropout = nn.Dropout(0.5)
-        # line 6: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
-        self.dense_1 = nn.Linear(512, 512)
-        # line 7: dropout 0.5 -> (N, 512)
-        self.dropout_1 = nn.Dropout(0.5)
-        # line 8: dense 10 -> (N, 10)
-        self.dense_2 = nn.Linear(512, 10)
+        self.dense = nn.Linear(784, 512)  # line 4: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
+        self.dropout = nn.Dropout(0.5)  # line 5: dropout 0.5 -> (N, 512)
+        self.dense_1 = nn.Linear(512, 512)  # line 6: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
+        self.dropout_1 = nn.Dropout(0.5)  # line 7: dropout 0.5 -> (N, 512)
+        self.dense_2 = nn.Linear(512, 10)  # line 8: dense 10 -> (N, 10)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,9 +31,7 @@ class Mlp(nn.Module):
         x = self.dropout(x)
         x = torch.relu(self.dense_1(x))
         x = self.dropout_1(x)
-        x = self.dense_2(x)
-        # line 8: softmax -> (N, 10)
-        x = torch.softmax(x, dim=-1)
+        x = torch.softmax(self.dense_2(x), dim=-1)  # line 8: softmax -> (N, 10)
         return x
 
     def reset_parameters(self) -> None:
@@ -47,7 +40,7 @@ class Mlp(nn.Module):
         nn.init.zeros_(self.dense.bias)
         nn.init.normal_(self.dense_1.weight, std=0.05)  # Keras normal
         nn.init.zeros_(self.dense_1.bias)
-        nn.init.uniform_(self.dense_2.weight, -0.107211253, 0.107211253)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense_2.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense_2.bias)
 
     @torch.no_grad()

@@ -13,43 +13,32 @@ class MnistConvnet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # line 4: conv2d 32 3 -> (N, 32, 26, 26)
-        self.conv2d = nn.Conv2d(1, 32, kernel_size=3)
-        # line 5: maxpool 2 -> (N, 32, 13, 13)
-        self.max_pooling2d = nn.MaxPool2d(2)
-        # line 6: conv2d 64 3 activation=relu -> (N, 64, 11, 11)
-        self.conv2d_1 = nn.Conv2d(32, 64, kernel_size=3)
-        # line 7: maxpool 2 -> (N, 64, 5, 5)
-        self.max_pooling2d_1 = nn.MaxPool2d(2)
-        # line 8: flatten -> (N, 1600)
-        self.flatten = nn.Flatten()
-        # line 9: dropout 0.5 -> (N, 1600)
-        self.dropout = nn.Dropout(0.5)
-        # line 10: dense 10 -> (N, 10)
-        self.dense = nn.Linear(1600, 10)
+        self.conv2d = nn.Conv2d(1, 32, kernel_size=3)  # line 4: conv2d 32 3 -> (N, 32, 26, 26)
+        self.max_pooling2d = nn.MaxPool2d(2)  # line 5: maxpool 2 -> (N, 32, 13, 13)
+        self.conv2d_1 = nn.Conv2d(32, 64, kernel_size=3)  # line 6: conv2d 64 3 activation=relu -> (N, 64, 11, 11)
+        self.max_pooling2d_1 = nn.MaxPool2d(2)  # line 7: maxpool 2 -> (N, 64, 5, 5)
+        self.flatten = nn.Flatten()  # line 8: flatten -> (N, 1600)
+        self.dropout = nn.Dropout(0.5)  # line 9: dropout 0.5 -> (N, 1600)
+        self.dense = nn.Linear(1600, 10)  # line 10: dense 10 -> (N, 10)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv2d(x)
-        # line 4: relu -> (N, 32, 26, 26)
-        x = torch.relu(x)
+        x = torch.relu(self.conv2d(x))  # line 4: relu -> (N, 32, 26, 26)
         x = self.max_pooling2d(x)
         x = torch.relu(self.conv2d_1(x))
         x = self.max_pooling2d_1(x)
         x = self.flatten(x)
         x = self.dropout(x)
-        x = self.dense(x)
-        # line 10: softmax -> (N, 10)
-        x = torch.softmax(x, dim=-1)
+        x = torch.softmax(self.dense(x), dim=-1)  # line 10: softmax -> (N, 10)
         return x
 
     def reset_parameters(self) -> None:
         """Draw every weight from the distribution of the Keras initializer it names."""
-        nn.init.uniform_(self.conv2d.weight, -0.142133811, 0.142133811)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.conv2d.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.conv2d.bias)
-        nn.init.uniform_(self.conv2d_1.weight, -0.0833333333, 0.0833333333)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.conv2d_1.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.conv2d_1.bias)
-        nn.init.uniform_(self.dense.weight, -0.0610467696, 0.0610467696)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense.bias)
 
 

@@ -13,30 +13,24 @@ class Oneliner(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # line 1: dense 100 in=20 -> (N, 100)
-        self.dense = nn.Linear(20, 100)
-        # line 1: batchnorm -> (N, 100)
+        self.dense = nn.Linear(20, 100)  # line 1: dense 100 in=20 -> (N, 100)
+        # line 1: batchnorm -> (N, 100) (Keras momentum 0.99 is torch momentum=0.01)
         self.batch_normalization = nn.BatchNorm1d(100, eps=0.001, momentum=0.01)
-        # line 1: dropout 0.2 -> (N, 100)
-        self.dropout = nn.Dropout(0.2)
+        self.dropout = nn.Dropout(0.2)  # line 1: dropout 0.2 -> (N, 100)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dense(x)
         x = self.batch_normalization(x)
-        # line 1: relu -> (N, 100)
-        x = torch.relu(x)
+        x = torch.relu(x)  # line 1: relu -> (N, 100)
         x = self.dropout(x)
         return x
 
     def reset_parameters(self) -> None:
         """Draw every weight from the distribution of the Keras initializer it names."""
-        nn.init.uniform_(self.dense.weight, -0.223606798, 0.223606798)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense.bias)
-        nn.init.ones_(self.batch_normalization.weight)
-        nn.init.zeros_(self.batch_normalization.bias)
-        nn.init.zeros_(self.batch_normalization.running_mean)
-        nn.init.ones_(self.batch_normalization.running_var)
+        self.batch_normalization.reset_parameters()  # Keras's ones and zeros
 
 
 def build_model() -> Oneliner:

@@ -9,24 +9,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def lstm_scan(x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reverse=False):
-    """Keras's LSTM over (N, T, F): every step's output (N, T, units), in reading order.
+def rnn_scan(
+    cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
+):
+    """Keras's SimpleRNN, LSTM or GRU (`cell`) over (N, T, F): every step's output (N, T, units), in reading order.
 
     Where `mask` (N, T) is False the state and output carry over from the step before, as in Keras.
+    GRU reset_after=False (Keras's original GRU) resets the state before the recurrent matmul.
     """
     w_ih, w_hh, b_ih, b_hh = (*weights, None, None)[:4]
     inputs = F.linear(x, w_ih, b_ih)  # every step's input projection at once
-    h = c = x.new_zeros(x.shape[0], w_hh.shape[1])
+    units = w_hh.shape[1]
+    h = c = x.new_zeros(x.shape[0], units)
     outputs = []
     for t in reversed(range(x.shape[1])) if reverse else range(x.shape[1]):
-        i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-        c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-        h_new = recurrent_activation(o) * activation(c_new)
-        if mask is None:
-            h, c = h_new, c_new
-        else:
-            keep = mask[:, t, None]
-            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+        keep = None if mask is None else mask[:, t, None]
+        if cell == "simplernn":
+            h_new = activation(inputs[:, t] + F.linear(h, w_hh, b_hh))
+        elif cell == "lstm":
+            i, f, g, o = (inputs[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+            c_new = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
+            h_new = recurrent_activation(o) * activation(c_new)
+            c = c_new if keep is None else torch.where(keep, c_new, c)
+        else:  # gru, in torch's gate order: reset, update, new
+            x_r, x_z, x_n = inputs[:, t].chunk(3, dim=-1)
+            if reset_after:
+                h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + r * h_n)
+            else:
+                h_r, h_z = F.linear(h, w_hh[: 2 * units]).chunk(2, dim=-1)
+                r = recurrent_activation(x_r + h_r)
+                n = activation(x_n + F.linear(r * h, w_hh[2 * units :]))
+            z = recurrent_activation(x_z + h_z)
+            h_new = z * h + (1 - z) * n
+        h = h_new if keep is None else torch.where(keep, h_new, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
@@ -36,37 +53,32 @@ class Sentiment(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # line 4: embedding 20000 64 mask_zero=true -> (N, 80, 64)
-        self.embedding = nn.Embedding(20000, 64)
+        self.embedding = nn.Embedding(20000, 64)  # line 4: embedding 20000 64 mask_zero=true -> (N, 80, 64)
         # line 5: lstm 64 -> (N, 64)
         self.lstm = nn.LSTM(64, 64, batch_first=True)
         # Keras has one bias vector: torch's recurrent bias stays zero, untrained
         self.lstm.bias_hh_l0.requires_grad_(False)
-        # line 6: dense 1 -> (N, 1)
-        self.dense = nn.Linear(64, 1)
+        self.dense = nn.Linear(64, 1)  # line 6: dense 1 -> (N, 1)
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x != 0  # id 0 is padding
         x = self.embedding(x)
-        x = lstm_scan(x, mask, self.lstm.all_weights[0])
+        x = rnn_scan("lstm", x, mask, self.lstm.all_weights[0])
         x = x[:, -1]  # the last step's output
-        x = self.dense(x)
-        # line 6: sigmoid -> (N, 1)
-        x = torch.sigmoid(x)
+        x = torch.sigmoid(self.dense(x))  # line 6: sigmoid -> (N, 1)
         return x
 
     def reset_parameters(self) -> None:
         """Draw every weight from the distribution of the Keras initializer it names."""
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)  # Keras uniform
-        nn.init.uniform_(self.lstm.weight_ih_l0, -0.136930639, 0.136930639)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.lstm.weight_ih_l0)  # Keras glorot_uniform
         nn.init.orthogonal_(self.lstm.weight_hh_l0, gain=1.0)  # Keras orthogonal
         # Keras unit_forget_bias: the forget gate's bias starts at 1
-        nn.init.zeros_(self.lstm.bias_ih_l0[0:64])
-        nn.init.ones_(self.lstm.bias_ih_l0[64:128])
-        nn.init.zeros_(self.lstm.bias_ih_l0[128:256])
+        nn.init.zeros_(self.lstm.bias_ih_l0)
+        nn.init.ones_(self.lstm.bias_ih_l0.chunk(4)[1])  # gates i, f, c, o
         nn.init.zeros_(self.lstm.bias_hh_l0)  # Keras has no second bias
-        nn.init.uniform_(self.dense.weight, -0.30382181, 0.30382181)  # Keras glorot_uniform
+        nn.init.xavier_uniform_(self.dense.weight)  # Keras glorot_uniform
         nn.init.zeros_(self.dense.bias)
 
 

@@ -385,6 +385,8 @@ class _Checker:
         params: list[str] = []
         for value in stmt.positionals[1:]:
             params.append(identifier(value, "block parameter", emitted=False))
+            if params[-1] == "name":
+                raise LayerCheckError("`name` is reserved: a block call's `name=` names the instance", span=value.span)
         defaults: dict[str, Value] = {}
         for opt in stmt.options:
             if opt.key == "name":

@@ -194,12 +194,13 @@ def test_batchnorm_matches_keras(keras, center, scale):
     bn.build((None, 4, 4, channels))
     bn.set_weights(list(kept.values()))
     x = rand(3, 4, 4, channels, seed=5) * 2 + 1
-    got = rt.BatchNorm(**kept, eps=0.01)(x)
+    left_out = {k: None for k in ("gamma", "beta") if k not in kept}
+    got = rt.BatchNorm(channels, eps=0.01, **kept, **left_out)(x)
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(bn(x, training=False)), **TOL)
 
 
 def test_batchnorm_refreshes_its_folded_scale_when_weights_are_set():
-    bn = rt.BatchNorm(np.zeros(3), np.ones(3), gamma=np.ones(3), beta=np.zeros(3), eps=0.0)
+    bn = rt.BatchNorm(3, eps=0.0)  # starts as Keras: gamma and the variance ones, beta and the mean zeros
     bn.weights = {"moving_variance": np.full(3, 4.0), "beta": np.ones(3)}
     np.testing.assert_allclose(bn(np.full((1, 3), 2.0, np.float32)), np.full((1, 3), 2.0))
     assert list(bn.weights) == ["gamma", "beta", "moving_mean", "moving_variance"]
@@ -436,7 +437,7 @@ def test_generated_source_imports_only_numpy():
 
 def test_generated_source_carries_only_the_runtime_pieces_it_uses():
     dense_only = top_level_names(layerdsl.compile("dense 4 in=3 | relu", "numpy"))
-    assert dense_only == {"draw", "linear", "relu", "Layer", "Dense", "Activation", "Model", "build_model"}
+    assert dense_only == {"draw", "initial", "linear", "relu", "Layer", "Block", "Dense", "Activation", "Model", "build_model"}
     mnist = top_level_names(layerdsl.compile((EXAMPLES / "mnist_convnet.layers").read_text(), "numpy"))
     assert {"Conv2D", "MaxPool2D", "windows", "pad", "softmax"} <= mnist
     assert not {"AvgPool2D", "BatchNorm", "gelu", "erfc", "sigmoid"} & mnist
@@ -459,10 +460,11 @@ def test_generated_source_runs_with_only_numpy(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_generated_source_comments_each_layer_with_its_line_and_shape():
+def test_generated_source_comments_each_line_with_its_statements_and_shape():
     source = layerdsl.compile((EXAMPLES / "mnist_convnet.layers").read_text(), "numpy")
-    assert "# line 4: conv2d 32 3 -> (N, 26, 26, 32)" in source
-    assert "# line 10: softmax -> (N, 10)" in source
+    assert "# line 4: conv2d 32 3 | relu -> (N, 26, 26, 32)" in source
+    assert "# line 5: maxpool 2 -> (N, 13, 13, 32)" in source
+    assert "# line 10: dense 10 | softmax -> (N, 10)" in source
 
 
 def test_importing_the_backend_loads_no_framework():

@@ -6,6 +6,7 @@ read as a graph and to stay standalone.
 """
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -362,8 +363,7 @@ def test_chains_reuse_x_and_branch_tensors_get_their_layer_names():
         "x = self.conv2d_1(activation)",
         "x = self.activation_1(x)",
         "x = self.add(activation, x)",
-        "x = self.activation_2(x)",
-        "return x",
+        "return self.activation_2(x)",
     ]
 
 
@@ -372,14 +372,17 @@ def test_an_input_read_by_several_layers_is_kept_as_inputs():
     assert call_body(source) == [
         "inputs = np.asarray(x, dtype=np.float32)",
         "x = self.conv2d(inputs)",
-        "x = self.concatenate(inputs, x)",
-        "return x",
+        "return self.concatenate(inputs, x)",
     ]
 
 
-def test_block_instances_are_marked_in_the_forward_pass():
+def test_block_instances_call_one_class_per_block_definition():
     source = layerdsl.compile(NESTED, "numpy")
-    assert "        # stage > stage_conv_bn_1\n" in source
+    assert re.findall(r"^class (\w+)\(Block\):", source, re.MULTILINE) == ["ConvBn", "Stage", "Model"]
+    # Stage's instances differ in width and input channels: arguments of one class.
+    assert 'self.stage = Stage(rng, "stage", 8, 3)' in source
+    assert 'self.stage_1 = Stage(rng, "stage_1", 16, 8)' in source
+    assert 'self.conv_bn_1 = ConvBn(rng, name + "_conv_bn_1", f, f, ((1, 1), (1, 1)))' in source
 
 
 def test_layer_names_that_clash_with_forward_variables_get_their_own():

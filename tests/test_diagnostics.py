@@ -187,3 +187,9 @@ def test_the_cli_prints_every_error(tmp_path):
 def test_the_number_of_errors_is_capped():
     text = "input 8\n" + "".join(f"dense 4 bias=maybe{i}\n" for i in range(50))
     assert len(error_of(text).all_errors()) == layerdsl.checker.MAX_ERRORS
+
+
+def test_name_cannot_be_a_block_parameter():
+    error = error_of("input 8\nblock b name { dense name }\nb 3\n")
+    assert error.message == "`name` is reserved: a block call's `name=` names the instance"
+    assert at(error) == (2, 9)

@@ -21,11 +21,11 @@ MODELS = ["oneliner", "mlp", "convnet_same", "mnist_convnet", "sentiment", "mask
 TARGETS = ["keras", "torch", "numpy"]
 
 
-#: Block-structured examples, pinned per target: one class (or function) per block definition.
-BLOCKS = [("resnet18", "torch")]
+#: Goldens of real architectures, per target: one class (or function) per block definition.
+ARCHITECTURES = [("resnet18", "torch"), ("resnet18", "numpy")]
 
 
-@pytest.mark.parametrize(("name", "target"), [(m, t) for m in MODELS for t in TARGETS] + BLOCKS)
+@pytest.mark.parametrize(("name", "target"), [(n, t) for n in MODELS for t in TARGETS] + ARCHITECTURES)
 def test_generated_source_matches_golden(name, target):
     text = (EXAMPLES / f"{name}.layers").read_text()
     source = layerdsl.compile(layerdsl.parse(text, filename=f"{name}.layers"), target)

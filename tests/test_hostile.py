@@ -74,9 +74,10 @@ def user_names(model: layerdsl.Model) -> set[str]:
     names = {model.name} | {layer.name for layer in model.layers} | {b for layer in model.layers for b in layer.block}
     # Inside a block's class, a layer goes by its name within the block: `os_1_eval` is `eval`.
     names |= {layer.name.removeprefix(layer.block[-1] + "_") for layer in model.layers if layer.block}
-    # Block parameters and taps may name a class's parameters and a forward's variables, unless private.
-    names |= {p for block in model.blocks for p in block.signature if not p.startswith("_")}
-    names |= {node.name for node in ir.walk(model.body) if isinstance(node, ir.Tap) and not node.name.startswith("_")}
+    # Block parameters and taps name a block's arguments and the variables that hold tapped tensors,
+    # unless private (a generated file never takes one that looks like `__import__` or `_x`).
+    chosen = {p for b in model.blocks for p in b.signature} | {n.name for n in ir.walk(model.body) if isinstance(n, ir.Tap)}
+    names |= {name for name in chosen if not name.startswith("_")}
     return names | {codegen.camel_case(n) for n in names}
 
 

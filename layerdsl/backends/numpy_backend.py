@@ -4,26 +4,46 @@ The generated source carries its own copy of exactly the runtime pieces
 (``numpy_runtime``, and ``numpy_runtime_graph`` for merges and the layers of
 real architectures) the model uses, found as the sympy printers do: emitters
 record each runtime name they write, and the pieces those pieces refer to
-follow. The model class builds its layers from Keras's initializer
-distributions, passed as literals, and ``__call__`` runs them in graph order,
-a chain reusing ``x`` and each branching tensor held in a variable of its own.
+follow. After them, from the line ``# --- the model ---``, comes the model's
+own code, in the micrograd/tinygrad manner: one small ``Block`` class per
+block definition (its instances unified by ``structure.unify``: what differs
+between them is a constructor argument), then the model's class. Each builds
+its layers from Keras's initializers (``initial(rng, "glorot_uniform", shape)``),
+keyed by their canonical names; ``__call__`` runs them in graph order, a chain
+reusing ``x``, a branching tensor held in a variable of its own (a tap's is named
+after the tap), and a `repeat` of one block call a loop over its instances.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import ir
-from ..codegen import Code, SourceWriter, call, camel_case, ident, layer_comment, module_docstring, py, shape_comment
-from ..initializers import distribution, segments
+from .. import codegen, ir
+from ..codegen import (
+    Code,
+    Hint,
+    SourceWriter,
+    call,
+    camel_case,
+    ident,
+    literal,
+    module_docstring,
+    py,
+    shape_comment,
+)
+from ..initializers import segments
 from ..specs import REGISTRY, padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
+from .structure import Fragment, Scope, Variant, self_contained, unify, unify_iterations
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,23 +63,30 @@ def _activation(name: str, use: Use) -> dict[str, Code]:
 
 
 def _dense(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("Dense"), **weights, **_activation(layer.args["activation"], use))
+    return call(use("Dense"), *weights.values(), **_activation(layer.args["activation"], use))
 
 
 _NO_PADDING = ((0, 0), (0, 0))
 
 
-def _unless_default(**options: Any) -> dict[str, Any]:
+#: Set while the instances of a block differ in which options they leave out: then every one keeps them all.
+#: Set while the instances of a block differ in which options they leave out: the options that some
+#: instance sets, which every instance then writes (``strides=(1, 1)`` beside ``strides=(2, 2)``).
+_KEEP_DEFAULTS: ContextVar[frozenset[str]] = ContextVar("keep_defaults", default=frozenset())
+
+
+def _unless_default(defaults: Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """Leave out the options that equal the runtime's defaults, so the source reads short."""
-    defaults = {"strides": (1, 1), "dilation": (1, 1), "padding": _NO_PADDING}
-    return {key: value for key, value in options.items() if value != defaults[key]}
+    defaults = defaults or {"strides": (1, 1), "dilation": (1, 1), "padding": _NO_PADDING}
+    kept = _KEEP_DEFAULTS.get()
+    return {key: value for key, value in options.items() if key in kept or value != defaults[key]}
 
 
 def _conv2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     args = layer.args
     return call(
         use("Conv2D"),
-        **weights,
+        *weights.values(),
         **_unless_default(
             strides=args["stride"],
             dilation=args["dilation"],
@@ -92,8 +119,20 @@ def _pool(runtime_class: str) -> Emitter:
     return emit
 
 
+#: The initializers with which the runtime's BatchNorm starts its weights, as Keras does.
+_BATCHNORM_STARTS = {"gamma": "ones", "beta": "zeros", "moving_mean": "zeros", "moving_variance": "ones"}
+
+
 def _batchnorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("BatchNorm"), **weights, eps=layer.args["eps"])
+    initializers = {w.name: w.initializer for w in layer.weights}
+    channels = layer.weights[-1].shape[0]
+    # Only what differs from the start: another initializer, or gamma or beta left out.
+    changed = {
+        name: weights[name] if name in weights else None
+        for name, start in _BATCHNORM_STARTS.items()
+        if initializers.get(name) != start
+    }
+    return call(use("BatchNorm"), _size(channels), eps=layer.args["eps"], **changed)
 
 
 def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
@@ -103,16 +142,15 @@ def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         "dilation": args["dilation"],
         "padding": padding_1d(args, layer.input_shape[0], args["kernel"]),
     }
-    defaults = {"stride": 1, "dilation": 1, "padding": (0, 0)}
-    options = {key: value for key, value in options.items() if value != defaults[key]}
-    return call(use("Conv1D"), **weights, **options, **_activation(args["activation"], use))
+    options = _unless_default({"stride": 1, "dilation": 1, "padding": (0, 0)}, **options)
+    return call(use("Conv1D"), *weights.values(), **options, **_activation(args["activation"], use))
 
 
 def _pool1d(runtime_class: str) -> Emitter:
     def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         args = layer.args
         padding = padding_1d(args, layer.input_shape[0], args["pool"])
-        options = {"padding": padding} if padding != (0, 0) else {}
+        options = _unless_default({"padding": (0, 0)}, padding=padding)
         return call(use(runtime_class), args["pool"], args["stride"], **options)
 
     return emit
@@ -187,7 +225,7 @@ def _depthwise(runtime_class: str) -> Emitter:
         args = layer.args
         return call(
             use(runtime_class),
-            **weights,
+            *weights.values(),
             **_unless_default(
                 strides=args["stride"],
                 dilation=args["dilation"],
@@ -204,7 +242,7 @@ def _conv2dtranspose(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Cod
     options = _unless_default(strides=args["stride"])
     if args["pad"] != "valid":
         options["padding"] = args["pad"]
-    return call(use("Conv2DTranspose"), **weights, **options, **_activation(args["activation"], use))
+    return call(use("Conv2DTranspose"), *weights.values(), **options, **_activation(args["activation"], use))
 
 
 def _upsample2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
@@ -273,27 +311,14 @@ EMITTERS: dict[str, Emitter] = {
     "upsample1d": lambda layer, weights, use: call(use("UpSample1D"), layer.args["size"]),
 }
 
-_DISTRIBUTION_PARAMS = {
-    "uniform": "limit",
-    "normal": "std",
-    "truncated_normal": "std",
-    "constant": "value",
-    "orthogonal": "gain",
-}
-
-
-def _draw(initializer: str, shape: tuple[int, ...], use: Use) -> Code:
-    dist = distribution(initializer, shape)
-    param = _DISTRIBUTION_PARAMS[dist.kind]
-    return call(use("draw"), Code("rng"), dist.kind, shape, **{param: getattr(dist, param)})
 
 
 def _initial_value(weight: ir.Weight, use: Use) -> Code:
     pieces = segments(weight.initializer, weight.shape[-1] if weight.shape else 1)  # a count is a scalar
     if len(pieces) == 1:
-        return _draw(weight.initializer, weight.shape, use)
+        return call(use("initial"), Code("rng"), weight.initializer, _shape(weight.shape))
     # Keras draws each piece on its own shape (an LSTM's unit_forget_bias), then concatenates.
-    return call("np.concatenate", [_draw(name, (length,), use) for name, length in pieces])
+    return call("np.concatenate", [call(use("initial"), Code("rng"), name, _shape((n,))) for name, n in pieces])
 
 
 # --- which runtime pieces a source needs -------------------------------------------------
@@ -343,23 +368,20 @@ def runtime_source(used: set[str]) -> str:
 
 # --- the generated module ----------------------------------------------------------------
 
-#: Attributes the generated class has of its own, which no layer attribute may take.
-_CLASS_ATTRIBUTES = frozenset({"layers", MARKER, IR_ATTRIBUTE})
+#: Where the model's own code starts: what comes before it (imports, runtime pieces) is the fixed header.
+MODEL_CODE_MARKER = "# --- the model ---"
 
+#: Attributes a generated block or model has of its own, which no layer or block attribute may take.
+_CLASS_ATTRIBUTES = frozenset({"layers", "named_layers", MARKER, IR_ATTRIBUTE})
 
-def attribute_names(model: ir.Model) -> dict[str, str]:
-    """Layer name -> attribute name on the generated class; clashes get a suffix."""
-    taken = {layer.name for layer in model.layers} | _CLASS_ATTRIBUTES
-    out = {}
-    for layer in model.layers:
-        attribute = layer.name
-        if attribute in _CLASS_ATTRIBUTES:
-            attribute = f"{layer.name}_layer"
-            while attribute in taken:
-                attribute += "_"
-            taken.add(attribute)
-        out[layer.name] = ident(attribute)
-    return out
+#: Names ``__call__`` uses of its own, which no tensor variable may take.
+_CALL_NAMES = frozenset({"self", "x", "np", "mask", "inputs", "block"})
+
+#: Names a block's constructor uses of its own, which no lifted parameter may take.
+_INIT_NAMES = frozenset({"self", "rng", "name", "i", "np"})
+
+#: Separates a block instance's constructor lines from its ``__call__`` lines in one fragment.
+_CALL_SEPARATOR = "\n\x01\n"
 
 
 def class_name(model: ir.Model) -> str:
@@ -368,111 +390,419 @@ def class_name(model: ir.Model) -> str:
     return name if name not in _runtime_pieces() else ident(name + "Model")
 
 
-def emit_source(model: ir.Model) -> str:
-    used: set[str] = set()
+def _local(name: str, prefix: str) -> str:
+    """A tensor's or instance's name within the block instance ``prefix`` (the model: ``""``)."""
+    return name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "_") else name
 
-    def use(name: str) -> Code:
-        used.add(ident(name))
+
+def _unique(base: str, taken: set[str], suffix: str) -> str:
+    name = base
+    while name in taken:
+        name += suffix
+    taken.add(name)
+    return ident(name)
+
+
+#: Within a block: the block parameters the layer being written names (``conv2d growth 3``), by value.
+_NAMED_SIZES: ContextVar[Mapping[int, str] | None] = ContextVar("named_sizes", default=None)
+
+
+def _size(value: int) -> Code:
+    """A size, hinted with the block parameter that the statement names and that has its value, so that
+    the block's class takes ``growth`` even where every instance passes 32 (the planner checks it holds)."""
+    meaning = (_NAMED_SIZES.get() or {}).get(value)
+    return Code(py(Hint(value, meaning) if meaning else value))
+
+
+def _shape(shape: tuple[int, ...]) -> Code:
+    """A shape with a hole per dimension, so that a block's class can write ``(k, k, in_channels, filters)``."""
+    return Code("(" + ", ".join(_size(d) for d in shape) + ("," if len(shape) == 1 else "") + ")")
+
+
+def _args_text(call: ir.BlockCall, block: ir.BlockDef) -> str:
+    """``conv_bn 64 7 stride=2`` for a comment: the block's name and its arguments as bound."""
+    parts = [call.block]
+    for param in block.signature:
+        value = call.args[param]
+        if param in block.defaults and value == block.defaults[param]:
+            continue
+        shown = "x".join(map(_dsl_value, value)) if isinstance(value, tuple) else _dsl_value(value)
+        parts.append(shown if param in block.params else f"{param}={shown}")
+    return " ".join(parts)
+
+
+def _dsl_value(value: Any) -> str:
+    """A bound argument as the DSL writes it: ``3``, ``same``, ``true`` (other strings repr'd, so a comment stays one line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.isidentifier():
+        return value
+    return literal(value)
+
+
+@dataclass
+class _Step:
+    """One line of ``__call__``: a layer, a block instance or a loop over instances."""
+
+    inputs: tuple[str, ...]
+    output: str
+    attribute: str
+    construct: str
+    line: int  # the DSL line it came from
+    source: str | None  # what the line says, for the comment above it (None: nothing to say)
+    layer: ir.Layer | None = None
+    loop: bool = False
+
+
+@dataclass
+class _Instance:
+    """Where one block instance's class is: its name, and its arguments."""
+
+    class_name: str
+    variant: Variant
+    member: int
+
+
+class _Generator:
+    """Writes the model's own code: a class per block definition, then the model's class."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self.body: tuple[ir.Node, ...] = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
+        self.used: set[str] = set()
+        self.shapes = {ir.INPUT_NAME: model.input.shape, **{layer.name: layer.output_shape for layer in model.layers}}
+        self.readers: dict[str, set[str]] = {}
+        for layer in model.layers:
+            for name in layer.inputs:
+                self.readers.setdefault(name, set()).add(layer.name)
+        self.instances: dict[str, _Instance] = {}
+        #: Layer -> the arguments of the block instance whose body holds it.
+        self.block_args: dict[str, Mapping[str, Any]] = {
+            node.layer.name: call.args
+            for call in ir.walk(self.body)
+            if isinstance(call, ir.BlockCall)
+            for node in call.body
+            if isinstance(node, ir.LayerNode)
+        }
+        self.class_names = {class_name(model), *_runtime_pieces()}
+        self.block_classes: set[str] = set()  # the classes written so far, which a constructor may call
+        self.definitions: list[SourceWriter] = []
+
+    def use(self, name: str) -> Code:
+        self.used.add(ident(name))
         return Code(name)
 
-    attributes = attribute_names(model)
-    body = SourceWriter()
-    with body.indent():
-        body.line(f'"""{model.name} for NumPy: call it on a batch of shape {shape_comment(model.input.fed_shape)}."""')
-        body.blank()
-        body.line(f"{MARKER} = {py('numpy')}")
-        body.blank()
-        body.line("def __init__(self, seed=None):")
+    # -- which block instances become a class ------------------------------------------------
+
+    def classable(self, block_call: ir.BlockCall) -> bool:
+        """A function of its input alone, and no mask in or out (``__call__`` takes one tensor)."""
+        layers = ir.layers_of(block_call.body)
+        masked = any(
+            layer.input_masked or layer.kind == "masking" or (layer.kind == "embedding" and layer.args["mask_zero"])
+            for layer in layers
+        )
+        return bool(layers) and not masked and self_contained(block_call)
+
+    def plan(self) -> None:
+        """One class per block definition (a variant each where instances differ in structure),
+        callees first: a block's code calls its callees' classes with their unified signatures."""
+        calls: dict[str, list[ir.BlockCall]] = {}
+        for node in ir.walk(self.body):
+            if isinstance(node, ir.BlockCall) and self.classable(node):
+                calls.setdefault(node.block, []).append(node)
+        done: set[str] = set()
+
+        def define(block: str) -> None:
+            if block in done:
+                return
+            done.add(block)
+            for block_call in calls[block]:
+                for node in ir.walk(block_call.body):
+                    if isinstance(node, ir.BlockCall) and node.block in calls:
+                        define(node.block)
+            self.define(self.model.block(block), calls[block])
+
+        for block in calls:
+            define(block)
+
+    def define(self, block: ir.BlockDef, calls: list[ir.BlockCall]) -> None:
+        variants = self.unify(block, calls)
+        if len(variants) > 1:  # perhaps only because some instances leave out options that others set
+            token = _KEEP_DEFAULTS.set(frozenset(re.findall(r"(\w+)=", "\n".join(v.text for v in variants))))
+            try:
+                variants = self.unify(block, calls)
+            finally:
+                _KEEP_DEFAULTS.reset(token)
+        for number, variant in enumerate(variants, start=1):
+            name = camel_case(block.name) + (str(number) if number > 1 else "")
+            name = _unique(name, self.class_names, "_")
+            self.block_classes.add(name)
+            for member in variant.members:
+                self.instances[calls[member].instance] = _Instance(name, variant, member)
+            self.definitions.append(self.write_class(name, variant))
+
+    def unify(self, block: ir.BlockDef, calls: list[ir.BlockCall]) -> list[Variant]:
+        fragments, scopes = [], []
+        for block_call in calls:
+            with codegen.holes() as holes:
+                init, forward = self.level(block_call.body, block_call.instance, block_call.input, block_call.output)
+                text = "\n".join(init) + _CALL_SEPARATOR + "\n".join(forward)
+            fragments.append(Fragment.of(text, holes))
+            # A parameter named like the constructor's own names or a runtime piece would shadow it: not one to take.
+            reserved = _INIT_NAMES | self.block_classes | self.used
+            values = {k: v for k, v in block_call.args.items() if k not in reserved and not k.startswith("__")}
+            input_shape = self.shapes[block_call.input]
+            if input_shape and "in_channels" not in reserved:
+                values.setdefault("in_channels", input_shape[-1])
+            scopes.append(Scope(values, block.defaults, block_call.instance))
+        return unify(fragments, scopes, reserved=reserved)
+
+    def write_class(self, name: str, variant: Variant) -> SourceWriter:
+        init, forward = variant.text.split(_CALL_SEPARATOR)
+        parameters = ["self", "rng", *(["name"] if variant.uses_name else [])]
+        parameters += [p.name if not p.has_default else f"{p.name}={literal(p.default)}" for p in variant.parameters]
+        out = SourceWriter()
+        out.line(f"class {name}({self.use('Block')}):")
+        with out.indent():
+            out.line(f"def __init__({', '.join(parameters)}):")
+            for line in init.split("\n"):
+                out.lines += _formatted(line, 2)
+            out.blank()
+            for line in forward.split("\n"):
+                out.lines += _formatted(line, 1)
+        return out
+
+    # -- one level: a block's body, or the model's ---------------------------------------------
+
+    def steps(self, nodes: tuple[ir.Node, ...], prefix: str, previous: str, taps: dict[str, str]) -> list[_Step]:
+        out: list[_Step] = []
+        for node in nodes:
+            if isinstance(node, ir.LayerNode):
+                layer = node.layer
+                out.append(self.layer_step(layer, prefix, layer.inputs or (previous,)))
+                previous = layer.name
+            elif isinstance(node, ir.Tap):
+                if not node.name.startswith("__"):  # no variable may look like `__import__`
+                    taps.setdefault(node.tensor, node.name)
+            elif isinstance(node, ir.BlockCall) and node.instance in self.instances:
+                out.append(self.call_step(node, prefix))
+                previous = node.output
+            elif isinstance(node, ir.BlockCall):  # reads more than its input: its layers, inline
+                out.extend(self.steps(node.body, prefix, previous, taps))
+                previous = node.output
+            else:
+                loop = self.loop_step(node, prefix)
+                if loop is not None:
+                    out.append(loop)
+                else:
+                    for iteration in node.iterations:
+                        out.extend(self.steps(iteration, prefix, previous, taps))
+                        previous = out[-1].output if out else previous
+                previous = node.output
+        return out
+
+    def layer_step(self, layer: ir.Layer, prefix: str, inputs: tuple[str, ...]) -> _Step:
+        args = self.block_args.get(layer.name, {}) if prefix else {}
+        named = {p for p in re.findall(r"[A-Za-z_]\w*", layer.written) if p in args and not p.startswith("__")}
+        sizes = {args[p]: p for p in sorted(named, reverse=True) if type(args[p]) is int}
+        token = _NAMED_SIZES.set(sizes)
+        try:
+            weights = {ident(w.name): _initial_value(w, self.use) for w in layer.weights}
+            construct = EMITTERS[layer.kind](layer, weights, self.use)
+        finally:
+            _NAMED_SIZES.reset(token)
+        construct = Code(f"{construct[:-1]}{'' if construct.endswith('()') else ', '}name={py(layer.name)})")
+        source = (layer.written or None) if prefix else layer.source
+        return _Step(inputs, layer.name, _local(layer.name, prefix), construct, layer.span.line, source, layer)
+
+    def construct_call(self, block_call: ir.BlockCall) -> Code:
+        instance = self.instances[block_call.instance]
+        positional, keywords = instance.variant.call_arguments(instance.member)
+        kept = _KEEP_DEFAULTS.get()
+        if kept:  # the arguments that some instance of the caller passes, so that none leaves one out
+            values = instance.variant.arguments[instance.variant.members.index(instance.member)]
+            keywords = {p.name: values[p.name] for p in instance.variant.parameters if p.has_default and p.name in kept}
+            keywords.update(instance.variant.call_arguments(instance.member)[1])
+        name = [block_call.instance] if instance.variant.uses_name else []
+        return codegen.call(instance.class_name, Code("rng"), *name, *positional, **keywords)
+
+    def call_step(self, block_call: ir.BlockCall, prefix: str) -> _Step:
+        # Within a block, the arguments differ between its instances: no comment there.
+        source = None if prefix else _args_text(block_call, self.model.block(block_call.block))
+        return _Step(
+            (block_call.input,),
+            block_call.output,
+            _local(block_call.instance, prefix),
+            self.construct_call(block_call),
+            block_call.span.line,
+            source,
+        )
+
+    def loop_step(self, repeat: ir.Repeat, prefix: str) -> _Step | None:
+        """`repeat N { block call }` as a list of instances built in a loop, when every iteration
+        is one instance of one class and nothing outside reads between iterations."""
+        calls = [iteration[0] for iteration in repeat.iterations if len(iteration) == 1]
+        if len(calls) != len(repeat.iterations) or not all(
+            isinstance(block_call, ir.BlockCall) and block_call.instance in self.instances for block_call in calls
+        ):
+            return None
+        inside = {layer.name for layer in ir.layers_of(tuple(calls))}
+        if any(not self.readers.get(block_call.output, set()) <= inside for block_call in calls[:-1]):
+            return None
+        if self.model.output in {block_call.output for block_call in calls[:-1]}:
+            return None
+        fragments = []
+        for block_call in calls:
+            with codegen.holes() as holes:
+                text = self.construct_call(block_call)
+            fragments.append(Fragment.of(text, holes))
+        body = unify_iterations(fragments)
+        if body is None:
+            return None
+        element = body.render(
+            lambda k: py(Hint(body.values[k], body.meanings[k]) if body.meanings[k] else body.values[k])
+        )
+        construct = Code(f"[{element} for i in range({py(repeat.count)})]")
+        source = (
+            None if prefix else f"repeat {repeat.count} {{ {_args_text(calls[0], self.model.block(calls[0].block))} }}"
+        )
+        attribute = _local(calls[0].instance, prefix)
+        return _Step((repeat.input,), repeat.output, attribute, construct, repeat.span.line, source, loop=True)
+
+    def comment(self, prefix: str, steps: list[_Step]) -> str:
+        """``# line 3: conv2d 32 3 | relu -> (N, 26, 26, 32)`` over the steps of one DSL line; in a
+        block, the statements as written (``conv2d filters 3``), with no shapes (they vary between instances)."""
+        text = " | ".join(step.source for step in steps if step.source)
+        if prefix:
+            return f"# {text}"
+        return f"# line {steps[0].line}: {text} -> {shape_comment(self.shapes[steps[-1].output])}"
+
+    def level(self, nodes: tuple[ir.Node, ...], prefix: str, fed: str, output: str) -> tuple[list[str], list[str]]:
+        """The constructor lines and the ``__call__`` lines of one block instance (or the model)."""
+        taps: dict[str, str] = {}
+        steps = self.steps(nodes, prefix, fed, taps)
+        attributes: set[str] = set(_CLASS_ATTRIBUTES)
+        on_line: dict[int, list[_Step]] = {}
+        for step in steps:
+            on_line.setdefault(step.line, []).append(step)
+        init: list[str] = []
+        for step in steps:
+            step.attribute = _unique(step.attribute, attributes, "_")
+            same_line = on_line[step.line]
+            # In a block, a line that calls blocks would say their arguments, which differ between instances.
+            if step is same_line[0] and not (prefix and any(s.layer is None for s in same_line)):
+                commented = [s for s in same_line if s.source]
+                if commented:
+                    init.append(self.comment(prefix, commented))
+            init.append(f"self.{step.attribute} = {step.construct}")
+        variables = _variables(steps, fed, output, taps)
+        forward = []
+        if prefix:
+            forward.append(f"def __call__(self, {variables[fed]}):")
+        else:
+            forward.append("def __call__(self, x):")
+            model = self.model
+            forward.append(f"    {variables[fed]} = np.asarray(x, dtype=np.{ident(model.input.dtype)})")
+            if model.input.layout == "channels_first":
+                forward.append(f"    {variables[fed]} = np.moveaxis({variables[fed]}, 1, -1)  # channels first -> last")
+        for step in steps:
+            sources = ", ".join(variables[name] for name in step.inputs)
+            target = variables[step.output]
+            if step.loop:
+                if target != sources:
+                    forward.append(f"    {target} = {sources}")
+                forward += [f"    for block in self.{step.attribute}:", f"        {target} = block({target})"]
+            elif step.layer is not None:
+                forward += [
+                    f"    {line}" for line in _forward_lines(step.layer, f"self.{step.attribute}", sources, target)
+                ]
+            else:
+                forward.append(f"    {target} = self.{step.attribute}({sources})")
+        last = f"    {variables[output]} = "
+        if forward[-1].startswith(last):
+            forward[-1] = f"    return {forward[-1][len(last) :]}"  # the last step's value, returned as it is made
+        else:
+            forward.append(f"    return {variables[output]}")
+        return init, forward
+
+    # -- the module -----------------------------------------------------------------------------
+
+    def source(self) -> str:
+        self.plan()
+        model = self.model
+        init, forward = self.level(self.body, "", ir.INPUT_NAME, model.output or self.body_output())
+        name = class_name(model)
+        body = SourceWriter()
+        body.line(f"class {name}({self.use('Block')}):")
         with body.indent():
-            body.line("rng = np.random.default_rng(seed)")
-            for layer in model.layers:
-                weights = {ident(w.name): _initial_value(w, use) for w in layer.weights}
-                body.line(layer_comment(layer, layer.output_shape))
-                _assignment(body, f"self.{attributes[layer.name]}", EMITTERS[layer.kind](layer, weights, use))
-            body.line("self.layers = {")
+            body.line(
+                f'"""{model.name} for NumPy: call it on a batch of shape {shape_comment(model.input.fed_shape)}."""'
+            )
+            body.blank()
+            body.line(f"{MARKER} = {py('numpy')}")
+            body.blank()
+            body.line("def __init__(self, seed=None):")
             with body.indent():
-                for layer in model.layers:
-                    body.line(f"{py(layer.name)}: self.{attributes[layer.name]},")
-            body.line("}")
-        body.blank()
-        body.line("def __call__(self, x):")
-        with body.indent():
-            for line in _call_lines(model, attributes):
-                body.line(line)
+                body.line("rng = np.random.default_rng(seed)")
+                for line in init:
+                    body.lines += _formatted(line, 2)
+                body.line("self.layers = self.named_layers()")
+            body.blank()
+            for line in forward:
+                body.lines += _formatted(line, 1)
 
-    name = class_name(model)
-    out = SourceWriter()
-    out.line(module_docstring(model, "NumPy", "Needs only numpy."))
-    out.blank()
-    out.line("import numpy as np")
-    out.blank(2)
-    runtime = runtime_source(used)
-    if runtime:
-        out.lines.extend(runtime.rstrip("\n").split("\n"))
+        out = SourceWriter()
+        out.line(module_docstring(model, "NumPy", "Needs only numpy."))
+        out.blank()
+        out.line("import numpy as np")
         out.blank(2)
-    out.line(f"class {name}:")
-    out.lines.extend(body.lines)
-    out.blank(2)
-    out.line("def build_model(seed=None):")
-    with out.indent():
-        out.line(f"return {name}(seed)")
-    return out.text()
+        out.lines.extend(runtime_source(self.used).rstrip("\n").split("\n"))
+        out.blank(2)
+        out.line("def build_model(seed=None):")
+        with out.indent():
+            out.line(f"return {name}(seed)")
+        out.blank(2)
+        out.line(MODEL_CODE_MARKER)
+        for definition in self.definitions:
+            out.lines.extend(definition.text().rstrip("\n").split("\n"))
+            out.blank(2)
+        out.lines.extend(body.lines)
+        return out.text()
+
+    def body_output(self) -> str:
+        return self.model.layers[-1].name
 
 
-#: Names ``__call__`` uses of its own, which no tensor variable may take.
-_CALL_NAMES = frozenset({"self", "x", "np", "mask", "inputs"})
+def emit_source(model: ir.Model) -> str:
+    return _Generator(model).source()
 
 
-def tensor_variables(model: ir.Model) -> dict[str, str]:
-    """Tensor (a layer name, or ``"input"``) -> the variable that holds it in ``__call__``.
+def _variables(steps: list[_Step], fed: str, output: str, taps: dict[str, str]) -> dict[str, str]:
+    """Tensor -> the variable that holds it in ``__call__``.
 
-    Along a chain, where a tensor feeds only the next layer, that is ``x``; a tensor that
-    branches, or is read further on, gets a variable named after its layer.
+    Along a chain, where a tensor feeds only the next step, that is ``x``; a tensor that
+    branches, or is read further on, gets a variable named after its tap, or its step's attribute.
     """
     readers: dict[str, list[int]] = {}
-    previous = ir.INPUT_NAME
-    for position, layer in enumerate(model.layers):
-        for name in layer.inputs or (previous,):
+    for position, step in enumerate(steps, start=1):
+        for name in step.inputs:
             readers.setdefault(name, []).append(position)
-        previous = layer.name
-    output = model.output or previous
-    readers.setdefault(output, []).append(len(model.layers))  # `return` reads it last
+    readers.setdefault(output, []).append(len(steps) + 1)  # `return` reads it last
 
-    taken = set(_CALL_NAMES) | {layer.name for layer in model.layers}
+    taken = set(_CALL_NAMES) | {step.attribute for step in steps} | set(taps.values())
+    labels = {step.output: step.attribute for step in steps}
     out = {}
-    for position, name in enumerate([ir.INPUT_NAME] + [layer.name for layer in model.layers]):
-        if readers.get(name) == [position]:
+    for position, name in enumerate([fed] + [step.output for step in steps]):
+        label = taps.get(name) or labels.get(name)
+        if readers.get(name) == [position + 1]:
             out[name] = "x"
-        elif name == ir.INPUT_NAME:
+        elif label is None:
             out[name] = "inputs"
-        elif name not in _CALL_NAMES:
-            out[name] = ident(name)
+        elif label not in _CALL_NAMES:
+            out[name] = ident(label)
         else:
-            variable = f"{name}_out"
-            while variable in taken:
-                variable += "_"
-            taken.add(variable)
-            out[name] = ident(variable)
+            out[name] = _unique(f"{label}_out", taken, "_")
     return out
-
-
-def _call_lines(model: ir.Model, attributes: dict[str, str]) -> list[str]:
-    """The body of ``__call__``: the layers in order, each reading the variables of its inputs."""
-    variables = tensor_variables(model)
-    fed = variables[ir.INPUT_NAME]
-    lines = [f"{fed} = np.asarray(x, dtype=np.{ident(model.input.dtype)})"]
-    if model.input.layout == "channels_first":
-        lines.append(f"{fed} = np.moveaxis({fed}, 1, -1)  # channels first -> last")
-    previous, block = ir.INPUT_NAME, ()
-    for layer in model.layers:
-        if layer.block and layer.block != block:
-            lines.append(f"# {' > '.join(layer.block)}")
-        block = layer.block
-        sources = ", ".join(variables[name] for name in layer.inputs or (previous,))
-        lines.extend(_forward_lines(layer, f"self.{attributes[layer.name]}", sources, variables[layer.name]))
-        previous = layer.name
-    lines.append(f"return {variables[model.output or previous]}")
-    return lines
 
 
 def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -> list[str]:
@@ -486,44 +816,57 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
     return [f"{target} = {attribute}({sources})"]
 
 
-_LINE_LENGTH = 88
+# --- formatting: as `ruff format` writes it ------------------------------------------------
+
+_LINE_LENGTH = 120  # as the runtime pieces the file carries are written (the project's ruff setting)
 
 
-def _assignment(out: SourceWriter, target: str, value: Code) -> None:
-    """``target = value``, with one argument a line when the call is long (and so on inside)."""
-    _expression(out, f"{target} = ", value, "", len(target))
+def _formatted(line: str, indent: int) -> list[str]:
+    """One line of code at ``indent`` levels (plus its own leading spaces), split as `ruff format`
+    splits a long assignment or call: the arguments on one line of their own if they fit, else one a line."""
+    text = line.lstrip(" ")
+    indent += (len(line) - len(text)) // 4
+    if 4 * indent + len(text) <= _LINE_LENGTH or text.startswith(("#", "def ", "for ", "return ")):
+        return ["    " * indent + text]
+    node = ast.parse(text).body[0]
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        return _expression(indent, _segment(text, node.targets[0]) + " = ", _segment(text, node.value), "")
+    return ["    " * indent + text]
 
 
-def _expression(out: SourceWriter, head: str, text: str, tail: str, width: int, depth: int = 0) -> None:
-    """Writes ``head + text + tail``, splitting a long call or list one item a line, recursively.
-
-    ``width`` counts what comes before ``text`` on its line, beyond the body's own indentation.
-    """
-    if width + len(text) + len(tail) <= _LINE_LENGTH:  # most lines: no need to parse
-        out.line(f"{head}{text}{tail}")
-        return
+def _expression(indent: int, head: str, text: str, tail: str) -> list[str]:
+    """``head + text + tail`` at ``indent``, split at the brackets of a long call, list or comprehension."""
+    if 4 * indent + len(head) + len(text) + len(tail) <= _LINE_LENGTH:
+        return ["    " * indent + head + text + tail]
     node = ast.parse(text, mode="eval").body
-    if not isinstance(node, ast.Call | ast.List):
-        out.line(f"{head}{text}{tail}")
-        return
+    margin, inner = "    " * indent, "    " * (indent + 1)
+    if isinstance(node, ast.ListComp):
+        element = _segment(text, node.elt)
+        clauses = text[len("[") + len(element) : -len("]")].strip()
+        if 4 * (indent + 1) + len(element) + 1 + len(clauses) <= _LINE_LENGTH:
+            middle = [f"{inner}{element} {clauses}"]
+        else:
+            middle = [*_expression(indent + 1, "", element, ""), inner + clauses]
+        return [f"{margin}{head}[", *middle, f"{margin}]{tail}"]
     if isinstance(node, ast.Call):
         opening, closing = f"{_segment(text, node.func)}(", ")"
         items = [("", arg) for arg in node.args] + [(f"{kw.arg}=", kw.value) for kw in node.keywords]
+    elif isinstance(node, ast.List | ast.Tuple) and node.elts:
+        opening, closing = ("[", "]") if isinstance(node, ast.List) else ("(", ")")
+        items = [("", element) for element in node.elts]
     else:
-        opening, closing, items = "[", "]", [("", element) for element in node.elts]
-    out.line(f"{head}{opening}")
-    with out.indent():
-        for name, item in items:
-            _expression(out, name, _segment(text, item), ",", 4 * (depth + 1) + len(name), depth + 1)
-    out.line(f"{closing}{tail}")
+        return [margin + head + text + tail]
+    pieces = [f"{name}{_segment(text, item)}" for name, item in items]
+    one_line = ", ".join(pieces) + ("," if isinstance(node, ast.Tuple) and len(pieces) == 1 else "")
+    if 4 * (indent + 1) + len(one_line) <= _LINE_LENGTH:
+        middle = [inner + one_line]
+    else:
+        middle = [line for name, item in items for line in _expression(indent + 1, name, _segment(text, item), ",")]
+    return [f"{margin}{head}{opening}", *middle, f"{margin}{closing}{tail}"]
 
 
-def _segment(text: str, node: ast.expr) -> str:
+def _segment(text: str, node: ast.AST) -> str:
     """The source of ``node`` within one-line ``text`` (``ast.get_source_segment`` re-splits the text per call)."""
-    if "\n" in text:
-        segment = ast.get_source_segment(text, node)
-        assert segment is not None
-        return segment
     return text.encode()[node.col_offset : node.end_col_offset].decode()  # offsets count UTF-8 bytes
 
 

@@ -30,6 +30,29 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer.startswith("constant:"):  # a fixed starting value: layer scale's 1e-6
+        return draw(rng, "constant", shape, value=float(initializer.split(":", 1)[1]))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -177,7 +200,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -198,12 +222,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -215,9 +254,11 @@ class Dense(Layer):
 class Conv2D(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+    def __init__(
+        self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear, name=None
+    ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -232,14 +273,14 @@ class Conv2D(Layer):
 
 
 class Conv1D(Conv2D):
-    def __init__(self, kernel, bias=None, stride=1, dilation=1, padding=(0, 0), activation=linear):
-        super().__init__(kernel, bias, (stride,), (dilation,), (padding,), activation)
+    def __init__(self, kernel, bias=None, stride=1, dilation=1, padding=(0, 0), activation=linear, name=None):
+        super().__init__(kernel, bias, (stride,), (dilation,), (padding,), activation, name=name)
 
 
 class MaxPool2D(Layer):
-    def __init__(self, pool, strides, padding=((0, 0), (0, 0))):
+    def __init__(self, pool, strides, padding=((0, 0), (0, 0)), name=None):
         self.pool, self.strides, self.padding = pool, strides, padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
@@ -252,9 +293,9 @@ class MaxPool2D(Layer):
 
 
 class AvgPool2D(Layer):
-    def __init__(self, pool, strides, padding=((0, 0), (0, 0))):
+    def __init__(self, pool, strides, padding=((0, 0), (0, 0)), name=None):
         self.pool, self.strides, self.padding = pool, strides, padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding), self.pool, self.strides)
@@ -269,21 +310,27 @@ class AvgPool2D(Layer):
 
 
 class MaxPool1D(MaxPool2D):
-    def __init__(self, pool, stride, padding=(0, 0)):
-        super().__init__((pool,), (stride,), (padding,))
+    def __init__(self, pool, stride, padding=(0, 0), name=None):
+        super().__init__((pool,), (stride,), (padding,), name=name)
 
 
 class AvgPool1D(AvgPool2D):
-    def __init__(self, pool, stride, padding=(0, 0)):
-        super().__init__((pool,), (stride,), (padding,))
+    def __init__(self, pool, stride, padding=(0, 0), name=None):
+        super().__init__((pool,), (stride,), (padding,), name=name)
 
 
 class BatchNorm(Layer):
+    """Keras's BatchNormalization at inference. The weights start as Keras's do (gamma and the
+    moving variance ones, beta and the moving mean zeros); a weight passed replaces its start,
+    and ``gamma=None`` or ``beta=None`` leaves it out (``scale=False``, ``center=False``)."""
+
     gamma, beta = 1.0, 0.0
 
-    def __init__(self, moving_mean, moving_variance, gamma=None, beta=None, eps=1e-3):
+    def __init__(self, channels, eps=1e-3, name=None, **weights):
+        ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        start = {"gamma": ones, "beta": zeros, "moving_mean": zeros, "moving_variance": ones}
         self.eps = eps
-        super().__init__(gamma=gamma, beta=beta, moving_mean=moving_mean, moving_variance=moving_variance)
+        super().__init__(name=name, **{**start, **weights})
 
     def refresh(self):
         super().refresh()
@@ -308,18 +355,18 @@ class Dropout(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
 class GlobalMaxPool(Layer):
-    def __init__(self, keepdims=False):
+    def __init__(self, keepdims=False, name=None):
         self.keepdims = keepdims
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.max(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
@@ -335,17 +382,17 @@ class GlobalAvgPool(GlobalMaxPool):
 
 
 class Embedding(Layer):
-    def __init__(self, embeddings):
-        super().__init__(embeddings=embeddings)
+    def __init__(self, embeddings, name=None):
+        super().__init__(embeddings=embeddings, name=name)
 
     def __call__(self, ids):
         return self.embeddings[ids]
 
 
 class Masking(Layer):
-    def __init__(self, value=0.0):
+    def __init__(self, value=0.0, name=None):
         self.value = value
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         mask = (x != self.value).any(axis=-1)
@@ -369,10 +416,11 @@ class Recurrent(Layer):
         recurrent_activation=sigmoid,
         return_sequences=False,
         go_backwards=False,
+        name=None,
     ):
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
-        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
+        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -408,9 +456,17 @@ class Recurrent(Layer):
 
 class SimpleRNN(Recurrent):
     def __init__(
-        self, kernel, recurrent_kernel, bias=None, activation=tanh, return_sequences=False, go_backwards=False
+        self,
+        kernel,
+        recurrent_kernel,
+        bias=None,
+        activation=tanh,
+        return_sequences=False,
+        go_backwards=False,
+        name=None,
     ):
-        super().__init__(kernel, recurrent_kernel, bias, activation, None, return_sequences, go_backwards)
+        args = (activation, None, return_sequences, go_backwards)
+        super().__init__(kernel, recurrent_kernel, bias, *args, name=name)
 
     def step(self, x, h):
         z = h @ self.recurrent_kernel
@@ -463,11 +519,11 @@ class Bidirectional(Layer):
     """Runs ``forward`` and ``backward`` (the same layer reading the other way) and merges them.
     Its weights are theirs, prefixed ``forward_`` and ``backward_``."""
 
-    def __init__(self, forward, backward, merge="concat"):
+    def __init__(self, forward, backward, merge="concat", name=None):
         self.forward, self.backward, self.merge = forward, backward, merge
         for layer in (forward, backward):
             layer.zero_output_for_mask = layer.return_sequences  # as Keras's Bidirectional forces
-        super().__init__()
+        super().__init__(name=name)
 
     @property
     def weights(self):

@@ -65,9 +65,9 @@ class Minimum(Layer):
 
 
 class Concatenate(Layer):
-    def __init__(self, axis=-1):
+    def __init__(self, axis=-1, name=None):
         self.axis = axis  # counted with the batch axis
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, *inputs):
         return np.concatenate(inputs, axis=self.axis)
@@ -97,9 +97,9 @@ class GroupedConv1D(GroupedConv2D, Conv1D):
 
 
 class ZeroPad2D(Layer):
-    def __init__(self, padding):
+    def __init__(self, padding, name=None):
         self.padding = padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return pad(x, self.padding)
@@ -127,9 +127,11 @@ def depthwise(x, kernel, strides, dilation, padding):
 class DepthwiseConv2D(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+    def __init__(
+        self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear, name=None
+    ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         return self.activation(depthwise(x, self.kernel, self.strides, self.dilation, self.padding) + self.bias)
@@ -147,9 +149,11 @@ class SeparableConv2D(Layer):
         dilation=(1, 1),
         padding=((0, 0), (0, 0)),
         activation=linear,
+        name=None,
     ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(depthwise_kernel=depthwise_kernel, pointwise_kernel=pointwise_kernel, bias=bias)
+        kernels = {"depthwise_kernel": depthwise_kernel, "pointwise_kernel": pointwise_kernel}
+        super().__init__(**kernels, bias=bias, name=name)
 
     def __call__(self, x):
         y = depthwise(x, self.depthwise_kernel, self.strides, self.dilation, self.padding)
@@ -164,9 +168,9 @@ class Conv2DTranspose(Layer):
 
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), padding="valid", activation=linear):
+    def __init__(self, kernel, bias=None, strides=(1, 1), padding="valid", activation=linear, name=None):
         self.strides, self.padding, self.activation = strides, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -202,9 +206,9 @@ def bilinear_axis(x, axis, factor):
 
 
 class UpSample2D(Layer):
-    def __init__(self, size=(2, 2), interpolation="nearest"):
+    def __init__(self, size=(2, 2), interpolation="nearest", name=None):
         self.size, self.interpolation = size, interpolation
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         if self.interpolation == "bilinear":
@@ -215,9 +219,9 @@ class UpSample2D(Layer):
 class LayerNorm(Layer):
     gamma, beta = 1.0, 0.0
 
-    def __init__(self, gamma=None, beta=None, eps=1e-3):
+    def __init__(self, gamma=None, beta=None, eps=1e-3, name=None):
         self.eps = eps
-        super().__init__(gamma=gamma, beta=beta)
+        super().__init__(gamma=gamma, beta=beta, name=name)
 
     def __call__(self, x):
         mean = x.mean(axis=-1, keepdims=True)
@@ -226,27 +230,27 @@ class LayerNorm(Layer):
 
 
 class Reshape(Layer):
-    def __init__(self, target):
+    def __init__(self, target, name=None):
         self.target = target
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.reshape(len(x), *self.target)
 
 
 class Permute(Layer):
-    def __init__(self, dims):
+    def __init__(self, dims, name=None):
         self.axes = (0, *dims)  # Keras numbers the axes from 1, after the batch axis
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.transpose(self.axes)
 
 
 class Rescaling(Layer):
-    def __init__(self, scale, offset=0.0):
+    def __init__(self, scale, offset=0.0, name=None):
         self.scale, self.offset = np.float32(scale), np.float32(offset)
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x * self.scale + self.offset
@@ -255,8 +259,8 @@ class Rescaling(Layer):
 class Normalization(Layer):
     """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel or with constants."""
 
-    def __init__(self, mean, variance, count=None):
-        super().__init__(mean=mean, variance=variance, count=count)
+    def __init__(self, mean, variance, count=None, name=None):
+        super().__init__(mean=mean, variance=variance, count=count, name=name)
 
     def refresh(self):
         super().refresh()
@@ -267,26 +271,26 @@ class Normalization(Layer):
 
 
 class LayerScale(Layer):
-    def __init__(self, gamma):
-        super().__init__(gamma=gamma)
+    def __init__(self, gamma, name=None):
+        super().__init__(gamma=gamma, name=name)
 
     def __call__(self, x):
         return x * self.gamma
 
 
 class Cropping(Layer):
-    def __init__(self, cropping):
+    def __init__(self, cropping, name=None):
         self.cropping = cropping  # (start, end) per spatial axis
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x[(slice(None), *(slice(a, x.shape[i + 1] - b) for i, (a, b) in enumerate(self.cropping)))]
 
 
 class UpSample1D(Layer):
-    def __init__(self, size=2):
+    def __init__(self, size=2, name=None):
         self.size = size
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return x.repeat(self.size, axis=1)

@@ -867,7 +867,8 @@ def _normalization(layer: ir.Layer, ctx: _Context) -> _Piece:
         tensors={"mean": mean, "variance": variance, "count": count},
     )
     axes = _per_channel(shape)
-    piece.forward.append(f"x = (x - self.{mean}{axes}) / self.{variance}{axes}.sqrt().clamp(min=1e-7)")
+    piece.forward.append(f"x = x - self.{mean}{axes}")
+    piece.forward.append(f"x = x / self.{variance}{axes}.sqrt().clamp(min=1e-7)")
     return piece
 
 

@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -78,7 +99,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -99,12 +121,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -116,9 +153,11 @@ class Dense(Layer):
 class Conv2D(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+    def __init__(
+        self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear, name=None
+    ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -133,9 +172,9 @@ class Conv2D(Layer):
 
 
 class MaxPool2D(Layer):
-    def __init__(self, pool, strides, padding=((0, 0), (0, 0))):
+    def __init__(self, pool, strides, padding=((0, 0), (0, 0)), name=None):
         self.pool, self.strides, self.padding = pool, strides, padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
@@ -148,9 +187,9 @@ class MaxPool2D(Layer):
 
 
 class AvgPool2D(Layer):
-    def __init__(self, pool, strides, padding=((0, 0), (0, 0))):
+    def __init__(self, pool, strides, padding=((0, 0), (0, 0)), name=None):
         self.pool, self.strides, self.padding = pool, strides, padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding), self.pool, self.strides)
@@ -165,11 +204,17 @@ class AvgPool2D(Layer):
 
 
 class BatchNorm(Layer):
+    """Keras's BatchNormalization at inference. The weights start as Keras's do (gamma and the
+    moving variance ones, beta and the moving mean zeros); a weight passed replaces its start,
+    and ``gamma=None`` or ``beta=None`` leaves it out (``scale=False``, ``center=False``)."""
+
     gamma, beta = 1.0, 0.0
 
-    def __init__(self, moving_mean, moving_variance, gamma=None, beta=None, eps=1e-3):
+    def __init__(self, channels, eps=1e-3, name=None, **weights):
+        ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        start = {"gamma": ones, "beta": zeros, "moving_mean": zeros, "moving_variance": ones}
         self.eps = eps
-        super().__init__(gamma=gamma, beta=beta, moving_mean=moving_mean, moving_variance=moving_variance)
+        super().__init__(name=name, **{**start, **weights})
 
     def refresh(self):
         super().refresh()
@@ -194,107 +239,58 @@ class Dropout(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
-class ConvnetSame:
+def build_model(seed=None):
+    return ConvnetSame(seed)
+
+
+# --- the model ---
+class ConvnetSame(Block):
     """convnet_same for NumPy: call it on a batch of shape (N, 32, 32, 3)."""
 
     layerdsl_backend = "numpy"
 
     def __init__(self, seed=None):
         rng = np.random.default_rng(seed)
-        # line 4: conv2d 32 3 pad=same bias=false init=he_normal -> (N, 32, 32, 32)
-        self.conv2d = Conv2D(
-            kernel=draw(rng, "truncated_normal", (3, 3, 3, 32), std=0.3094106266248576),
-            padding=((1, 1), (1, 1)),
-        )
-        # line 4: batchnorm -> (N, 32, 32, 32)
-        self.batch_normalization = BatchNorm(
-            gamma=draw(rng, "constant", (32,), value=1.0),
-            beta=draw(rng, "constant", (32,), value=0.0),
-            moving_mean=draw(rng, "constant", (32,), value=0.0),
-            moving_variance=draw(rng, "constant", (32,), value=1.0),
-            eps=0.001,
-        )
-        # line 4: relu -> (N, 32, 32, 32)
-        self.activation = Activation(relu)
-        # line 5: conv2d 64 3 stride=2 pad=same bias=false init=he_normal -> (N, 16, 16, 64)
+        # line 4: conv2d 32 3 pad=same bias=false init=he_normal | batchnorm | relu -> (N, 32, 32, 32)
+        self.conv2d = Conv2D(initial(rng, "he_normal", (3, 3, 3, 32)), padding=((1, 1), (1, 1)), name="conv2d")
+        self.batch_normalization = BatchNorm(32, eps=0.001, name="batch_normalization")
+        self.activation = Activation(relu, name="activation")
+        # line 5: conv2d 64 3 stride=2 pad=same bias=false init=he_normal | batchnorm | relu -> (N, 16, 16, 64)
         self.conv2d_1 = Conv2D(
-            kernel=draw(rng, "truncated_normal", (3, 3, 32, 64), std=0.09473726952821303),
-            strides=(2, 2),
-            padding=((0, 1), (0, 1)),
+            initial(rng, "he_normal", (3, 3, 32, 64)), strides=(2, 2), padding=((0, 1), (0, 1)), name="conv2d_1"
         )
-        # line 5: batchnorm -> (N, 16, 16, 64)
-        self.batch_normalization_1 = BatchNorm(
-            gamma=draw(rng, "constant", (64,), value=1.0),
-            beta=draw(rng, "constant", (64,), value=0.0),
-            moving_mean=draw(rng, "constant", (64,), value=0.0),
-            moving_variance=draw(rng, "constant", (64,), value=1.0),
-            eps=0.001,
-        )
-        # line 5: relu -> (N, 16, 16, 64)
-        self.activation_1 = Activation(relu)
-        # line 6: conv2d 64 3 stride=2 pad=same bias=false init=he_normal -> (N, 8, 8, 64)
+        self.batch_normalization_1 = BatchNorm(64, eps=0.001, name="batch_normalization_1")
+        self.activation_1 = Activation(relu, name="activation_1")
+        # line 6: conv2d 64 3 stride=2 pad=same bias=false init=he_normal | batchnorm | relu -> (N, 8, 8, 64)
         self.conv2d_2 = Conv2D(
-            kernel=draw(rng, "truncated_normal", (3, 3, 64, 64), std=0.06698936571449711),
-            strides=(2, 2),
-            padding=((0, 1), (0, 1)),
+            initial(rng, "he_normal", (3, 3, 64, 64)), strides=(2, 2), padding=((0, 1), (0, 1)), name="conv2d_2"
         )
-        # line 6: batchnorm -> (N, 8, 8, 64)
-        self.batch_normalization_2 = BatchNorm(
-            gamma=draw(rng, "constant", (64,), value=1.0),
-            beta=draw(rng, "constant", (64,), value=0.0),
-            moving_mean=draw(rng, "constant", (64,), value=0.0),
-            moving_variance=draw(rng, "constant", (64,), value=1.0),
-            eps=0.001,
-        )
-        # line 6: relu -> (N, 8, 8, 64)
-        self.activation_2 = Activation(relu)
+        self.batch_normalization_2 = BatchNorm(64, eps=0.001, name="batch_normalization_2")
+        self.activation_2 = Activation(relu, name="activation_2")
         # line 7: maxpool 3 stride=2 pad=same -> (N, 4, 4, 64)
-        self.max_pooling2d = MaxPool2D((3, 3), (2, 2), padding=((0, 1), (0, 1)))
+        self.max_pooling2d = MaxPool2D((3, 3), (2, 2), padding=((0, 1), (0, 1)), name="max_pooling2d")
         # line 8: avgpool 2 -> (N, 2, 2, 64)
-        self.average_pooling2d = AvgPool2D((2, 2), (2, 2))
+        self.average_pooling2d = AvgPool2D((2, 2), (2, 2), name="average_pooling2d")
         # line 9: flatten -> (N, 256)
-        self.flatten = Flatten()
+        self.flatten = Flatten(name="flatten")
         # line 10: dense 128 activation=relu -> (N, 128)
         self.dense = Dense(
-            kernel=draw(rng, "uniform", (256, 128), limit=0.125),
-            bias=draw(rng, "constant", (128,), value=0.0),
-            activation=relu,
+            initial(rng, "glorot_uniform", (256, 128)), initial(rng, "zeros", (128,)), activation=relu, name="dense"
         )
         # line 11: dropout 0.3 -> (N, 128)
-        self.dropout = Dropout()
-        # line 12: dense 10 -> (N, 10)
-        self.dense_1 = Dense(
-            kernel=draw(rng, "uniform", (128, 10), limit=0.20851441405707477),
-            bias=draw(rng, "constant", (10,), value=0.0),
-        )
-        # line 12: softmax -> (N, 10)
-        self.activation_3 = Activation(softmax)
-        self.layers = {
-            "conv2d": self.conv2d,
-            "batch_normalization": self.batch_normalization,
-            "activation": self.activation,
-            "conv2d_1": self.conv2d_1,
-            "batch_normalization_1": self.batch_normalization_1,
-            "activation_1": self.activation_1,
-            "conv2d_2": self.conv2d_2,
-            "batch_normalization_2": self.batch_normalization_2,
-            "activation_2": self.activation_2,
-            "max_pooling2d": self.max_pooling2d,
-            "average_pooling2d": self.average_pooling2d,
-            "flatten": self.flatten,
-            "dense": self.dense,
-            "dropout": self.dropout,
-            "dense_1": self.dense_1,
-            "activation_3": self.activation_3,
-        }
+        self.dropout = Dropout(name="dropout")
+        # line 12: dense 10 | softmax -> (N, 10)
+        self.dense_1 = Dense(initial(rng, "glorot_uniform", (128, 10)), initial(rng, "zeros", (10,)), name="dense_1")
+        self.activation_3 = Activation(softmax, name="activation_3")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -313,9 +309,4 @@ class ConvnetSame:
         x = self.dense(x)
         x = self.dropout(x)
         x = self.dense_1(x)
-        x = self.activation_3(x)
-        return x
-
-
-def build_model(seed=None):
-    return ConvnetSame(seed)
+        return self.activation_3(x)

@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -57,7 +78,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -78,12 +100,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -93,18 +130,18 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
 class Masking(Layer):
-    def __init__(self, value=0.0):
+    def __init__(self, value=0.0, name=None):
         self.value = value
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         mask = (x != self.value).any(axis=-1)
@@ -128,10 +165,11 @@ class Recurrent(Layer):
         recurrent_activation=sigmoid,
         return_sequences=False,
         go_backwards=False,
+        name=None,
     ):
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
-        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
+        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -210,11 +248,11 @@ class Bidirectional(Layer):
     """Runs ``forward`` and ``backward`` (the same layer reading the other way) and merges them.
     Its weights are theirs, prefixed ``forward_`` and ``backward_``."""
 
-    def __init__(self, forward, backward, merge="concat"):
+    def __init__(self, forward, backward, merge="concat", name=None):
         self.forward, self.backward, self.merge = forward, backward, merge
         for layer in (forward, backward):
             layer.zero_output_for_mask = layer.return_sequences  # as Keras's Bidirectional forces
-        super().__init__()
+        super().__init__(name=name)
 
     @property
     def weights(self):
@@ -241,7 +279,12 @@ class Bidirectional(Layer):
         return (forward + backward) / 2
 
 
-class MaskedTimeseries:
+def build_model(seed=None):
+    return MaskedTimeseries(seed)
+
+
+# --- the model ---
+class MaskedTimeseries(Block):
     """masked_timeseries for NumPy: call it on a batch of shape (N, 50, 8)."""
 
     layerdsl_backend = "numpy"
@@ -249,55 +292,39 @@ class MaskedTimeseries:
     def __init__(self, seed=None):
         rng = np.random.default_rng(seed)
         # line 4: masking 0.0 -> (N, 50, 8)
-        self.masking = Masking(0.0)
+        self.masking = Masking(0.0, name="masking")
         # line 5: bidirectional lstm 32 return_sequences=true -> (N, 50, 64)
         self.bidirectional = Bidirectional(
             LSTM(
-                kernel=draw(rng, "uniform", (8, 128), limit=0.21004201260420147),
-                recurrent_kernel=draw(rng, "orthogonal", (32, 128), gain=1.0),
+                kernel=initial(rng, "glorot_uniform", (8, 128)),
+                recurrent_kernel=initial(rng, "orthogonal", (32, 128)),
                 bias=np.concatenate(
-                    [
-                        draw(rng, "constant", (32,), value=0.0),
-                        draw(rng, "constant", (32,), value=1.0),
-                        draw(rng, "constant", (64,), value=0.0),
-                    ],
+                    [initial(rng, "zeros", (32,)), initial(rng, "ones", (32,)), initial(rng, "zeros", (64,))]
                 ),
                 return_sequences=True,
             ),
             LSTM(
-                kernel=draw(rng, "uniform", (8, 128), limit=0.21004201260420147),
-                recurrent_kernel=draw(rng, "orthogonal", (32, 128), gain=1.0),
+                kernel=initial(rng, "glorot_uniform", (8, 128)),
+                recurrent_kernel=initial(rng, "orthogonal", (32, 128)),
                 bias=np.concatenate(
-                    [
-                        draw(rng, "constant", (32,), value=0.0),
-                        draw(rng, "constant", (32,), value=1.0),
-                        draw(rng, "constant", (64,), value=0.0),
-                    ],
+                    [initial(rng, "zeros", (32,)), initial(rng, "ones", (32,)), initial(rng, "zeros", (64,))]
                 ),
                 return_sequences=True,
                 go_backwards=True,
             ),
+            name="bidirectional",
         )
         # line 6: gru 16 -> (N, 16)
         self.gru = GRU(
-            kernel=draw(rng, "uniform", (64, 48), limit=0.23145502494313785),
-            recurrent_kernel=draw(rng, "orthogonal", (16, 48), gain=1.0),
-            bias=draw(rng, "constant", (2, 48), value=0.0),
+            kernel=initial(rng, "glorot_uniform", (64, 48)),
+            recurrent_kernel=initial(rng, "orthogonal", (16, 48)),
+            bias=initial(rng, "zeros", (2, 48)),
+            name="gru",
         )
-        # line 7: dense 3 -> (N, 3)
-        self.dense = Dense(
-            kernel=draw(rng, "uniform", (16, 3), limit=0.5619514869490163),
-            bias=draw(rng, "constant", (3,), value=0.0),
-        )
-        # line 7: softmax -> (N, 3)
-        self.activation = Activation(softmax)
-        self.layers = {
-            "masking": self.masking,
-            "bidirectional": self.bidirectional,
-            "gru": self.gru,
-            "dense": self.dense,
-            "activation": self.activation,
-        }
+        # line 7: dense 3 | softmax -> (N, 3)
+        self.dense = Dense(initial(rng, "glorot_uniform", (16, 3)), initial(rng, "zeros", (3,)), name="dense")
+        self.activation = Activation(softmax, name="activation")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -305,9 +332,4 @@ class MaskedTimeseries:
         x = self.bidirectional(x, mask)
         x = self.gru(x, mask)
         x = self.dense(x)
-        x = self.activation(x)
-        return x
-
-
-def build_model(seed=None):
-    return MaskedTimeseries(seed)
+        return self.activation(x)

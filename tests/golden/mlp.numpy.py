@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -48,7 +69,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -69,12 +91,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -89,15 +126,20 @@ class Dropout(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
-class Mlp:
+def build_model(seed=None):
+    return Mlp(seed)
+
+
+# --- the model ---
+class Mlp(Block):
     """mlp for NumPy: call it on a batch of shape (N, 784)."""
 
     layerdsl_backend = "numpy"
@@ -106,35 +148,20 @@ class Mlp:
         rng = np.random.default_rng(seed)
         # line 4: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
         self.dense = Dense(
-            kernel=draw(rng, "normal", (784, 512), std=0.05),
-            bias=draw(rng, "constant", (512,), value=0.0),
-            activation=relu,
+            initial(rng, "normal", (784, 512)), initial(rng, "zeros", (512,)), activation=relu, name="dense"
         )
         # line 5: dropout 0.5 -> (N, 512)
-        self.dropout = Dropout()
+        self.dropout = Dropout(name="dropout")
         # line 6: dense 512 init=normal maxnorm=3 activation=relu -> (N, 512)
         self.dense_1 = Dense(
-            kernel=draw(rng, "normal", (512, 512), std=0.05),
-            bias=draw(rng, "constant", (512,), value=0.0),
-            activation=relu,
+            initial(rng, "normal", (512, 512)), initial(rng, "zeros", (512,)), activation=relu, name="dense_1"
         )
         # line 7: dropout 0.5 -> (N, 512)
-        self.dropout_1 = Dropout()
-        # line 8: dense 10 -> (N, 10)
-        self.dense_2 = Dense(
-            kernel=draw(rng, "uniform", (512, 10), limit=0.10721125348377948),
-            bias=draw(rng, "constant", (10,), value=0.0),
-        )
-        # line 8: softmax -> (N, 10)
-        self.activation = Activation(softmax)
-        self.layers = {
-            "dense": self.dense,
-            "dropout": self.dropout,
-            "dense_1": self.dense_1,
-            "dropout_1": self.dropout_1,
-            "dense_2": self.dense_2,
-            "activation": self.activation,
-        }
+        self.dropout_1 = Dropout(name="dropout_1")
+        # line 8: dense 10 | softmax -> (N, 10)
+        self.dense_2 = Dense(initial(rng, "glorot_uniform", (512, 10)), initial(rng, "zeros", (10,)), name="dense_2")
+        self.activation = Activation(softmax, name="activation")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -143,9 +170,4 @@ class Mlp:
         x = self.dense_1(x)
         x = self.dropout_1(x)
         x = self.dense_2(x)
-        x = self.activation(x)
-        return x
-
-
-def build_model(seed=None):
-    return Mlp(seed)
+        return self.activation(x)

@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -78,7 +99,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -99,12 +121,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -116,9 +153,11 @@ class Dense(Layer):
 class Conv2D(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear):
+    def __init__(
+        self, kernel, bias=None, strides=(1, 1), dilation=(1, 1), padding=((0, 0), (0, 0)), activation=linear, name=None
+    ):
         self.strides, self.dilation, self.padding, self.activation = strides, dilation, padding, activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -133,9 +172,9 @@ class Conv2D(Layer):
 
 
 class MaxPool2D(Layer):
-    def __init__(self, pool, strides, padding=((0, 0), (0, 0))):
+    def __init__(self, pool, strides, padding=((0, 0), (0, 0)), name=None):
         self.pool, self.strides, self.padding = pool, strides, padding
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         patches = windows(pad(x, self.padding, -np.inf), self.pool, self.strides)
@@ -158,60 +197,48 @@ class Dropout(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
-class MnistConvnet:
+def build_model(seed=None):
+    return MnistConvnet(seed)
+
+
+# --- the model ---
+class MnistConvnet(Block):
     """mnist_convnet for NumPy: call it on a batch of shape (N, 28, 28, 1)."""
 
     layerdsl_backend = "numpy"
 
     def __init__(self, seed=None):
         rng = np.random.default_rng(seed)
-        # line 4: conv2d 32 3 -> (N, 26, 26, 32)
-        self.conv2d = Conv2D(
-            kernel=draw(rng, "uniform", (3, 3, 1, 32), limit=0.14213381090374028),
-            bias=draw(rng, "constant", (32,), value=0.0),
-        )
-        # line 4: relu -> (N, 26, 26, 32)
-        self.activation = Activation(relu)
+        # line 4: conv2d 32 3 | relu -> (N, 26, 26, 32)
+        self.conv2d = Conv2D(initial(rng, "glorot_uniform", (3, 3, 1, 32)), initial(rng, "zeros", (32,)), name="conv2d")
+        self.activation = Activation(relu, name="activation")
         # line 5: maxpool 2 -> (N, 13, 13, 32)
-        self.max_pooling2d = MaxPool2D((2, 2), (2, 2))
+        self.max_pooling2d = MaxPool2D((2, 2), (2, 2), name="max_pooling2d")
         # line 6: conv2d 64 3 activation=relu -> (N, 11, 11, 64)
         self.conv2d_1 = Conv2D(
-            kernel=draw(rng, "uniform", (3, 3, 32, 64), limit=0.08333333333333333),
-            bias=draw(rng, "constant", (64,), value=0.0),
+            initial(rng, "glorot_uniform", (3, 3, 32, 64)),
+            initial(rng, "zeros", (64,)),
             activation=relu,
+            name="conv2d_1",
         )
         # line 7: maxpool 2 -> (N, 5, 5, 64)
-        self.max_pooling2d_1 = MaxPool2D((2, 2), (2, 2))
+        self.max_pooling2d_1 = MaxPool2D((2, 2), (2, 2), name="max_pooling2d_1")
         # line 8: flatten -> (N, 1600)
-        self.flatten = Flatten()
+        self.flatten = Flatten(name="flatten")
         # line 9: dropout 0.5 -> (N, 1600)
-        self.dropout = Dropout()
-        # line 10: dense 10 -> (N, 10)
-        self.dense = Dense(
-            kernel=draw(rng, "uniform", (1600, 10), limit=0.06104676956673597),
-            bias=draw(rng, "constant", (10,), value=0.0),
-        )
-        # line 10: softmax -> (N, 10)
-        self.activation_1 = Activation(softmax)
-        self.layers = {
-            "conv2d": self.conv2d,
-            "activation": self.activation,
-            "max_pooling2d": self.max_pooling2d,
-            "conv2d_1": self.conv2d_1,
-            "max_pooling2d_1": self.max_pooling2d_1,
-            "flatten": self.flatten,
-            "dropout": self.dropout,
-            "dense": self.dense,
-            "activation_1": self.activation_1,
-        }
+        self.dropout = Dropout(name="dropout")
+        # line 10: dense 10 | softmax -> (N, 10)
+        self.dense = Dense(initial(rng, "glorot_uniform", (1600, 10)), initial(rng, "zeros", (10,)), name="dense")
+        self.activation_1 = Activation(softmax, name="activation_1")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -223,9 +250,4 @@ class MnistConvnet:
         x = self.flatten(x)
         x = self.dropout(x)
         x = self.dense(x)
-        x = self.activation_1(x)
-        return x
-
-
-def build_model(seed=None):
-    return MnistConvnet(seed)
+        return self.activation_1(x)

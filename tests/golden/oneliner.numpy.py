@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -41,7 +62,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -62,12 +84,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -77,11 +114,17 @@ class Dense(Layer):
 
 
 class BatchNorm(Layer):
+    """Keras's BatchNormalization at inference. The weights start as Keras's do (gamma and the
+    moving variance ones, beta and the moving mean zeros); a weight passed replaces its start,
+    and ``gamma=None`` or ``beta=None`` leaves it out (``scale=False``, ``center=False``)."""
+
     gamma, beta = 1.0, 0.0
 
-    def __init__(self, moving_mean, moving_variance, gamma=None, beta=None, eps=1e-3):
+    def __init__(self, channels, eps=1e-3, name=None, **weights):
+        ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        start = {"gamma": ones, "beta": zeros, "moving_mean": zeros, "moving_variance": ones}
         self.eps = eps
-        super().__init__(gamma=gamma, beta=beta, moving_mean=moving_mean, moving_variance=moving_variance)
+        super().__init__(name=name, **{**start, **weights})
 
     def refresh(self):
         super().refresh()
@@ -101,53 +144,36 @@ class Dropout(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
-class Oneliner:
+def build_model(seed=None):
+    return Oneliner(seed)
+
+
+# --- the model ---
+class Oneliner(Block):
     """oneliner for NumPy: call it on a batch of shape (N, 20)."""
 
     layerdsl_backend = "numpy"
 
     def __init__(self, seed=None):
         rng = np.random.default_rng(seed)
-        # line 1: dense 100 in=20 -> (N, 100)
-        self.dense = Dense(
-            kernel=draw(rng, "uniform", (20, 100), limit=0.22360679774997896),
-            bias=draw(rng, "constant", (100,), value=0.0),
-        )
-        # line 1: batchnorm -> (N, 100)
-        self.batch_normalization = BatchNorm(
-            gamma=draw(rng, "constant", (100,), value=1.0),
-            beta=draw(rng, "constant", (100,), value=0.0),
-            moving_mean=draw(rng, "constant", (100,), value=0.0),
-            moving_variance=draw(rng, "constant", (100,), value=1.0),
-            eps=0.001,
-        )
-        # line 1: relu -> (N, 100)
-        self.activation = Activation(relu)
-        # line 1: dropout 0.2 -> (N, 100)
-        self.dropout = Dropout()
-        self.layers = {
-            "dense": self.dense,
-            "batch_normalization": self.batch_normalization,
-            "activation": self.activation,
-            "dropout": self.dropout,
-        }
+        # line 1: dense 100 in=20 | batchnorm | relu | dropout 0.2 -> (N, 100)
+        self.dense = Dense(initial(rng, "glorot_uniform", (20, 100)), initial(rng, "zeros", (100,)), name="dense")
+        self.batch_normalization = BatchNorm(100, eps=0.001, name="batch_normalization")
+        self.activation = Activation(relu, name="activation")
+        self.dropout = Dropout(name="dropout")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.float32)
         x = self.dense(x)
         x = self.batch_normalization(x)
         x = self.activation(x)
-        x = self.dropout(x)
-        return x
-
-
-def build_model(seed=None):
-    return Oneliner(seed)
+        return self.dropout(x)

@@ -28,6 +28,27 @@ def draw(rng, kind, shape, limit=0.0, std=0.0, value=0.0, gain=1.0):
     raise ValueError(f"unknown distribution {kind!r}")
 
 
+def initial(rng, initializer, shape):
+    """A weight of ``shape`` (Keras layout) drawn as Keras's ``initializer`` draws it: the
+    distributions of layerdsl.initializers.distribution, computed here from the shape."""
+    if initializer in ("zeros", "ones"):
+        return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer == "normal":
+        return draw(rng, "normal", shape, std=0.05)
+    if initializer == "uniform":
+        return draw(rng, "uniform", shape, limit=0.05)
+    if initializer == "orthogonal":
+        return draw(rng, "orthogonal", shape)
+    family, kind = initializer.split("_")  # glorot_uniform, he_normal, lecun_uniform, ...
+    receptive = int(np.prod(shape[:-2]))
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) >= 2 else (shape or (1,)) * 2
+    scale, fan = {"glorot": (1.0, (fan_in + fan_out) / 2.0), "he": (2.0, fan_in), "lecun": (1.0, fan_in)}[family]
+    variance = scale / max(1.0, fan)
+    if kind == "uniform":
+        return draw(rng, "uniform", shape, limit=float(np.sqrt(3.0 * variance)))
+    return draw(rng, "truncated_normal", shape, std=float(np.sqrt(variance)) / 0.87962566103423978)
+
+
 def linear(x):
     return x
 
@@ -50,7 +71,8 @@ class Layer:
     each is also an attribute. Assigning ``weights`` (all or some) replaces those arrays and
     refreshes whatever the layer derives from them."""
 
-    def __init__(self, **weights):
+    def __init__(self, name=None, **weights):
+        self.name = name
         self._weights = {name: np.array(w, dtype=np.float32) for name, w in weights.items() if w is not None}
         self.refresh()
 
@@ -71,12 +93,27 @@ class Layer:
         self.__dict__.update(self._weights)
 
 
+class Block:
+    """Layers and blocks called as one (a block of the model's source). ``named_layers`` finds
+    every layer inside, by its name."""
+
+    def named_layers(self):
+        found = {}
+        for part in self.__dict__.values():
+            for item in part if isinstance(part, list) else [part]:
+                if isinstance(item, Layer):
+                    found[item.name] = item
+                elif isinstance(item, Block):
+                    found.update(item.named_layers())
+        return found
+
+
 class Dense(Layer):
     bias = 0.0
 
-    def __init__(self, kernel, bias=None, activation=linear):
+    def __init__(self, kernel, bias=None, activation=linear, name=None):
         self.activation = activation
-        super().__init__(kernel=kernel, bias=bias)
+        super().__init__(kernel=kernel, bias=bias, name=name)
 
     def __call__(self, x):
         y = x @ self.kernel
@@ -86,17 +123,17 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    def __init__(self, function):
+    def __init__(self, function, name=None):
         self.function = function
-        super().__init__()
+        super().__init__(name=name)
 
     def __call__(self, x):
         return self.function(x)
 
 
 class Embedding(Layer):
-    def __init__(self, embeddings):
-        super().__init__(embeddings=embeddings)
+    def __init__(self, embeddings, name=None):
+        super().__init__(embeddings=embeddings, name=name)
 
     def __call__(self, ids):
         return self.embeddings[ids]
@@ -119,10 +156,11 @@ class Recurrent(Layer):
         recurrent_activation=sigmoid,
         return_sequences=False,
         go_backwards=False,
+        name=None,
     ):
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
-        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias)
+        super().__init__(kernel=kernel, recurrent_kernel=recurrent_kernel, bias=bias, name=name)
 
     def refresh(self):
         super().refresh()
@@ -172,7 +210,12 @@ class LSTM(Recurrent):
         return h, c
 
 
-class Sentiment:
+def build_model(seed=None):
+    return Sentiment(seed)
+
+
+# --- the model ---
+class Sentiment(Block):
     """sentiment for NumPy: call it on a batch of shape (N, 80)."""
 
     layerdsl_backend = "numpy"
@@ -180,32 +223,20 @@ class Sentiment:
     def __init__(self, seed=None):
         rng = np.random.default_rng(seed)
         # line 4: embedding 20000 64 mask_zero=true -> (N, 80, 64)
-        self.embedding = Embedding(embeddings=draw(rng, "uniform", (20000, 64), limit=0.05))
+        self.embedding = Embedding(embeddings=initial(rng, "uniform", (20000, 64)), name="embedding")
         # line 5: lstm 64 -> (N, 64)
         self.lstm = LSTM(
-            kernel=draw(rng, "uniform", (64, 256), limit=0.13693063937629155),
-            recurrent_kernel=draw(rng, "orthogonal", (64, 256), gain=1.0),
+            kernel=initial(rng, "glorot_uniform", (64, 256)),
+            recurrent_kernel=initial(rng, "orthogonal", (64, 256)),
             bias=np.concatenate(
-                [
-                    draw(rng, "constant", (64,), value=0.0),
-                    draw(rng, "constant", (64,), value=1.0),
-                    draw(rng, "constant", (128,), value=0.0),
-                ],
+                [initial(rng, "zeros", (64,)), initial(rng, "ones", (64,)), initial(rng, "zeros", (128,))]
             ),
+            name="lstm",
         )
-        # line 6: dense 1 -> (N, 1)
-        self.dense = Dense(
-            kernel=draw(rng, "uniform", (64, 1), limit=0.3038218101251),
-            bias=draw(rng, "constant", (1,), value=0.0),
-        )
-        # line 6: sigmoid -> (N, 1)
-        self.activation = Activation(sigmoid)
-        self.layers = {
-            "embedding": self.embedding,
-            "lstm": self.lstm,
-            "dense": self.dense,
-            "activation": self.activation,
-        }
+        # line 6: dense 1 | sigmoid -> (N, 1)
+        self.dense = Dense(initial(rng, "glorot_uniform", (64, 1)), initial(rng, "zeros", (1,)), name="dense")
+        self.activation = Activation(sigmoid, name="activation")
+        self.layers = self.named_layers()
 
     def __call__(self, x):
         x = np.asarray(x, dtype=np.int32)
@@ -213,9 +244,4 @@ class Sentiment:
         x = self.embedding(x)
         x = self.lstm(x, mask)
         x = self.dense(x)
-        x = self.activation(x)
-        return x
-
-
-def build_model(seed=None):
-    return Sentiment(seed)
+        return self.activation(x)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import layerdsl
@@ -21,6 +22,17 @@ def test_counts_equal_keras_applications(name, application, count):
     model = layerdsl.load(EXAMPLES / f"{name}.layers")
     assert model.total_params == count
     assert layerdsl.build(model, target="keras").count_params() == count
+
+
+def test_densenet121_counts_equal_keras_applications():
+    keras = pytest.importorskip("keras")
+    reference = keras.applications.DenseNet121(weights=None)
+    model = layerdsl.load(EXAMPLES / "densenet121.layers")
+    live = layerdsl.build(model, target="keras")
+    for built in (reference, live):
+        assert built.count_params() == 8_062_504
+        assert sum(int(np.prod(w.shape)) for w in built.trainable_weights) == 7_978_856
+    assert (model.total_params, model.trainable_params) == (8_062_504, 7_978_856)
 
 
 @pytest.mark.parametrize(

@@ -412,7 +412,10 @@ def test_generated_source_is_standalone_keras_with_line_comments(mnist):
     assert ast.get_docstring(tree).startswith("mnist_convnet: 9 layers, 34,826 parameters.")
     for layer in model.layers:
         assert f"# line {layer.span.line}: {layer.source} -> (N, " in source
-    assert 'x = layers.Conv2D(32, (3, 3), name="conv2d")(inputs)' in source
+    # `conv2d 32 3 | relu`: the relu is the convolution's activation, as a person writes it
+    assert 'x = layers.Conv2D(32, (3, 3), activation="relu", name="conv2d")(inputs)' in source
+    assert 'x = layers.Dense(10, activation="softmax", name="dense")(x)' in source
+    assert "layers.Activation" not in source
     assert 'layers.MaxPooling2D((2, 2), name="max_pooling2d")' in source  # default stride left out
     assert 'return keras.Model(inputs, x, name="mnist_convnet")' in source
     body = source[source.index("def build_model") :].splitlines()

@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 import layerdsl  # noqa: E402
+from layerdsl import testing  # noqa: E402
 from layerdsl.testing import ATOL, RTOL, random_input, random_weights  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
@@ -164,18 +165,27 @@ def test_graph_source_is_functional_and_returns_the_output_variable(name):
     assert all(len(line) <= 100 for line in source.splitlines())
     assert "keras.Model(inputs, " in source
     assert "layers.Sequential" not in source
-    # every layer appears once, under its own name, with its DSL line above it
+    # every layer has its DSL line above it (as written in its block, where it is in one)
     for layer in model.layers:
-        assert source.count(f'name="{layer.name}"') == 1
-        assert f"# line {layer.span.line}: {layer.source} ->" in source
+        assert f"# line {layer.span.line}: {layer.written if layer.block else layer.source}" in source
+    # and is a Keras layer of its own name, but for an activation fused into the conv or dense before it
+    live = layerdsl.build(model, "keras")
+    names = [keras_layer.name for keras_layer in live.layers[1:]]
+    assert len(names) == len(set(names))
+    for layer in model.layers:
+        if layer.name not in names:
+            assert layer.kind == "activation"
+            config = live.get_layer(layer.inputs[0]).get_config()
+            assert config["activation"] == layer.args["function"]
 
 
 def test_branch_points_and_merge_inputs_get_variables_named_after_their_layers():
     source = layerdsl.compile(UNET, "keras")
-    assert 'conv2d = layers.Conv2D(4, (3, 3), padding="same", activation="relu", name="conv2d")(inputs)' in source
-    assert 'x = layers.MaxPooling2D((2, 2), name="max_pooling2d")(conv2d)' in source
-    assert 'x = layers.Concatenate(name="concatenate")([conv2d_transpose, conv2d_1])' in source
-    assert 'x = layers.Concatenate(name="concatenate_1")([up_sampling2d, conv2d])' in source
+    # a tapped tensor is a variable named after its tap
+    assert 'e1 = layers.Conv2D(4, (3, 3), padding="same", activation="relu", name="conv2d")(inputs)' in source
+    assert 'x = layers.MaxPooling2D((2, 2), name="max_pooling2d")(e1)' in source
+    assert 'x = layers.Concatenate(name="concatenate")([conv2d_transpose, e2])' in source
+    assert 'x = layers.Concatenate(name="concatenate_1")([up_sampling2d, e1])' in source
     # a chain link read once, by the next layer, stays in `x`
     assert 'x = layers.Conv2D(16, (3, 3), padding="same", name="conv2d_2")(x)' in source
     assert source.rstrip().endswith('return keras.Model(inputs, x, name="model")')
@@ -209,10 +219,21 @@ def test_channels_first_graph_permutes_once_and_branches_from_the_permuted_tenso
     _close(_run(live, x), _pointwise(weights, model.layers[-1].name, y))
 
 
-def test_block_instances_are_marked_in_the_source():
+def test_block_instances_are_calls_of_their_blocks_functions():
     source = layerdsl.compile(NESTED, "keras")
-    assert "# block pair > pair_conv_bn\n" in source
-    assert "# block conv_bn_1\n" in source
+    assert "def conv_bn(x, filters, k=3, name=None):" in source
+    assert "def pair(inputs, name=None):" in source  # the input is read twice: by conv_bn and by the add
+    assert 'x = pair(x, name="pair" + ("" if i == 0 else f"_{i}"))' in source
+    assert 'conv_bn(t, 4, k=1, name="conv_bn_1")' in source
+
+
+def test_a_block_instance_that_reads_an_outer_tensor_is_written_inline_and_marked():
+    # the first `b` reads only its input (`@t` is its input), the second reads `@t` too
+    text = "input 6x6x2\nconv2d 2 1 | tap t\nblock b { conv2d 2 1 | add @t }\nb\nb\n"
+    source = layerdsl.compile(text, "keras")
+    assert "def b(inputs, name=None):" in source and 'x = b(t, name="b")' in source
+    assert "# block b_1\n" in source and 'x = layers.Add(name="b_1_add")([b_1_conv2d, t])' in source
+    testing.assert_backends_agree(text, ["keras", "numpy"])
 
 
 # --- parameter counts -----------------------------------------------------------------------

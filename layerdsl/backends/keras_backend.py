@@ -1,28 +1,37 @@
 """The Keras 3 backend: IR -> a functional-API ``build_model()`` that a person would write.
 
-Keras is the canonical layout, so weights map one to one: ``"<layer>.<param>"``
-is the variable ``param`` of ``model.get_layer(layer)`` (for a ``Bidirectional``,
-``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on). The DSL's defaults are
-Keras's, so each emitter writes only the arguments that differ, plus ``name=``.
-A chain of layers keeps reassigning ``x``; in a graph (residuals, taps, merges) a tensor
-read again later, or read by a merge, gets a variable named after its layer.
-Keras and TensorFlow are imported only to build or read live models.
+As keras.applications writes models: one function of a tensor per block definition,
+``def conv_bn(x, filters, k, stride=1, name=None)``, whose layers are named ``name + "_conv"``;
+a `repeat` is a ``for`` loop; an activation straight after a conv or dense is its
+``activation=``; a convolution's zero padding (`pad=1`) is a ``ZeroPadding2D`` line before it.
+Layer names are the IR's, so Keras is the canonical layout and weights map one to one:
+``"<layer>.<param>"`` is the variable ``param`` of ``model.get_layer(layer)`` (for a
+``Bidirectional``, ``forward_kernel`` is the ``kernel`` of its ``forward_layer``, and so on).
+The DSL's defaults are Keras's, so each emitter writes only the arguments that differ (or that
+differ between the instances of one block statement), plus ``name=``. A chain of layers keeps
+reassigning ``x``; a tensor read again later, or read by a merge, gets a variable named after
+its layer (or its tap). Keras and TensorFlow are imported only to build or read live models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import keyword
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import ir
-from ..codegen import Code, SourceWriter, call, dotted, ident, layer_comment, module_docstring, py
+from .. import codegen, ir
+from ..codegen import Code, Hint, call, ident, layer_comment, literal, module_docstring, py, shape_comment
 from ..errors import BackendError
 from ..specs import REGISTRY
+from . import structure
 from .base import IR_ATTRIBUTE, Backend, missing_framework
+from .structure import Fragment, Scope, Variant
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,34 +49,13 @@ class LayerCall:
     func: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    #: A layer applied to the input first (``ZeroPadding2D`` for a convolution's `pad=1`).
+    #: A layer applied to the input first, on a line of its own (``ZeroPadding2D`` for a
+    #: convolution's `pad=1`, as keras.applications writes it).
     before: LayerCall | None = None
-
-    def argument(self, source: str) -> str:
-        """What this call is applied to: ``source``, through ``before`` if there is one."""
-        return source if self.before is None else f"{self.before.code()}({source})"
 
     def code(self) -> Code:
         """The call on one line."""
         return call(self.func, *map(_inline, self.args), **{k: _inline(v) for k, v in self.kwargs.items()})
-
-    def lines(self, prefix: str, suffix: str, indent: int) -> list[str]:
-        """``prefix + call + suffix``, wrapped to fit LINE_WIDTH after ``indent`` columns."""
-        one_line = f"{prefix}{self.code()}{suffix}"
-        if indent + len(one_line) <= LINE_WIDTH:
-            return [one_line]
-        parts = [("", a) for a in self.args] + [(f"{ident(k)}=", v) for k, v in self.kwargs.items()]
-        head, tail = f"{prefix}{dotted(self.func)}(", f"){suffix}"
-        joined = "    " + ", ".join(f"{key}{py(_inline(value))}" for key, value in parts)
-        if indent + len(joined) <= LINE_WIDTH:
-            return [head, joined, tail]
-        body: list[str] = []
-        for key, value in parts:
-            if isinstance(value, LayerCall):
-                body += [f"    {line}" for line in value.lines(key, ",", indent + 4)]
-            else:
-                body.append(f"    {key}{py(value)},")
-        return [head, *body, tail]
 
 
 def _inline(value: Any) -> Any:
@@ -76,6 +64,16 @@ def _inline(value: Any) -> Any:
 
 def keras_layer(func: str, *args: Any, **kwargs: Any) -> LayerCall:
     return LayerCall(func, args, kwargs)
+
+
+#: DSL arguments that every instance of the statement being written spells out, default or not:
+#: those that differ between the statement's instances, so that one block definition fits all.
+_SPELLED_OUT: ContextVar[frozenset[str]] = ContextVar("_SPELLED_OUT", default=frozenset())
+
+
+def _given(layer: ir.Layer, dsl: str, default: Any) -> bool:
+    """Whether the emitter writes the DSL argument ``dsl``: it is not the default, or it varies."""
+    return layer.args[dsl] != default or dsl in _SPELLED_OUT.get()
 
 
 Emitter = Callable[[ir.Layer], LayerCall]
@@ -87,7 +85,7 @@ def _options(layer: ir.Layer, defaults: Mapping[str, Any], keras_names: Mapping[
     return {
         keras_names[dsl]: layer.args[dsl]
         for dsl, default in defaults.items()
-        if layer.args[dsl] != default and not (dsl == "pad" and isinstance(layer.args[dsl], tuple))
+        if _given(layer, dsl, default) and not (dsl == "pad" and isinstance(layer.args[dsl], tuple))
     }
 
 
@@ -97,7 +95,7 @@ def _zero_padded(emit: Emitter) -> Emitter:
     def padded(layer: ir.Layer) -> LayerCall:
         layer_call = emit(layer)
         pad = layer.args["pad"]
-        if not isinstance(pad, tuple) or pad == (0, 0):
+        if not isinstance(pad, tuple) or not _given(layer, "pad", (0, 0)):
             return layer_call
         padding = pad[0] if pad[0] == pad[1] else pad
         before = keras_layer("layers.ZeroPadding2D", padding, name=f"{layer.name}_pad")
@@ -110,13 +108,13 @@ def _weighted(layer: ir.Layer, maxnorm_axis: int | list[int]) -> dict[str, Any]:
     """Activation, bias, initializer and constraint keywords shared by Dense and Conv2D."""
     args = layer.args
     kwargs: dict[str, Any] = {}
-    if args["activation"] != "linear":
+    if _given(layer, "activation", "linear"):
         kwargs["activation"] = args["activation"]
-    if not args["bias"]:
-        kwargs["use_bias"] = False
-    if args["init"] != "glorot_uniform":
+    if _given(layer, "bias", True):
+        kwargs["use_bias"] = args["bias"]
+    if _given(layer, "init", "glorot_uniform"):
         kwargs["kernel_initializer"] = args["init"]
-    if args["bias"] and args["bias_init"] != "zeros":
+    if args["bias"] and _given(layer, "bias_init", "zeros"):
         kwargs["bias_initializer"] = args["bias_init"]
     if args["maxnorm"] is not None:
         kwargs["kernel_constraint"] = call("keras.constraints.MaxNorm", float(args["maxnorm"]), axis=maxnorm_axis)
@@ -157,9 +155,9 @@ def _grouped(emit: Emitter) -> Emitter:
 def _pool(keras_class: str) -> Emitter:
     def emit(layer: ir.Layer) -> LayerCall:
         kwargs: dict[str, Any] = {}
-        if layer.args["stride"] != layer.args["pool"]:  # Keras's stride defaults to the window too
+        if _given(layer, "stride", layer.args["pool"]):  # Keras's stride defaults to the window too
             kwargs["strides"] = layer.args["stride"]
-        if layer.args["pad"] != "valid":
+        if _given(layer, "pad", "valid"):
             kwargs["padding"] = layer.args["pad"]
         return keras_layer(keras_class, layer.args["pool"], **kwargs, name=layer.name)
 
@@ -197,7 +195,7 @@ def _embedding(layer: ir.Layer) -> LayerCall:
 
 
 def _masking(layer: ir.Layer) -> LayerCall:
-    options = {"mask_value": float(layer.args["value"])} if layer.args["value"] != 0.0 else {}
+    options = {"mask_value": float(layer.args["value"])} if _given(layer, "value", 0.0) else {}
     return keras_layer("layers.Masking", **options, name=layer.name)
 
 
@@ -283,7 +281,7 @@ def _merge(keras_class: str) -> Emitter:
 def _concat(layer: ir.Layer) -> LayerCall:
     # IR axes leave out the batch; Keras counts it, so axis a >= 0 is a + 1 (negative axes agree).
     axis = layer.args["axis"]
-    options = {"axis": axis + 1 if axis >= 0 else axis} if axis != -1 else {}
+    options = {"axis": axis + 1 if axis >= 0 else axis} if _given(layer, "axis", -1) else {}
     return keras_layer("layers.Concatenate", **options, name=layer.name)
 
 
@@ -309,15 +307,15 @@ def _fused(layer: ir.Layer, kernel_initializers: tuple[str, ...]) -> dict[str, A
     """
     args = layer.args
     kwargs: dict[str, Any] = {}
-    if args.get("multiplier", 1) != 1:
+    if "multiplier" in args and _given(layer, "multiplier", 1):
         kwargs["depth_multiplier"] = args["multiplier"]
-    if args["activation"] != "linear":
+    if _given(layer, "activation", "linear"):
         kwargs["activation"] = args["activation"]
-    if not args["bias"]:
-        kwargs["use_bias"] = False
-    if args["init"] != "glorot_uniform":
+    if _given(layer, "bias", True):
+        kwargs["use_bias"] = args["bias"]
+    if _given(layer, "init", "glorot_uniform"):
         kwargs.update(dict.fromkeys(kernel_initializers, args["init"]))
-    if args["bias"] and args["bias_init"] != "zeros":
+    if args["bias"] and _given(layer, "bias_init", "zeros"):
         kwargs["bias_initializer"] = args["bias_init"]
     return kwargs
 
@@ -479,62 +477,7 @@ class KerasBackend(Backend):
 
     def emit_source(self, model: ir.Model) -> str:
         self.check_supported(model)
-        taken = {layer.name for layer in model.layers}
-        out = SourceWriter()
-        out.line(module_docstring(model, "Keras", "Needs only Keras 3."))
-        out.line("import keras")
-        out.line("from keras import layers")
-        out.blank(2)
-        for kind in sorted({layer.kind for layer in model.layers} & DEFINITIONS.keys()):
-            out.lines.extend(DEFINITIONS[kind].rstrip("\n").split("\n"))
-            out.blank(2)
-        out.line("def build_model():")
-        with out.indent():
-            inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
-            if model.input.dtype != "float32":
-                inputs_kwargs["dtype"] = model.input.dtype
-            inputs_kwargs["name"] = _free_name("input", taken)
-            out.line(f"inputs = {call('keras.Input', **inputs_kwargs)}")
-            x = "inputs"
-            names = None if model.is_sequential else _GraphNames(model, taken)
-            if model.input.layout == "channels_first":
-                rank = len(model.input.shape)
-                order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
-                out.line(f"# the model is fed {_axes_text(rank)}; Keras layers work channels-last")
-                permute = keras_layer("layers.Permute", order, name=_free_name("to_channels_last", taken))
-                x = names.variable(ir.INPUT_NAME, "x") if names else "x"
-                out.line(f"{x} = {permute.code()}(inputs)")
-            if names is None:
-                block: tuple[str, ...] = ()
-                for layer in model.layers:
-                    block = _block_comment(out, layer, block)
-                    out.line(layer_comment(layer, layer.output_shape))
-                    layer_call = self.emitters[layer.kind](layer)
-                    for line in layer_call.lines("x = ", f"({layer_call.argument(x)})", indent=4):
-                        out.line(line)
-                    x = "x"
-            else:
-                x = self._emit_graph(out, model, names, x)
-            out.line(f"return {call('keras.Model', Code('inputs'), Code(x), name=ident(model.name))}")
-        return out.text()
-
-    def _emit_graph(self, out: SourceWriter, model: ir.Model, names: _GraphNames, model_input: str) -> str:
-        """Functional-API calls for a DAG; returns the variable holding the model's output.
-
-        A chain keeps reusing ``x``; a tensor read more than once, read by a merge, or read
-        after other layers ran gets a variable named after its layer.
-        """
-        held = {ir.INPUT_NAME: model_input}  # tensor -> the variable holding it now
-        block: tuple[str, ...] = ()
-        for layer in model.layers:
-            sources = [held[tensor] for tensor in layer.inputs]
-            target = names.variable(layer.name, "x")
-            block = _block_comment(out, layer, block)
-            out.line(layer_comment(layer, layer.output_shape))
-            for line in _apply(self.emitters[layer.kind](layer), target, sources, REGISTRY[layer.kind].merge):
-                out.line(line)
-            held[layer.name] = target
-        return held[model.output_layer.name]
+        return _Writer(model, self.emitters).source()
 
     def import_framework(self) -> Any:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -593,59 +536,631 @@ class KerasBackend(Backend):
                 obj.get_layer(layer.name).finalize_state()
 
 
-class _GraphNames:
-    """Which tensors of a DAG need a variable of their own, and its name."""
+#: Layers whose `activation=` takes an activation that straight follows them.
+_FUSABLE = frozenset({"dense", "conv1d", "conv2d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
+#: Names the generated code uses for itself: never a variable, parameter or function of the model's.
+_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", "LayerScale"})
+_LOOP_INDEXES = ("i", "j")
 
-    #: names the generated function already uses
-    RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "LayerScale"})  # + DEFINITIONS
 
-    def __init__(self, model: ir.Model, taken: set[str]) -> None:
-        position = {layer.name: i for i, layer in enumerate(model.layers)}
-        position[ir.INPUT_NAME] = -1
-        readers: dict[str, list[ir.Layer]] = {}
-        for layer in model.layers:
+@dataclass
+class _Step:
+    """One statement of a function body: a layer (with the activation fused into it), a call
+    of a block's function, or a loop over a `repeat`'s iterations."""
+
+    reads: tuple[str, ...]
+    produces: str
+    layer: ir.Layer | None = None
+    activation: ir.Layer | None = None
+    call: ir.BlockCall | None = None
+    repeat: ir.Repeat | None = None
+    comment: str = ""  # the inlined block this step starts
+
+    @property
+    def merge(self) -> bool:
+        return self.layer is not None and REGISTRY[self.layer.kind].merge
+
+
+@dataclass(frozen=True)
+class _Function:
+    """The function that one block instance calls, and how it calls it."""
+
+    name: str
+    variant: Variant
+    member: int
+    spelled_out: frozenset[str]  # parameters passed even when they equal their default
+
+
+class _Writer:
+    """Writes the Keras source of one model: a function per block definition, then ``build_model()``.
+
+    Each block instance is written under ``codegen.holes()`` and ``structure.unify`` makes the
+    instances of one block one function; definitions go bottom-up, as a block's body calls the
+    functions of the blocks it uses. A `repeat` whose iterations differ only in literals is a
+    ``for`` loop. Blocks that read more than their input are written inline, as are repeats
+    that cannot be a loop. Layer names stay the IR's: ``name + "_conv"`` inside a function.
+    """
+
+    def __init__(self, model: ir.Model, emitters: Mapping[str, Emitter]) -> None:
+        self.model = model
+        self.emitters = emitters
+        self.body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
+        self.output = model.output_layer.name
+        # (only layers in blocks have instances that a definition must fit)
+        self.varying_layer_args = _varying(
+            ((layer.span, layer.kind), layer.args) for layer in model.layers if layer.block
+        )
+        self.calls = [node for node in ir.walk(self.body) if isinstance(node, ir.BlockCall)] if model.blocks else []
+        self.varying_call_args = _varying((call.span, call.args) for call in self.calls)
+        self.instances = {call.instance: call for call in self.calls}
+        self.block_names = frozenset(block.name for block in model.blocks)
+        self.function_names = set(self.block_names)
+        self.functions: dict[str, _Function] = {}  # block instance -> its function
+        self.definitions: list[list[str]] = []
+        self._callable: dict[str, bool] = {}
+        self._loops: dict[int, Fragment | None] = {}
+
+    @functools.cached_property
+    def readers(self) -> dict[str, list[str]]:
+        """Tensor -> the layers that read it."""
+        readers: dict[str, list[str]] = {}
+        for layer in self.model.layers:
             for tensor in layer.inputs:
-                readers.setdefault(tensor, []).append(layer)
-        output = model.output_layer.name
-        self._named: dict[str, str] = {}
-        used = taken | self.RESERVED
-        for tensor in position:
-            read_by = readers.get(tensor, [])
-            if tensor == output:
-                lasting = position[tensor] != len(model.layers) - 1
-            else:
-                # `x` is overwritten by the next layer, so only that layer's single read may use it
-                lasting = len(read_by) != 1 or REGISTRY[read_by[0].kind].merge
-                lasting = lasting or position[read_by[0].name] != position[tensor] + 1
-            if lasting:
-                # a layer's own name is free unless the function uses it; other names avoid every layer's
-                wanted = "to_channels_last" if tensor == ir.INPUT_NAME else tensor
-                own = wanted == tensor and tensor not in self.RESERVED
-                self._named[tensor] = tensor if own else _free_name(wanted, used)
-                used.add(self._named[tensor])
+                readers.setdefault(tensor, []).append(layer.name)
+        return readers
 
-    def variable(self, tensor: str, chain: str) -> str:
-        """The variable that holds ``tensor``: its own, or ``chain`` when it is read once, next."""
-        return self._named.get(tensor, chain)
+    @functools.cached_property
+    def layer_names(self) -> set[str]:
+        return {layer.name for layer in self.model.layers}
 
+    # --- the file -------------------------------------------------------------------------
 
-def _apply(layer_call: LayerCall, target: str, sources: list[str], merge: bool) -> list[str]:
-    """``target = layers.X(...)(source)`` (a list of sources for merges), wrapped as black would."""
-    argument = "[" + ", ".join(sources) + "]" if merge else layer_call.argument(sources[0])
-    lines = layer_call.lines(f"{target} = ", f"({argument})", indent=4)
-    if all(4 + len(line) <= LINE_WIDTH for line in lines):
+    def source(self) -> str:
+        instances: dict[str, list[ir.BlockCall]] = {}
+        for node in self.calls:
+            if self.is_callable(node):
+                instances.setdefault(node.block, []).append(node)
+        for block in self._bottom_up(instances):
+            self._define(block, instances[block])
+        lines = [
+            module_docstring(self.model, "Keras", "Needs only Keras 3."),
+            "",
+            "import keras",
+            "from keras import layers",
+        ]
+        for kind in sorted({layer.kind for layer in self.model.layers} & DEFINITIONS.keys()):
+            lines += ["", "", *DEFINITIONS[kind].rstrip("\n").split("\n")]
+        for definition in self.definitions:
+            lines += ["", "", *definition]
+        lines += ["", "", "def build_model():"]
+        lines += [f"    {line}" for line in self._build_model()]
+        # long lines split as `ruff format` splits them
+        return "\n".join(line if len(line) <= LINE_WIDTH else "\n".join(_wrap(line)) for line in lines) + "\n"
+
+    def _build_model(self) -> list[str]:
+        model = self.model
+        inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
+        if model.input.dtype != "float32":
+            inputs_kwargs["dtype"] = model.input.dtype
+        inputs_kwargs["name"] = _free_name("input", self.layer_names)
+        lines = [f"inputs = {call('keras.Input', **inputs_kwargs)}"]
+        channels_first = model.input.layout == "channels_first"
+        reserved = _RESERVED | self.function_names
+
+        def input_variable(lasting: bool) -> str:
+            if not channels_first:
+                return "inputs"
+            return _free_name("to_channels_last", self.layer_names | reserved) if lasting else "x"
+
+        if self._is_chain():
+            first = input_variable(False)
+            body, output = self._chain(first), "x" if model.layers else first
+        else:
+            body, output, first = self._scope(self.body, ir.INPUT_NAME, self.output, "model", "", 0, input_variable)
+        if channels_first:
+            rank = len(model.input.shape)
+            order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
+            lines.append(f"# the model is fed {_axes_text(rank)}; Keras layers work channels-last")
+            permute = keras_layer("layers.Permute", order, name=_free_name("to_channels_last", self.layer_names))
+            lines.append(f"{first} = {permute.code()}(inputs)")
+        lines += body
+        lines.append(f"return {call('keras.Model', Code('inputs'), Code(output), name=ident(model.name))}")
         return lines
-    head = layer_call.lines(f"{target} = ", "(", indent=4)
-    if 8 + len(argument) <= LINE_WIDTH:
-        return [*head, f"    {argument}", ")"]
-    return [*head, "    [", *(f"        {source}," for source in sources), "    ]", ")"]
+
+    # --- block definitions ----------------------------------------------------------------
+
+    def _is_chain(self) -> bool:
+        """The model is one chain of layers, without blocks, repeats or taps."""
+        return self.model.is_sequential and all(isinstance(node, ir.LayerNode) for node in self.body)
+
+    def _chain(self, source: str) -> list[str]:
+        """A chain: each layer (with an activation that follows it fused in) reassigns ``x``."""
+        layers = self.model.layers
+        lines: list[str] = []
+        i = 0
+        while i < len(layers):
+            fused = layers[i + 1] if i + 1 < len(layers) and _fusable(layers[i], layers[i + 1]) else None
+            lines += self._layer(layers[i], fused, "x", [source], "model")
+            source = "x"
+            i += 2 if fused else 1
+        return lines
+
+    def is_callable(self, node: ir.BlockCall) -> bool:
+        """A block instance is a function call when it reads only its input and only its output is read outside."""
+        if node.instance not in self._callable:
+            inside = structure.produced(node.body)
+            parameters = self.model.block(node.block).signature
+            self._callable[node.instance] = (
+                node.output != node.input
+                and all(_usable_parameter(p) and p not in self.block_names for p in parameters)
+                and structure.self_contained(node)
+                and (self.output not in inside or self.output == node.output)
+                and all(
+                    reader in inside for tensor in inside - {node.output} for reader in self.readers.get(tensor, ())
+                )
+            )
+        return self._callable[node.instance]
+
+    def _bottom_up(self, instances: dict[str, list[ir.BlockCall]]) -> list[str]:
+        """Block definitions in an order where each comes after those whose functions it calls."""
+        uses = {
+            block: {
+                node.block
+                for instance in calls
+                for node in ir.walk(instance.body)
+                if isinstance(node, ir.BlockCall) and self.is_callable(node)
+            }
+            for block, calls in instances.items()
+        }
+        order: list[str] = []
+
+        def visit(block: str) -> None:
+            if block not in order:
+                for used in sorted(uses[block]):
+                    visit(used)
+                order.append(block)
+
+        for block in instances:
+            visit(block)
+        return order
+
+    def _define(self, block: str, instances: list[ir.BlockCall]) -> None:
+        definition = self.model.block(block)
+        fragments, scopes = [], []
+        for instance in instances:
+            with codegen.holes() as holes:
+                lines, output, parameter = self._scope(
+                    instance.body,
+                    instance.input,
+                    instance.output,
+                    "function",
+                    instance.instance + "_",
+                    0,
+                    lambda lasting: "inputs" if lasting else "x",
+                    set(definition.signature),
+                )
+            fragments.append(Fragment.of("\n".join([parameter, *lines, f"return {output}"]), holes))
+            scopes.append(Scope(dict(instance.args), dict(definition.defaults), instance.instance))
+        variants = structure.unify(fragments, scopes, reserved=_RESERVED | self.function_names)
+        for number, variant in enumerate(variants):
+            # (a block named `keras` or `layers` must not hide the modules: `keras_1`)
+            taken = (self.function_names - {block} if number == 0 else self.function_names) | _RESERVED
+            name = _free_name(block if number == 0 else f"{block}_{number + 1}", taken)
+            self.function_names.add(name)
+            parameter, *body = variant.text.split("\n")
+            signature = [parameter] + [
+                f"{ident(p.name)}={literal(p.default)}" if p.has_default else ident(p.name) for p in variant.parameters
+            ]
+            if variant.uses_name:
+                signature.append("name=None")
+            self.definitions.append([f"def {ident(name)}({', '.join(signature)}):", *(f"    {line}" for line in body)])
+            for member in variant.members:
+                instance = instances[member]
+                spelled_out = self.varying_call_args.get(instance.span, frozenset())
+                self.functions[instance.instance] = _Function(name, variant, member, spelled_out)
+
+    # --- a scope: the body of a function, of a loop, or of build_model ----------------------
+
+    def _scope(
+        self,
+        nodes: tuple[ir.Node, ...],
+        input_tensor: str,
+        output_tensor: str,
+        mode: str,
+        prefix: str,
+        depth: int,
+        input_variable: Callable[[bool], str | None],
+        parameters: set[str] | None = None,
+    ) -> tuple[list[str], str, str]:
+        """The lines of one scope, the variable holding its output, and the one holding its input.
+
+        ``mode`` is "model" (comments with the DSL line and the output shape), "function" or
+        "loop" (comments with the statement as written: no shapes, which differ between uses).
+        """
+        taps: dict[str, str] = {}
+        steps = self._steps(nodes, mode, depth, taps)
+        reads: dict[str, int] = {}  # tensor -> how many statements of the scope read it (none outside does)
+        for step in steps:
+            for tensor in step.reads:
+                reads[tensor] = reads.get(tensor, 0) + 1
+        steps = self._fuse(steps, taps, reads, output_tensor)
+        names, input_lasting = self._names(steps, input_tensor, output_tensor, taps, reads, prefix, parameters or set())
+        first = input_variable(input_lasting)
+        if first is None:
+            raise _NotALoop
+        held = {input_tensor: first}
+        lines: list[str] = []
+        for step in steps:
+            target = names.get(step.produces, "x")
+            lines += self._step(step, target, [held[tensor] for tensor in step.reads], mode, depth)
+            held[step.produces] = target
+        return lines, held[output_tensor], first
+
+    def _steps(self, nodes: tuple[ir.Node, ...], mode: str, depth: int, taps: dict[str, str]) -> list[_Step]:
+        steps: list[_Step] = []
+        for node in nodes:
+            if isinstance(node, ir.LayerNode):
+                steps.append(_Step(node.layer.inputs, node.layer.name, layer=node.layer))
+            elif isinstance(node, ir.Tap):
+                taps[node.tensor] = node.name
+            elif isinstance(node, ir.BlockCall):
+                if self.is_callable(node):
+                    steps.append(_Step((node.input,), node.output, call=node))
+                else:
+                    inlined = self._steps(node.body, mode, depth, taps)
+                    if inlined:
+                        inlined[0].comment = f"# block {node.instance if mode == 'model' else node.block}"
+                    steps += inlined
+            elif self._loop(node, mode, depth) is not None:
+                steps.append(_Step((node.input,), node.output, repeat=node))
+            else:
+                for iteration in node.iterations:
+                    steps += self._steps(iteration, mode, depth, taps)
+        return steps
+
+    def _fuse(self, steps: list[_Step], taps: dict[str, str], reads: dict[str, int], output: str) -> list[_Step]:
+        """``conv2d ... | relu``: the activation becomes the layer's ``activation=`` when nothing else reads the conv."""
+        out: list[_Step] = []
+        for step in steps:
+            before = out[-1] if out and step.layer is not None and step.layer.kind == "activation" else None
+            if (
+                before is not None
+                and before.layer is not None
+                and before.activation is None
+                and _fusable(before.layer, step.layer)
+                and not step.comment
+                and step.reads == (before.produces,)
+                and reads[before.produces] == 1
+                and before.produces not in taps
+                and before.produces != output
+            ):
+                before.activation, before.produces = step.layer, step.layer.name
+            else:
+                out.append(step)
+        return out
+
+    def _names(
+        self,
+        steps: list[_Step],
+        input_tensor: str,
+        output_tensor: str,
+        taps: dict[str, str],
+        reads: dict[str, int],
+        prefix: str,
+        parameters: set[str],
+    ) -> tuple[dict[str, str], bool]:
+        """Variables for the tensors of a scope that ``x`` cannot hold: those read more than once,
+        by a merge or not by the next statement, and taps. Also whether the input is one of them."""
+        position = {input_tensor: -1}
+        for i, step in enumerate(steps):
+            position[step.produces] = i
+        lasting: list[str] = []
+        input_lasting = False
+        last = len(steps) - 1
+        for tensor, index in position.items():
+            if tensor == output_tensor:
+                held = index != last
+            else:
+                # `x` holds a tensor that the next statement alone reads, and reads alone
+                held = reads.get(tensor) != 1 or index == last or tensor not in steps[index + 1].reads
+                held = held or steps[index + 1].merge
+            if tensor == input_tensor:
+                input_lasting = held
+            elif held or tensor in taps:
+                lasting.append(tensor)
+        if not lasting:
+            return {}, input_lasting
+        # a tensor a block's function returns is named after the call (`up_1`), others after their
+        # layer (a layer with its activation fused in after the layer: the Keras layer it is)
+        wanted = {
+            step.produces: step.call.instance if step.call else step.layer.name if step.layer else step.produces
+            for step in steps
+        }
+        own = {_local(wanted.get(tensor, tensor), prefix) for tensor in position} if taps else set()
+        used = set(_RESERVED | self.function_names | parameters)
+        names: dict[str, str] = {}
+        for tensor in lasting:
+            if tensor in taps:
+                names[tensor] = _free_name(_identifier(taps[tensor]), used | own | self.layer_names)
+            else:
+                names[tensor] = _free_name(_local(wanted[tensor], prefix), used)
+            used.add(names[tensor])
+        return names, input_lasting
+
+    # --- statements -----------------------------------------------------------------------
+
+    def _step(self, step: _Step, target: str, sources: list[str], mode: str, depth: int) -> list[str]:
+        if step.layer is not None:
+            layer_lines = self._layer(step.layer, step.activation, target, sources, mode)
+            return [step.comment, *layer_lines] if step.comment else layer_lines
+        lines = [step.comment] if step.comment else []
+        if step.call is not None:
+            node = step.call
+            if mode == "model":
+                lines.append(f"# line {node.span.line}: {node.block} -> {shape_comment(self._shape(node.output))}")
+            return [*lines, f"{target} = {self._call(node, sources[0])}"]
+        assert step.repeat is not None
+        repeat = step.repeat
+        loop = self._loop(repeat, mode, depth)
+        assert loop is not None
+        if mode == "model":
+            lines.append(
+                f"# line {repeat.span.line}: repeat {repeat.count} -> {shape_comment(self._shape(repeat.output))}"
+            )
+        if sources[0] != "x":
+            lines.append(f"x = {sources[0]}")
+        lines.append(f"for {_LOOP_INDEXES[depth]} in range({py(repeat.count)}):")
+        text = loop.render(lambda k: py(Hint(loop.values[k], loop.meanings[k]) if loop.meanings[k] else loop.values[k]))
+        lines += [f"    {line}" if line else line for line in text.split("\n")]
+        if target != "x":
+            lines.append(f"{target} = x")
+        return lines
+
+    def _layer(
+        self, layer: ir.Layer, activation: ir.Layer | None, target: str, sources: list[str], mode: str
+    ) -> list[str]:
+        """``target = layers.X(...)(source)``, after the DSL line(s) it comes from; a merge reads a list."""
+        lines = [_comment(layer, mode)]
+        if activation is not None:
+            lines.append(_comment(activation, mode))
+            function = activation.args["function"]
+            layer = dataclasses.replace(
+                layer, args=ir.Args(tuple((k, function if k == "activation" else v) for k, v in layer.args.items()))
+            )
+        spelled_out = self.varying_layer_args.get((layer.span, layer.kind)) if layer.block else None
+        if spelled_out is None:
+            layer_call = self.emitters[layer.kind](layer)
+        else:
+            token = _SPELLED_OUT.set(spelled_out)
+            try:
+                layer_call = self.emitters[layer.kind](layer)
+            finally:
+                _SPELLED_OUT.reset(token)
+        if mode != "model":
+            layer_call = self._hinted(layer_call, layer)
+        if layer_call.before is not None:
+            lines.append(f"x = {layer_call.before.code()}({sources[0]})")
+            sources = ["x"]
+        argument = "[" + ", ".join(sources) + "]" if REGISTRY[layer.kind].merge else sources[0]
+        lines.append(f"{target} = {layer_call.code()}({argument})")
+        return lines
+
+    def _hinted(self, layer_call: LayerCall, layer: ir.Layer) -> LayerCall:
+        """The call with each argument that the statement, as written, takes from a block parameter
+        marked as that parameter (``Hint``), so that the function names it even where every
+        instance passes the same value (``bottleneck=128``, DenseNet's default)."""
+        instance = self.instances.get(layer.block[-1]) if layer.block else None
+        if instance is None:
+            return layer_call
+        arguments = dict(instance.args.items())
+        named = [token.rpartition("=")[2] for token in layer.written.split()[1:]]
+        values = {p: arguments[p] for p in named if p in arguments}
+        if not values:
+            return layer_call
+
+        def hint(value: Any) -> Any:
+            for parameter, given in values.items():
+                if _equal(value, given) or (isinstance(value, tuple) and all(_equal(v, given) for v in value)):
+                    return Hint(value, parameter)
+            return value
+
+        return dataclasses.replace(
+            layer_call,
+            args=tuple(map(hint, layer_call.args)),
+            kwargs={k: v if k == "name" else hint(v) for k, v in layer_call.kwargs.items()},
+        )
+
+    def _call(self, node: ir.BlockCall, source: str) -> Code:
+        function = self.functions[node.instance]
+        variant = function.variant
+        positional, keywords = variant.call_arguments(function.member)
+        values = variant.arguments[variant.members.index(function.member)]
+        keywords = {
+            p.name: values[p.name]
+            for p in variant.parameters
+            if p.has_default and (p.name in keywords or p.name in function.spelled_out)
+        }
+        if variant.uses_name:
+            keywords["name"] = node.instance
+        return call(function.name, Code(source), *positional, **keywords)
+
+    def _loop(self, repeat: ir.Repeat, mode: str, depth: int) -> Fragment | None:
+        """The body of the `for` loop a repeat becomes, or None where it is written out iteration by iteration."""
+        key = id(repeat)
+        if key not in self._loops:
+            self._loops[key] = None
+            if repeat.count >= (2 if mode == "model" else 1) and depth < len(_LOOP_INDEXES):
+                self._loops[key] = self._loop_body(repeat, depth)
+        return self._loops[key]
+
+    def _loop_body(self, repeat: ir.Repeat, depth: int) -> Fragment | None:
+        fragments = []
+        previous = repeat.input
+        for iteration in repeat.iterations:
+            made = structure.produced(iteration)
+            if any(isinstance(node, ir.Tap) for node in ir.walk(iteration)):
+                return None
+            if not structure.reads(iteration) <= made | {previous}:
+                return None
+            output = next(_output(node) for node in reversed(iteration) if not isinstance(node, ir.Tap))
+            if any(reader not in made for tensor in made - {output} for reader in self.readers.get(tensor, ())):
+                return None
+            with codegen.holes() as holes:
+                try:
+                    lines, result, _ = self._scope(
+                        iteration, previous, output, "loop", "", depth + 1, lambda lasting: None if lasting else "x"
+                    )
+                except _NotALoop:
+                    return None
+            if result != "x":
+                return None
+            fragments.append(Fragment.of("\n".join(lines), holes))
+            previous = output
+        if previous != repeat.output:
+            return None
+        return structure.unify_iterations(fragments, _LOOP_INDEXES[depth])
+
+    def _shape(self, tensor: str) -> tuple[int, ...]:
+        return self.model.input.shape if tensor == ir.INPUT_NAME else self.model.layer(tensor).output_shape
 
 
-def _block_comment(out: SourceWriter, layer: ir.Layer, previous: tuple[str, ...]) -> tuple[str, ...]:
-    """``# block stage2 > stage2_bottleneck_1`` where a layer enters another block instance."""
-    if layer.block and layer.block != previous:
-        out.line(f"# block {' > '.join(layer.block)}")
-    return layer.block
+class _NotALoop(Exception):
+    """An iteration of a repeat reads its input after the first statement: written out, not looped."""
+
+
+def _fusable(layer: ir.Layer, activation: ir.Layer | None) -> bool:
+    """Whether ``activation`` can be the ``activation=`` of ``layer``, the layer it reads."""
+    return (
+        activation is not None
+        and activation.kind == "activation"
+        and layer.kind in _FUSABLE
+        and layer.args["activation"] == "linear"
+        and not activation.input_masked
+    )
+
+
+def _comment(layer: ir.Layer, mode: str) -> str:
+    """The DSL line a layer came from: with its output shape in ``build_model``, as written in a block
+    (without shapes, which differ between the block's instances) in a function or loop."""
+    if mode == "model":
+        return layer_comment(layer, layer.output_shape)
+    return f"# line {layer.span.line}: {layer.written or layer.source}"
+
+
+def _usable_parameter(name: str) -> bool:
+    """A block parameter that can be a Python parameter of the block's function as it is (not a
+    dunder name such as ``__import__``: those blocks are written inline)."""
+    return _identifier(name) == name and name not in _RESERVED
+
+
+def _local(name: str, prefix: str) -> str:
+    """A name inside a block instance without the instance's prefix: ``conv_bn_1_bn`` in ``basic_conv_bn_1_bn``."""
+    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+
+def _output(node: ir.Node) -> str:
+    if isinstance(node, ir.LayerNode):
+        return node.layer.name
+    if isinstance(node, ir.BlockCall | ir.Repeat):
+        return node.output
+    raise TypeError(node)
+
+
+def _varying(items: Iterable[tuple[Any, Mapping[str, Any]]]) -> dict[Any, frozenset[str]]:
+    """For each key (a statement), the arguments whose values differ between its instances."""
+    seen: dict[Any, list[Mapping[str, Any]]] = {}
+    for key, args in items:
+        seen.setdefault(key, []).append(args)
+    varying: dict[Any, frozenset[str]] = {}
+    for key, instances in seen.items():
+        rows = [tuple(args.items()) for args in instances]
+        if any(row != rows[0] for row in rows[1:]):
+            first, *others = map(dict, rows)
+            varying[key] = frozenset(
+                name for name in first if any(not _equal(other.get(name), first[name]) for other in others)
+            )
+    return varying
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _identifier(text: str, fallback: str = "tap") -> str:
+    """``text`` as a variable name, or ``fallback`` where it is not a plain one (a keyword, ``__import__``)."""
+    return text if text.isidentifier() and not keyword.iskeyword(text) and not text.startswith("__") else fallback
+
+
+# --- formatting: long lines split as `ruff format` splits them -------------------------------
+
+
+def _wrap(line: str, width: int = LINE_WIDTH) -> list[str]:
+    """``line`` split at its brackets as ruff format (and black) would: the last bracket whose
+    opening line fits, its contents on one line, or one item a line with a trailing comma."""
+    if len(line) <= width:
+        return [line]
+    stripped = line.lstrip()
+    if stripped.startswith("#"):
+        return [line]
+    indent = line[: len(line) - len(stripped)]
+    for opening, closing in reversed(_groups(stripped)):
+        head, inner, tail = stripped[: opening + 1], stripped[opening + 1 : closing], stripped[closing:]
+        if len(indent) + len(head) > width or len(indent) + len(tail) > width:
+            continue
+        return [indent + head, *_wrap_items(inner, indent + "    ", width), indent + tail]
+    return [line]
+
+
+def _wrap_items(inner: str, indent: str, width: int) -> list[str]:
+    if len(indent) + len(inner) <= width:
+        return [indent + inner]
+    items = _split(inner)
+    if len(items) == 1:
+        return _wrap(indent + inner, width)
+    return [wrapped for item in items for wrapped in _wrap(f"{indent}{item},", width)]
+
+
+def _scan(text: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, bracket depth before it) for each character outside string literals."""
+    depth, quote, index = 0, "", 0
+    while index < len(text):
+        ch = text[index]
+        if quote:
+            if ch == "\\":
+                index += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        else:
+            yield index, ch, depth
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+        index += 1
+
+
+def _groups(text: str) -> list[tuple[int, int]]:
+    """(opening, closing) index of every outermost bracket pair."""
+    groups, opening = [], 0
+    for index, ch, depth in _scan(text):
+        if ch in "([{" and depth == 0:
+            opening = index
+        elif ch in ")]}" and depth == 1:
+            groups.append((opening, index))
+    return groups
+
+
+def _split(inner: str) -> list[str]:
+    """The comma-separated items of a bracket's contents."""
+    items, start = [], 0
+    for index, ch, depth in _scan(inner):
+        if ch == "," and depth == 0:
+            items.append(inner[start:index].strip())
+            start = index + 1
+    items.append(inner[start:].strip())
+    return [item for item in items if item]
 
 
 def _axes_text(rank: int) -> str:

@@ -564,7 +564,13 @@ class _Generator:
         out = SourceWriter()
         out.line(f"class {name}({self.use('Block')}):")
         with out.indent():
-            out.line(f"def __init__({', '.join(parameters)}):")
+            signature = f"def __init__({', '.join(parameters)}):"
+            if 4 + len(signature) <= _LINE_LENGTH:
+                out.line(signature)
+            elif 8 + len(", ".join(parameters)) <= _LINE_LENGTH:  # as ruff splits a long signature
+                out.lines += ["    def __init__(", f"        {', '.join(parameters)}", "    ):"]
+            else:
+                out.lines += ["    def __init__(", *(f"        {p}," for p in parameters), "    ):"]
             for line in init.split("\n"):
                 out.lines += _formatted(line, 2)
             out.blank()

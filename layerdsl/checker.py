@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import expressions
 from .arguments import bind_args, choice, convert, did_you_mean, framework_name_hint, identifier
 from .errors import LayerCheckError, LayerCheckWarning, Span
 from .ir import (
@@ -186,8 +187,9 @@ class _Checker:
             for item in items:
                 if isinstance(item, Reference):
                     continue
-                if item.name == "repeat" and item.positionals and item.positionals[0].kind == "int":
-                    count = max(int(item.positionals[0].value), 0)  # type: ignore[arg-type]
+                count_value = _constant(item.positionals[0]) if item.name == "repeat" and item.positionals else None
+                if count_value is not None:
+                    count = max(count_value, 0)
                     total += count * sum(size(b, active) for b in item.bodies)
                 elif item.name in self.blocks and item.name not in active:  # recursion is reported later
                     if item.name not in sizes:
@@ -234,6 +236,8 @@ class _Checker:
             except LayerCheckError as exc:
                 self.record(exc)
                 current = _Tensor.unknown()
+            except _NeedsShape:  # in_channels after a failed statement: the error is reported already
+                current = _Tensor.unknown()
         return current
 
     def _run_item(self, item: Item, scope: _Scope, current: _Tensor) -> _Tensor:
@@ -243,6 +247,8 @@ class _Checker:
         if stmt.name in ("model", "input", "block"):
             where = "before the first layer" if stmt.name != "block" else "at the top level"
             raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
+        if stmt.name != "tap":
+            stmt = _resolve(stmt, current, scope.entry or current)
         if stmt.name == "tap":
             self._tap(stmt, scope, current)
         elif stmt.name == "repeat":
@@ -284,6 +290,9 @@ class _Checker:
         start = current
         iterations = []
         for _ in range(count):
+            if len(self.layers) > MAX_LAYERS:  # counts computed from block parameters escape _check_expansion
+                raise LayerCheckError(f"the model expands to more than {MAX_LAYERS:,} layers", span=stmt.name_span,
+                                      hint="repeats and blocks multiply: check the counts")
             self.nodes.append([])
             current = self._run_items(stmt.bodies[0], scope, current)
             iterations.append(tuple(self.nodes.pop()))
@@ -382,6 +391,12 @@ class _Checker:
         for opt in stmt.options:
             if opt.key == "name":
                 raise LayerCheckError("`name` is reserved: a block call's `name=` names the instance", span=opt.key_span)
+            if opt.value.kind in ("expr", "dims_expr"):
+                raise LayerCheckError(
+                    f"the default of `{opt.key}` must be a value, not an expression",
+                    span=opt.value.span,
+                    hint="compute it in the body instead, e.g. `conv2d filters*4 1`",
+                )
             defaults[opt.key] = opt.value
         names = [*params, *defaults]
         duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -446,6 +461,7 @@ class _Checker:
             raise LayerCheckError(f"name `{scope.prefixed(instance)}` is used twice", span=stmt.span)
         self.instances.add(scope.prefixed(instance))
         inner = scope.child(instance, block.name, stmt)
+        inner.entry = current
         body = tuple(_substitute(item, bound) for item in block.body)
         self.nodes.append([])
         self.calls.append(f"in block `{block.name}` ({inner.prefix}) called on line {stmt.span.line}")
@@ -813,6 +829,8 @@ class _Scope:
     parent: _Scope | None
     taps: dict[str, _Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: The tensor the block instance reads (its `in_channels`); None at the top level.
+    entry: _Tensor | None = None
 
     @staticmethod
     def top() -> _Scope:
@@ -859,12 +877,20 @@ class _Scope:
 
 
 def _substitute(item: Item, bound: dict[str, Value]) -> Item:
-    """A block body item with parameter names replaced by the bound values."""
+    """A block body item with parameter names replaced by the bound values (inside expressions too)."""
     if isinstance(item, Reference):
         return item
+    numbers = {k: int(v.value) if v.kind == "int" else v.source() for k, v in bound.items()}  # type: ignore[arg-type]
 
     def value(v: Value) -> Value:
-        return bound.get(str(v.value), v) if v.kind == "name" else v
+        if v.kind == "name":
+            return bound.get(str(v.value), v)
+        if v.kind == "expr":
+            return dataclasses.replace(v, value=expressions.substitute(v.value, numbers))  # type: ignore[arg-type]
+        if v.kind == "dims_expr":
+            parts = tuple(p if isinstance(p, int) else expressions.substitute(p, numbers) for p in v.value)  # type: ignore[union-attr]
+            return dataclasses.replace(v, value=parts)
+        return v
 
     return dataclasses.replace(
         item,
@@ -882,9 +908,73 @@ def _names_used(items: Iterable[Item]) -> set[str]:
         if isinstance(item, Statement):
             values = [*item.positionals, *(o.value for o in item.options)]
             used.update(str(v.value) for v in values if v.kind in ("name", "ref"))
+            used.update(name for v in values for name in _expression_names(v))
             for body in item.bodies:
                 used |= _names_used(body)
     return used
+
+
+class _NeedsShape(Exception):
+    """`in_channels` read where the input is unknown (after an error): the statement is skipped."""
+
+
+def _expression_names(value: Value) -> set[str]:
+    if value.kind == "expr":
+        return expressions.names(value.value)  # type: ignore[arg-type]
+    if value.kind == "dims_expr":
+        return set().union(*(expressions.names(p) for p in value.value if not isinstance(p, int)))  # type: ignore[union-attr]
+    return set()
+
+
+def _constant(value: Value) -> int | None:
+    """An integer, or an expression of integers alone (a repeat count), else None."""
+    if value.kind == "int":
+        return int(value.value)  # type: ignore[arg-type]
+    if value.kind == "expr" and not expressions.names(value.value):  # type: ignore[arg-type]
+        try:
+            return expressions.evaluate(value.value, expressions.environment({}))  # type: ignore[arg-type]
+        except LayerCheckError:
+            return None
+    return None
+
+
+def _resolve(stmt: Statement, current: _Tensor, entry: _Tensor) -> Statement:
+    """The statement with its expressions evaluated: `channels` is the last axis of the tensor it
+    reads, `in_channels` that of the tensor its block instance reads (at the top level, the same);
+    names left in an expression are not the block's parameters."""
+
+    def lookup(name: expressions.Name) -> int:
+        if name.name in expressions.SHAPE_NAMES:
+            tensor = entry if name.name == expressions.CHANNELS else current
+            if not tensor.known:
+                raise _NeedsShape
+            return tensor.shape[-1]
+        raise LayerCheckError(
+            f"unknown name `{name.name}` in an expression",
+            span=name.span,
+            hint="expressions read integers, the enclosing block's parameters, `in_channels` (the channel count "
+            "of the tensor the block reads) and `channels` (that of the tensor the statement reads)",
+        )
+
+    def value(v: Value) -> Value:
+        if v.kind == "name" and v.value in expressions.SHAPE_NAMES:
+            return Value("int", lookup(expressions.Name(str(v.value), v.span)), v.span)
+        if v.kind == "expr":
+            return Value("int", expressions.evaluate(v.value, lookup), v.span)  # type: ignore[arg-type]
+        if v.kind == "dims_expr":
+            parts = tuple(p if isinstance(p, int) else expressions.evaluate(p, lookup) for p in v.value)  # type: ignore[union-attr]
+            return Value("dims", parts, v.span)
+        return v
+
+    if not any(_expression_names(v) or v.kind in ("expr", "dims_expr") or v.value in expressions.SHAPE_NAMES
+               for v in (*stmt.positionals, *(o.value for o in stmt.options))):
+        return stmt
+    return dataclasses.replace(
+        stmt,
+        written=stmt.written or stmt,
+        positionals=tuple(value(v) for v in stmt.positionals),
+        options=tuple(dataclasses.replace(o, value=value(o.value)) for o in stmt.options),
+    )
 
 
 def _explicit_names(items: Iterable[Item]) -> set[str]:

@@ -252,6 +252,8 @@ def value_text(value: Value, layout: Layout) -> str:
             return _string_text(str(value.value))
         if value.kind == "ref":
             return f"@{value.value}"
+        if value.kind in ("expr", "dims_expr"):
+            return value.source()
     except ValueError:  # an integer too long for str() keeps its digits as written
         pass
     return layout.slice(value.span)

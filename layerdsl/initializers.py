@@ -83,6 +83,8 @@ def keras_fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def distribution(name: str, shape: tuple[int, ...]) -> Distribution:
     """The distribution Keras's initializer ``name`` draws from for ``shape``."""
+    if name.startswith("constant:"):  # a fixed starting value (layer scale's 1e-6)
+        return Distribution("constant", value=float(name.split(":", 1)[1]))
     if name == "zeros":
         return Distribution("constant", value=0.0)
     if name == "ones":

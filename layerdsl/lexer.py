@@ -49,7 +49,10 @@ FLOAT = Number.Float
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # The grammar's tokens (grammars/layers.lark), written so that Python's `re` and Oniguruma
 # (TextMate) read them the same way.
-DIMS_RE = r"(?<![A-Za-z0-9_.])[0-9]+(?:x[0-9]+)+(?![A-Za-z0-9_])"
+# Dims parts are integers or names (`1x1xc`); a name part ends before `x` and a digit or `(`.
+DIMS_RE = r"(?<![A-Za-z0-9_.])[0-9]+(?:x(?:[0-9]+|(?!x[0-9(])[A-Za-z_](?:(?!x[0-9(])[A-Za-z0-9_])*))+(?![A-Za-z0-9_])"
+#: Arithmetic in arguments (`filters*4`, `c//2`).
+ARITHMETIC_RE = r"//|[-+*%/]"
 FLOAT_RE = r"(?<![A-Za-z0-9_.])[+-]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)"
 INTEGER_RE = r"(?<![A-Za-z0-9_.])[+-]?[0-9]+(?![A-Za-z0-9_.])"
 BOOLEAN_RE = r"\b(?:true|false)\b"
@@ -113,6 +116,7 @@ class LayersLexer(RegexLexer):
             (INTEGER_RE, INTEGER),
             (r'"', String.Double, "string"),
             (r"=", Operator),
+            (ARITHMETIC_RE, Operator),
             (r"\|", Punctuation),
             (r"[{}]", Punctuation),
             (r"[()\[\],:;]", Punctuation),
@@ -202,6 +206,7 @@ def textmate_grammar() -> dict[str, Any]:
                     {"name": "punctuation.section.block.begin.layers", "match": r"\{"},
                     {"name": "punctuation.section.block.end.layers", "match": r"\}"},
                     {"name": "keyword.operator.assignment.layers", "match": "="},
+                    {"name": "keyword.operator.arithmetic.layers", "match": ARITHMETIC_RE},
                 ]
             },
         },

@@ -14,14 +14,17 @@ from pathlib import Path
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import expressions
 from .errors import LayerSyntaxError, Span
 
-Scalar = int | float | str | bool | tuple[int, ...]
+Scalar = int | float | str | bool | tuple[int, ...] | expressions.Expr | tuple[int | expressions.Expr, ...]
 
 
 @dataclass(frozen=True)
 class Value:
-    """A literal as written: ``kind`` is int, float, dims, name or string."""
+    """A value as written: ``kind`` is int, float, dims, name, string or ref; or ``expr`` (an
+    ``expressions.Expr``) and ``dims_expr`` (dims with names or expressions among their parts),
+    which the checker evaluates to int and dims."""
 
     kind: str
     value: Scalar
@@ -38,6 +41,10 @@ class Value:
             return repr(self.value)
         if self.kind == "ref":
             return f"@{self.value}"
+        if self.kind == "expr":
+            return expressions.text(self.value)  # type: ignore[arg-type]
+        if self.kind == "dims_expr":
+            return expressions.dims_text(self.value)  # type: ignore[arg-type]
         return str(self.value)
 
 
@@ -152,8 +159,29 @@ class _ToSyntax(Transformer):
 
     def dims(self, children: list[Token]) -> Value:
         (tok,) = children
-        _check_length(tok)
-        return Value("dims", tuple(int(p) for p in tok.split("x")), _span_of_token(tok))
+        span = _span_of_token(tok)
+        parts = expressions.parse_dims(str(tok), span.line, span.column)
+        if all(isinstance(p, int) for p in parts):
+            return Value("dims", parts, span)
+        return Value("dims_expr", parts, span)
+
+    def expr(self, children: list[Token]) -> Value:
+        (tok,) = children
+        span = _span_of_token(tok)
+        if _PARENTHESIZED_SIZES.match(tok):  # `(28, 28, 1)`, as Python writes a shape
+            raise LayerSyntaxError(
+                "unexpected character `(`",
+                span=Span(span.line, span.column, span.line, span.column + 1),
+                hint=_parenthesized_size_hint(str(tok)),
+            )
+        tree = expressions.parse(str(tok), span.line, span.column)
+        if isinstance(tree, expressions.Num):  # `(3)` is 3, `(relu)` is relu: one spelling per tree
+            return Value("int", tree.value, span)
+        if isinstance(tree, expressions.Neg) and isinstance(tree.operand, expressions.Num):
+            return Value("int", -tree.operand.value, span)
+        if isinstance(tree, expressions.Name):
+            return Value("name", tree.name, span)
+        return Value("expr", tree, span)
 
     def name(self, children: list[Token]) -> Value:
         (tok,) = children
@@ -241,6 +269,7 @@ _TOKEN_WORDS = {
     "INT": "an integer",
     "FLOAT": "a number",
     "DIMS": "dimensions such as 3x3",
+    "EXPR": "an expression such as c*4",
     "STRING": "a string",
     "REF": "a reference such as @skip",
     "LBRACE": "`{`",
@@ -328,7 +357,10 @@ def _parenthesized_size_hint(rest: str) -> str:
     """`(28, 28, 1)` as Python writes a shape: the language writes `28x28x1`."""
     match = _PARENTHESIZED_SIZES.match(rest)
     if match is None:
-        return "sizes and shapes are written with `x`, without parentheses: `3x3`, `28x28x1`"
+        return (
+            "parentheses group an expression such as `(c*4)`, nested at most five deep and closed on the same "
+            "line; sizes and shapes are written with `x`: `3x3`, `28x28x1`"
+        )
     numbers = re.findall(r"\d+", match.group(0))
     written = "x".join(numbers) if len(numbers) > 1 else numbers[0]
     return f"write `{written}`: sizes and shapes are written with `x`, without parentheses or commas"

@@ -32,6 +32,16 @@ ACTIVATIONS = (
     "leaky_relu",
     "silu",
     "relu6",
+    "hard_sigmoid",
+    "hard_swish",
+    "mish",
+    "hard_tanh",
+    "log_softmax",
+    "log_sigmoid",
+    "celu",
+    "tanh_shrink",
+    "soft_shrink",
+    "hard_shrink",
 )
 
 
@@ -275,6 +285,7 @@ class Conv2D(LayerSpec):
         positive("filters", positional=True, doc="number of output channels"),
         Param("kernel", "size2", positional=True, low=1, doc="kernel size: K or HxW"),
         *_conv2d_options(maxnorm=True),
+        positive("groups", default=1, doc="grouped convolution: input and output channels split into G groups"),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -283,16 +294,31 @@ class Conv2D(LayerSpec):
                 "`conv2d` cannot combine stride > 1 with dilation > 1 (Keras and TensorFlow refuse it)",
                 option="dilation",
             )
+        _check_groups(self.kind, args, shape)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank("conv2d", shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
         return (*_window_out("conv2d", "kernel", shape, args["kernel"], args["stride"], args["dilation"], args["pad"]), args["filters"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
-        kernel = Weight("kernel", (*args["kernel"], shape[-1], args["filters"]), True, args["init"])
+        kernel = Weight("kernel", (*args["kernel"], shape[-1] // args["groups"], args["filters"]), True, args["init"])
         if not args["bias"]:
             return (kernel,)
         return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))
+
+
+def _check_groups(kind: str, args: Args, shape: Shape) -> None:
+    """Grouped convolution: both channel counts split evenly into the groups (Keras refuses otherwise)."""
+    groups = args.get("groups", 1)  # depthwise and separable convolutions share conv2d's checks
+    if groups == 1 or not shape:
+        return
+    for what, count in (("input channels", shape[-1]), ("filters", args["filters"])):
+        if count % groups:
+            raise ShapeError(
+                f"`{kind}` groups={groups} must divide its {what} ({count})",
+                hint="choose groups among the common divisors of the input channels and filters",
+                option="groups",
+            )
 
 
 def _image_hint(shape: Shape) -> str | None:
@@ -640,6 +666,7 @@ class Conv1D(LayerSpec):
         Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
         Param("maxnorm", "float", default=None, low=0, low_exclusive=True, doc="max-norm constraint on each filter"),
         Param("activation", "choice", default="linear", choices=ACTIVATIONS, doc="fused activation"),
+        positive("groups", default=1, doc="grouped convolution: input and output channels split into G groups"),
     )
 
     def validate(self, args: Args, shape: Shape) -> None:
@@ -648,6 +675,7 @@ class Conv1D(LayerSpec):
                 "`conv1d` cannot combine stride > 1 with dilation > 1 (Keras and TensorFlow refuse it)",
                 option="dilation",
             )
+        _check_groups(self.kind, args, shape)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         _require_rank("conv1d", shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint("conv1d", shape))
@@ -655,7 +683,7 @@ class Conv1D(LayerSpec):
         return (steps, args["filters"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
-        kernel = Weight("kernel", (args["kernel"], shape[-1], args["filters"]), True, args["init"])
+        kernel = Weight("kernel", (args["kernel"], shape[-1] // args["groups"], args["filters"]), True, args["init"])
         if not args["bias"]:
             return (kernel,)
         return (kernel, Weight("bias", (args["filters"],), True, args["bias_init"]))
@@ -693,11 +721,12 @@ class AvgPool1D(_Pool1D):
 class _GlobalPool(LayerSpec):
     category = "pool"
     rank: ClassVar[int]
+    params = (Param("keepdims", "bool", default=False, doc="keep the pooled axes with size 1: (1, 1, C) for images"),)
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
         what = "2-D (timesteps x channels)" if self.rank == 2 else "3-D (height x width x channels)"
         _require_rank(self.kind, shape, self.rank, what)
-        return (shape[-1],)
+        return (*(1,) * (self.rank - 1), shape[-1]) if args["keepdims"] else (shape[-1],)
 
     def output_mask(self, args: Args, masked: bool) -> bool:
         return False
@@ -744,7 +773,8 @@ class _ElementwiseMerge(LayerSpec):
     def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
         if len(shapes) < 2:
             raise ShapeError(f"`{self.kind}` needs at least two inputs, received {len(shapes)}")
-        if len(set(shapes)) > 1:
+        out = broadcast_shape(shapes)
+        if out is None:
             listed = ", ".join(f"branch {i + 1} {shape_text(s)}" for i, s in enumerate(shapes))
             if self.kind == "add":
                 hint = (
@@ -754,7 +784,20 @@ class _ElementwiseMerge(LayerSpec):
             else:
                 hint = f"{_difference(shapes)}; `{self.kind}` works elementwise: end each branch with the same shape"
             raise ShapeError(f"`{self.kind}` needs inputs of one shape, but receives {listed}", hint=hint)
-        return shapes[0]
+        return out
+
+
+def broadcast_shape(shapes: tuple[Shape, ...]) -> Shape | None:
+    """NumPy's broadcast of shapes without the batch axis, aligned from the right, as Keras's merge
+    layers do: (C,) and (1, 1, C) both scale an (H, W, C) map per channel. None when they do not fit."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for axis in range(-rank, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
 
 
 def _difference(shapes: tuple[Shape, ...], skip: int | None = None) -> str:
@@ -794,6 +837,29 @@ class Average(_ElementwiseMerge):
     kind = "average"
     keras_type = "Average"
     doc = "Averages its inputs elementwise."
+
+
+class Subtract(_ElementwiseMerge):
+    kind = "subtract"
+    keras_type = "Subtract"
+    doc = "The first input minus the second, elementwise (exactly two inputs, as Keras)."
+
+    def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:
+        if len(shapes) != 2:
+            raise ShapeError(f"`subtract` needs exactly two inputs, received {len(shapes)}")
+        return super().merge_shape(args, shapes)
+
+
+class Maximum(_ElementwiseMerge):
+    kind = "maximum"
+    keras_type = "Maximum"
+    doc = "The elementwise maximum of its inputs."
+
+
+class Minimum(_ElementwiseMerge):
+    kind = "minimum"
+    keras_type = "Minimum"
+    doc = "The elementwise minimum of its inputs."
 
 
 class Concat(LayerSpec):
@@ -1025,6 +1091,133 @@ class Permute(LayerSpec):
         return tuple(shape[d - 1] for d in dims)
 
 
+# --- preprocessing and per-channel layers --------------------------------------------------
+
+
+class Rescaling(LayerSpec):
+    kind = "rescaling"
+    keras_type = "Rescaling"
+    doc = "Multiplies by `scale` and adds `offset`: `rescaling 0.00392156862745098` maps 0..255 to 0..1."
+    supports_mask = True
+    category = "norm"
+    per_feature = True
+    params = (
+        Param("scale", "float", positional=True, doc="the factor"),
+        Param("offset", "float", default=0.0, doc="added after scaling"),
+    )
+
+
+class Normalization(LayerSpec):
+    kind = "normalization"
+    keras_type = "Normalization"
+    supports_mask = True
+    category = "norm"
+    per_feature = True
+    feature_weights = ("mean", "variance")
+    doc = (
+        "Keras's `Normalization`: (x - mean) / sqrt(variance) per channel. With `mean=` and `variance=` the "
+        "values are constants (no weights); without them mean, variance and count are non-trainable weights."
+    )
+    params = (
+        Param("mean", "float", default=None, doc="the mean subtracted from every channel (a constant)"),
+        Param("variance", "float", default=None, low=0.0, doc="the variance every channel is divided by the root of"),
+    )
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        if (args["mean"] is None) != (args["variance"] is None):
+            given = "mean" if args["mean"] is not None else "variance"
+            raise ShapeError(
+                "`normalization` takes both mean= and variance=, or neither (then they are weights)", option=given
+            )
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        if args["mean"] is not None:
+            return ()
+        channels = (shape[-1],)
+        return (
+            Weight("mean", channels, False, "zeros"),
+            Weight("variance", channels, False, "ones"),
+            Weight("count", (), False, "zeros"),
+        )
+
+
+class LayerScale(LayerSpec):
+    kind = "layerscale"
+    keras_type = "LayerScale"
+    doc = "A learned scale per channel (ConvNeXt's layer scale), starting at `init`."
+    category = "norm"
+    per_feature = True
+    feature_weights = ("gamma",)
+    params = (Param("init", "float", positional=True, default=1e-6, doc="the scale's starting value"),)
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("gamma", (shape[-1],), True, f"constant:{args['init']!r}"),)
+
+
+class Cropping2D(LayerSpec):
+    kind = "cropping2d"
+    keras_type = "Cropping2D"
+    category = "reshape"
+    doc = "Crops rows and columns off images: `cropping2d 1`, `cropping2d 1x2` (height x width), or per side."
+    params = (
+        Param("crop", "size2", positional=True, default=(0, 0), low=0, doc="symmetric cropping: C or HxW"),
+        Param("top", "int", default=None, low=0, doc="rows cropped at the top"),
+        Param("bottom", "int", default=None, low=0, doc="rows cropped at the bottom"),
+        Param("left", "int", default=None, low=0, doc="columns cropped on the left"),
+        Param("right", "int", default=None, low=0, doc="columns cropped on the right"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        crop = values["crop"]
+        for key, default in (("top", crop[0]), ("bottom", crop[0]), ("left", crop[1]), ("right", crop[1])):
+            if values[key] is None:
+                values[key] = default
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 3, "3-D (height x width x channels)", hint=_image_hint(shape))
+        height = shape[0] - args["top"] - args["bottom"]
+        width = shape[1] - args["left"] - args["right"]
+        if height < 1 or width < 1:
+            raise ShapeError(f"`cropping2d` crops all of its {shape[0]}x{shape[1]} input", option="crop")
+        return (height, width, shape[2])
+
+
+class Cropping1D(LayerSpec):
+    kind = "cropping1d"
+    keras_type = "Cropping1D"
+    category = "reshape"
+    doc = "Crops timesteps off sequences: `cropping1d 2` from both ends, or start= and end=."
+    params = (
+        Param("crop", "int", positional=True, default=1, low=0, doc="steps cropped at each end"),
+        Param("start", "int", default=None, low=0, doc="steps cropped at the start"),
+        Param("end", "int", default=None, low=0, doc="steps cropped at the end"),
+    )
+
+    def complete(self, values: dict[str, Any]) -> None:
+        for key in ("start", "end"):
+            if values[key] is None:
+                values[key] = values["crop"]
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint(self.kind, shape))
+        steps = shape[0] - args["start"] - args["end"]
+        if steps < 1:
+            raise ShapeError(f"`cropping1d` crops all of its {shape[0]} timesteps", option="crop")
+        return (steps, shape[1])
+
+
+class UpSample1D(LayerSpec):
+    kind = "upsample1d"
+    keras_type = "UpSampling1D"
+    category = "reshape"
+    doc = "Repeats each timestep `size` times."
+    params = (Param("size", "int", positional=True, default=2, low=1, doc="the factor"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank(self.kind, shape, 2, "2-D (timesteps x channels)", hint=_sequence_hint(self.kind, shape))
+        return (shape[0] * args["size"], shape[1])
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -1054,6 +1247,9 @@ REGISTRY: dict[str, LayerSpec] = {
     "add": Add(),
     "multiply": Multiply(),
     "average": Average(),
+    "subtract": Subtract(),
+    "maximum": Maximum(),
+    "minimum": Minimum(),
     "concat": Concat(),
     "zeropad2d": ZeroPad2D(),
     "depthwiseconv2d": DepthwiseConv2D(),
@@ -1063,6 +1259,12 @@ REGISTRY: dict[str, LayerSpec] = {
     "layernorm": LayerNorm(),
     "reshape": Reshape(),
     "permute": Permute(),
+    "rescaling": Rescaling(),
+    "normalization": Normalization(),
+    "layerscale": LayerScale(),
+    "cropping2d": Cropping2D(),
+    "cropping1d": Cropping1D(),
+    "upsample1d": UpSample1D(),
 }
 
 #: Statement names that are directives, not layers.

@@ -30,9 +30,11 @@ def random_weights(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
         for w in layer.weights:
             if w.name in ("gamma",):
                 value = rng.uniform(0.5, 1.5, w.shape)
-            elif w.name == "moving_variance":
+            elif w.name in ("moving_variance", "variance"):
                 value = rng.uniform(0.5, 2.0, w.shape)
-            elif w.name in ("beta", "moving_mean", "bias"):
+            elif w.name == "count":  # how many examples a normalization was adapted on
+                value = rng.integers(1, 1000, w.shape)
+            elif w.name in ("beta", "moving_mean", "bias", "mean"):
                 value = rng.normal(0.0, 0.3, w.shape)
             else:
                 fan_in = math.prod(w.shape[:-1]) if len(w.shape) > 1 else w.shape[0]

@@ -71,6 +71,17 @@ ACTIVATIONS = {
     "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
     "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    # Keras 3's definitions, written out from keras/src/activations and the TensorFlow backend
+    "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hard_swish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
+    "hard_tanh": lambda x: np.clip(x, -1.0, 1.0),
+    "log_softmax": lambda x: np.log(_softmax(x.astype(np.float64))),
+    "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
+    "celu": lambda x: np.maximum(x, 0.0) + np.expm1(np.minimum(x, 0.0)),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "soft_shrink": lambda x: np.sign(x) * np.maximum(np.abs(x) - 0.5, 0.0),
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
 }
 
 

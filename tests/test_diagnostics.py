@@ -127,11 +127,12 @@ def test_the_cli_prints_warnings_and_exits_zero(tmp_path):
     assert "m.layers:2:11: warning: block parameter `unused`" in run.stderr
 
 
-def test_a_name_inside_dims_is_explained_not_called_an_option():
-    error = error_of("input 8x8x3\nblock b c { reshape 1x1xc }\nflatten\nb 192\n")
-    assert "takes no options" not in error.hint
-    assert error.hint.startswith("`1x1xc` reads as `1` and the name `x1xc`")
-    assert at(error) == (2, 22)
+def test_a_name_inside_dims_reads_the_block_parameter():
+    model = layerdsl.parse("input 8x8x3\nblock b c { reshape 1x1xc }\nflatten\nb 192\n")
+    assert model.layers[-1].output_shape == (1, 1, 192)
+    error = error_of("input 8x8x3\nblock b c { reshape 1x1xd }\nflatten\nb 192\n")
+    assert error.message == "unknown name `d` in an expression"
+    assert at(error) == (2, 25)
 
 
 def test_every_independent_error_is_reported():

@@ -34,12 +34,26 @@ floats = st.one_of(
     st.sampled_from(["1e-3", "0.5", "1.0", "1e400", "-0.0"]),
 )
 dims = st.lists(st.integers(0, 40), min_size=2, max_size=4).map(lambda ds: "x".join(map(str, ds)))
+# Arithmetic words (issue 11): block parameters, in_channels, operators, min/max, and bad ones.
+expression_leaves = st.one_of(st.integers(0, 64).map(str), st.sampled_from(["c", "k", "in_channels", "channels", "n"]))
+expressions = st.recursive(
+    expression_leaves,
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "//", "%", "/"]), inner).map("".join),
+        st.tuples(inner, inner).map(lambda t: f"max({t[0]},{t[1]})"),
+        inner.map(lambda e: f"({e})"),
+    ),
+    max_leaves=6,
+).filter(lambda e: any(op in e for op in "+-*/%(") and e.count("(") <= 5)
+dims_with_names = st.lists(st.one_of(st.integers(0, 12).map(str), st.sampled_from(["c", "(c*2)", "(k//2)"])),
+                           min_size=2, max_size=4).map(lambda parts: "x".join(parts)).filter(lambda d: d[0] != "c")
 
 EXPLICIT = {
     "NAME": names,
     "INT": ints,
     "FLOAT": floats,
-    "DIMS": dims,
+    "DIMS": st.one_of(dims, dims_with_names),
+    "EXPR": expressions,
     "STRING": st.text(string.printable.replace('"', "").replace("\\", "").replace("\n", "").replace("\r", ""), max_size=8).map(lambda s: f'"{s}"'),
     "_SEP": st.sampled_from(["\n", " | ", "\n\n"]),
 }

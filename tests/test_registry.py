@@ -131,6 +131,8 @@ FEATURE_WEIGHT_SAMPLES = {
     "gru": "input 3x7\ngru 5",
     "simplernn": "input 3x7\nsimplernn 5",
     "bidirectional": "input 3x7\nbidirectional lstm 5",
+    "normalization": "input 7\nnormalization",
+    "layerscale": "input 7\nlayerscale",
 }
 
 
@@ -153,6 +155,9 @@ PER_FEATURE_SAMPLES = {
     "activation": [f"activation {name}" for name in specs.ACTIVATIONS],
     "batchnorm": ["batchnorm"],
     "layernorm": ["layernorm"],
+    "rescaling": ["rescaling 0.5 offset=1.0"],
+    "normalization": ["normalization", "normalization mean=0.5 variance=2.0"],
+    "layerscale": ["layerscale 0.5"],
 }
 
 

@@ -139,6 +139,19 @@ def _conv2d(layer: ir.Layer) -> LayerCall:
     return keras_layer("layers.Conv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
 
 
+def _grouped(emit: Emitter) -> Emitter:
+    """`groups=G`: Keras's own grouped convolution (the kernel is (..., in / G, filters))."""
+
+    def grouped(layer: ir.Layer) -> LayerCall:
+        layer_call = emit(layer)
+        if layer.args["groups"] == 1:
+            return layer_call
+        kwargs = {k: v for k, v in layer_call.kwargs.items() if k != "name"}
+        return dataclasses.replace(layer_call, kwargs={**kwargs, "groups": layer.args["groups"], "name": layer.name})
+
+    return grouped
+
+
 def _pool(keras_class: str) -> Emitter:
     def emit(layer: ir.Layer) -> LayerCall:
         kwargs: dict[str, Any] = {}
@@ -253,7 +266,7 @@ def _conv1d(layer: ir.Layer) -> LayerCall:
 
 def _global_pool(keras_class: str) -> Emitter:
     def emit(layer: ir.Layer) -> LayerCall:
-        return keras_layer(keras_class, name=layer.name)
+        return keras_layer(keras_class, **({"keepdims": True} if layer.args["keepdims"] else {}), name=layer.name)
 
     return emit
 
@@ -346,10 +359,65 @@ def _permute(layer: ir.Layer) -> LayerCall:
     return keras_layer("layers.Permute", tuple(layer.args["dims"]), name=layer.name)
 
 
+def _rescaling(layer: ir.Layer) -> LayerCall:
+    options = {"offset": float(layer.args["offset"])} if layer.args["offset"] != 0.0 else {}
+    return keras_layer("layers.Rescaling", float(layer.args["scale"]), **options, name=layer.name)
+
+
+def _normalization(layer: ir.Layer) -> LayerCall:
+    # With constants Keras holds no weights; without, mean, variance and count come with the weights file.
+    args = layer.args
+    options = {} if args["mean"] is None else {"mean": float(args["mean"]), "variance": float(args["variance"])}
+    return keras_layer("layers.Normalization", **options, name=layer.name)
+
+
+def _layerscale(layer: ir.Layer) -> LayerCall:
+    return keras_layer("LayerScale", float(layer.args["init"]), name=layer.name)
+
+
+def _cropping2d(layer: ir.Layer) -> LayerCall:
+    top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
+    return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=layer.name)
+
+
+def _cropping1d(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.Cropping1D", (layer.args["start"], layer.args["end"]), name=layer.name)
+
+
+def _upsample1d(layer: ir.Layer) -> LayerCall:
+    return keras_layer("layers.UpSampling1D", layer.args["size"], name=layer.name)
+
+
+#: Layers without a core Keras class, written into the generated file (by IR kind). Registered as
+#: serializable, so a saved `.keras` file loads under safe_mode once this module is imported.
+DEFINITIONS: dict[str, str] = {
+    "layerscale": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class LayerScale(layers.Layer):
+    """A learned scale per channel (ConvNeXt's layer scale): x * gamma."""
+
+    def __init__(self, init_value=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma", shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init_value)
+        )
+
+    def call(self, x):
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+''',
+}
+
+
 #: IR kind -> a function rendering the Keras layer constructor.
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
-    "conv2d": _zero_padded(_conv2d),
+    "conv2d": _zero_padded(_grouped(_conv2d)),
     "maxpool": _pool("layers.MaxPooling2D"),
     "avgpool": _pool("layers.AveragePooling2D"),
     "flatten": _flatten,
@@ -362,7 +430,7 @@ EMITTERS: dict[str, Emitter] = {
     "lstm": _recurrent,
     "gru": _recurrent,
     "bidirectional": _bidirectional,
-    "conv1d": _conv1d,
+    "conv1d": _grouped(_conv1d),
     "maxpool1d": _pool("layers.MaxPooling1D"),
     "avgpool1d": _pool("layers.AveragePooling1D"),
     "globalmaxpool1d": _global_pool("layers.GlobalMaxPooling1D"),
@@ -381,6 +449,15 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "subtract": _merge("layers.Subtract"),
+    "maximum": _merge("layers.Maximum"),
+    "minimum": _merge("layers.Minimum"),
+    "rescaling": _rescaling,
+    "normalization": _normalization,
+    "layerscale": _layerscale,
+    "cropping2d": _cropping2d,
+    "cropping1d": _cropping1d,
+    "upsample1d": _upsample1d,
 }
 
 
@@ -454,13 +531,15 @@ class KerasBackend(Backend):
                 continue
             variables = self._variables(obj, layer)
             for w in layer.weights:
-                variables[w.name].assign(weights[f"{layer.name}.{w.name}"])
+                variables[w.name].assign(weights[f"{layer.name}.{w.name}"].astype(variables[w.name].dtype))
+            if layer.kind == "normalization":  # Keras derives its constants from these weights once
+                obj.get_layer(layer.name).finalize_state()
 
 
 #: Layers whose `activation=` takes an activation that straight follows them.
 _FUSABLE = frozenset({"dense", "conv1d", "conv2d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
 #: Names the generated code uses for itself: never a variable, parameter or function of the model's.
-_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j"})
+_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", "LayerScale"})
 _LOOP_INDEXES = ("i", "j")
 
 
@@ -549,6 +628,8 @@ class _Writer:
             "import keras",
             "from keras import layers",
         ]
+        for kind in sorted({layer.kind for layer in self.model.layers} & DEFINITIONS.keys()):
+            lines += ["", "", *DEFINITIONS[kind].rstrip("\n").split("\n")]
         for definition in self.definitions:
             lines += ["", "", *definition]
         lines += ["", "", "def build_model():"]

@@ -96,6 +96,20 @@ def _conv2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     )
 
 
+def _grouped(emit: Emitter) -> Emitter:
+    """`groups=G`: the runtime's grouped convolution, which reads the groups off the kernel's shape."""
+
+    def grouped(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+        if layer.args["groups"] == 1:
+            return emit(layer, weights, use)
+        return emit(layer, weights, lambda name: use(_GROUPED.get(name, name)))
+
+    return grouped
+
+
+_GROUPED = {"Conv2D": "GroupedConv2D", "Conv1D": "GroupedConv1D"}
+
+
 def _pool(runtime_class: str) -> Emitter:
     def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         args = layer.args
@@ -186,6 +200,10 @@ def _plain(runtime_class: str) -> Emitter:
     return lambda layer, weights, use: call(use(runtime_class))
 
 
+def _global_pool(runtime_class: str) -> Emitter:
+    return lambda layer, weights, use: call(use(runtime_class), **({"keepdims": True} if layer.args["keepdims"] else {}))
+
+
 def _activation_layer(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     return call(use("Activation"), use(layer.args["function"]))
 
@@ -237,9 +255,20 @@ def _layernorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
     return call(use("LayerNorm"), **weights, eps=layer.args["eps"])
 
 
+def _normalization(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    if layer.args["mean"] is None:
+        return call(use("Normalization"), **weights)
+    return call(use("Normalization"), mean=layer.args["mean"], variance=layer.args["variance"])
+
+
+def _cropping2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    args = layer.args
+    return call(use("Cropping"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
+
+
 EMITTERS: dict[str, Emitter] = {
     "dense": _dense,
-    "conv2d": _conv2d,
+    "conv2d": _grouped(_conv2d),
     "maxpool": _pool("MaxPool2D"),
     "avgpool": _pool("AvgPool2D"),
     "batchnorm": _batchnorm,
@@ -252,13 +281,13 @@ EMITTERS: dict[str, Emitter] = {
     "lstm": _recurrent,
     "gru": _recurrent,
     "bidirectional": _bidirectional,
-    "conv1d": _conv1d,
+    "conv1d": _grouped(_conv1d),
     "maxpool1d": _pool1d("MaxPool1D"),
     "avgpool1d": _pool1d("AvgPool1D"),
-    "globalmaxpool1d": _plain("GlobalMaxPool"),
-    "globalavgpool1d": _plain("GlobalAvgPool"),
-    "globalmaxpool": _plain("GlobalMaxPool"),
-    "globalavgpool": _plain("GlobalAvgPool"),
+    "globalmaxpool1d": _global_pool("GlobalMaxPool"),
+    "globalavgpool1d": _global_pool("GlobalAvgPool"),
+    "globalmaxpool": _global_pool("GlobalMaxPool"),
+    "globalavgpool": _global_pool("GlobalAvgPool"),
     "add": _plain("Add"),
     "multiply": _plain("Multiply"),
     "average": _plain("Average"),
@@ -271,12 +300,21 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "reshape": lambda layer, weights, use: call(use("Reshape"), layer.args["target"]),
     "permute": lambda layer, weights, use: call(use("Permute"), layer.args["dims"]),
+    "subtract": _plain("Subtract"),
+    "maximum": _plain("Maximum"),
+    "minimum": _plain("Minimum"),
+    "rescaling": lambda layer, weights, use: call(use("Rescaling"), layer.args["scale"], layer.args["offset"]),
+    "normalization": _normalization,
+    "layerscale": lambda layer, weights, use: call(use("LayerScale"), **weights),
+    "cropping2d": _cropping2d,
+    "cropping1d": lambda layer, weights, use: call(use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
+    "upsample1d": lambda layer, weights, use: call(use("UpSample1D"), layer.args["size"]),
 }
 
 
 
 def _initial_value(weight: ir.Weight, use: Use) -> Code:
-    pieces = segments(weight.initializer, weight.shape[-1])
+    pieces = segments(weight.initializer, weight.shape[-1] if weight.shape else 1)  # a count is a scalar
     if len(pieces) == 1:
         return call(use("initial"), Code("rng"), weight.initializer, _shape(weight.shape))
     # Keras draws each piece on its own shape (an LSTM's unit_forget_bias), then concatenates.
@@ -526,7 +564,13 @@ class _Generator:
         out = SourceWriter()
         out.line(f"class {name}({self.use('Block')}):")
         with out.indent():
-            out.line(f"def __init__({', '.join(parameters)}):")
+            signature = f"def __init__({', '.join(parameters)}):"
+            if 4 + len(signature) <= _LINE_LENGTH:
+                out.line(signature)
+            elif 8 + len(", ".join(parameters)) <= _LINE_LENGTH:  # as ruff splits a long signature
+                out.lines += ["    def __init__(", f"        {', '.join(parameters)}", "    ):"]
+            else:
+                out.lines += ["    def __init__(", *(f"        {p}," for p in parameters), "    ):"]
             for line in init.split("\n"):
                 out.lines += _formatted(line, 2)
             out.blank()

@@ -35,6 +35,8 @@ def initial(rng, initializer, shape):
     distributions of layerdsl.initializers.distribution, computed here from the shape."""
     if initializer in ("zeros", "ones"):
         return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer.startswith("constant:"):  # a fixed starting value: layer scale's 1e-6
+        return draw(rng, "constant", shape, value=float(initializer.split(":", 1)[1]))
     if initializer == "normal":
         return draw(rng, "normal", shape, std=0.05)
     if initializer == "uniform":
@@ -120,6 +122,47 @@ def leaky_relu(x):
 
 def silu(x):
     return x * sigmoid(x)
+
+
+def hard_sigmoid(x):
+    return np.clip(x + np.float32(3.0), 0.0, 6.0) / np.float32(6.0)  # Keras 3: relu6(x + 3) / 6
+
+
+def hard_swish(x):
+    return x * hard_sigmoid(x)
+
+
+def mish(x):
+    return x * np.tanh(softplus(x))
+
+
+def hard_tanh(x):
+    return np.clip(x, -1.0, 1.0)
+
+
+def log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def log_sigmoid(x):
+    return -softplus(-x)
+
+
+def celu(x):
+    return np.maximum(x, 0.0) + np.expm1(np.minimum(x, 0.0))  # alpha 1
+
+
+def tanh_shrink(x):
+    return x - np.tanh(x)
+
+
+def soft_shrink(x):
+    return np.where(x > 0.5, x - np.float32(0.5), np.where(x < -0.5, x + np.float32(0.5), np.float32(0.0)))
+
+
+def hard_shrink(x):
+    return np.where(np.abs(x) > 0.5, x, np.float32(0.0))
 
 
 def pad(x, padding, value=0.0):
@@ -321,16 +364,21 @@ class Activation(Layer):
 
 
 class GlobalMaxPool(Layer):
+    def __init__(self, keepdims=False, name=None):
+        self.keepdims = keepdims
+        super().__init__(name=name)
+
     def __call__(self, x):
-        return x.max(axis=tuple(range(1, x.ndim - 1)))
+        return x.max(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
 
 
-class GlobalAvgPool(Layer):
+class GlobalAvgPool(GlobalMaxPool):
     def __call__(self, x, mask=None):
         if mask is None:
-            return x.mean(axis=tuple(range(1, x.ndim - 1)))
+            return x.mean(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
         counted = mask[..., None].astype(x.dtype)
-        return (x * counted).sum(axis=1) / counted.sum(axis=1)  # the mean of the unmasked steps, as Keras
+        # the mean of the unmasked steps, as Keras
+        return (x * counted).sum(axis=1, keepdims=self.keepdims) / counted.sum(axis=1, keepdims=self.keepdims)
 
 
 class Embedding(Layer):

@@ -8,11 +8,18 @@ the source of exactly the pieces a model uses into its generated file.
 
 import numpy as np
 
-from .numpy_runtime import Layer, linear, pad, windows
+from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, windows
+
+
+def aligned(inputs):
+    """Inputs of lower rank get size-1 axes after the batch axis, as Keras's merge layers broadcast."""
+    rank = max(x.ndim for x in inputs)
+    return [x.reshape(len(x), *(1,) * (rank - x.ndim), *x.shape[1:]) for x in inputs]
 
 
 class Add(Layer):
     def __call__(self, *inputs):
+        inputs = aligned(inputs)
         total = inputs[0]
         for x in inputs[1:]:
             total = total + x  # in input order, as Keras sums
@@ -21,6 +28,7 @@ class Add(Layer):
 
 class Multiply(Layer):
     def __call__(self, *inputs):
+        inputs = aligned(inputs)
         product = inputs[0]
         for x in inputs[1:]:
             product = product * x
@@ -32,6 +40,30 @@ class Average(Add):
         return super().__call__(*inputs) / np.float32(len(inputs))
 
 
+class Subtract(Layer):
+    def __call__(self, first, second):
+        first, second = aligned((first, second))
+        return first - second
+
+
+class Maximum(Layer):
+    def __call__(self, *inputs):
+        inputs = aligned(inputs)
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = np.maximum(out, x)
+        return out
+
+
+class Minimum(Layer):
+    def __call__(self, *inputs):
+        inputs = aligned(inputs)
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = np.minimum(out, x)
+        return out
+
+
 class Concatenate(Layer):
     def __init__(self, axis=-1, name=None):
         self.axis = axis  # counted with the batch axis
@@ -39,6 +71,29 @@ class Concatenate(Layer):
 
     def __call__(self, *inputs):
         return np.concatenate(inputs, axis=self.axis)
+
+
+class GroupedConv2D(Conv2D):
+    """A convolution whose channels split into groups (Keras's and torch's `groups`), read off the
+    kernel's (..., in / groups, filters) shape: one GEMM per group."""
+
+    def __call__(self, x):
+        patches = windows(pad(x, self.padding), self.kernel.shape[:-2], self.strides, self.dilation)
+        width, filters = self.kernel.shape[-2:]
+        groups = x.shape[-1] // width
+        per = filters // groups
+        y = np.empty((*patches.shape[: x.ndim - 1], filters), dtype=np.float32)
+        for g in range(groups):
+            columns = patches[..., g * width : (g + 1) * width].reshape(-1, self.matrix.shape[0])
+            kernel = self.kernel[..., g * per : (g + 1) * per].reshape(-1, per)
+            y[..., g * per : (g + 1) * per] = (columns @ kernel).reshape(*y.shape[:-1], per)
+        if np.ndim(self.bias):
+            y += self.bias
+        return self.activation(y)
+
+
+class GroupedConv1D(GroupedConv2D, Conv1D):
+    pass
 
 
 class ZeroPad2D(Layer):
@@ -190,3 +245,52 @@ class Permute(Layer):
 
     def __call__(self, x):
         return x.transpose(self.axes)
+
+
+class Rescaling(Layer):
+    def __init__(self, scale, offset=0.0, name=None):
+        self.scale, self.offset = np.float32(scale), np.float32(offset)
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x * self.scale + self.offset
+
+
+class Normalization(Layer):
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel or with constants."""
+
+    def __init__(self, mean, variance, count=None, name=None):
+        super().__init__(mean=mean, variance=variance, count=count, name=name)
+
+    def refresh(self):
+        super().refresh()
+        self.std = np.maximum(np.sqrt(self.variance), np.float32(1e-7))
+
+    def __call__(self, x):
+        return (x - self.mean) / self.std
+
+
+class LayerScale(Layer):
+    def __init__(self, gamma, name=None):
+        super().__init__(gamma=gamma, name=name)
+
+    def __call__(self, x):
+        return x * self.gamma
+
+
+class Cropping(Layer):
+    def __init__(self, cropping, name=None):
+        self.cropping = cropping  # (start, end) per spatial axis
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x[(slice(None), *(slice(a, x.shape[i + 1] - b) for i, (a, b) in enumerate(self.cropping)))]
+
+
+class UpSample1D(Layer):
+    def __init__(self, size=2, name=None):
+        self.size = size
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x.repeat(self.size, axis=1)

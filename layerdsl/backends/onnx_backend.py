@@ -136,6 +136,17 @@ ACTIVATIONS: dict[str, ActivationEmitter] = {
     "leaky_relu": _unary("LeakyRelu", alpha=0.2),  # Keras 3's negative_slope
     "silu": lambda g, x, axis, name: g.op("Mul", [x, g.op("Sigmoid", [x])], name=name),
     "relu6": lambda g, x, axis, name: g.op("Clip", [x, g.scalar(0.0), g.scalar(6.0)], name=name),
+    # Keras 3's definitions (thresholds 0.5, celu's alpha 1); ONNX's HardSigmoid with these constants is relu6(x+3)/6
+    "hard_sigmoid": _unary("HardSigmoid", alpha=1.0 / 6.0, beta=0.5),
+    "hard_swish": _unary("HardSwish"),
+    "mish": lambda g, x, axis, name: g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], name=name),
+    "hard_tanh": lambda g, x, axis, name: g.op("Clip", [x, g.scalar(-1.0), g.scalar(1.0)], name=name),
+    "log_softmax": lambda g, x, axis, name: g.op("LogSoftmax", [x], name=name, axis=axis),
+    "log_sigmoid": lambda g, x, axis, name: g.op("Neg", [g.op("Softplus", [g.op("Neg", [x])])], name=name),
+    "celu": _unary("Celu", alpha=1.0),
+    "tanh_shrink": lambda g, x, axis, name: g.op("Sub", [x, g.op("Tanh", [x])], name=name),
+    "soft_shrink": _unary("Shrink", bias=0.5, lambd=0.5),
+    "hard_shrink": _unary("Shrink", bias=0.0, lambd=0.5),
 }
 
 
@@ -280,8 +291,14 @@ def _conv2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         strides=list(args["stride"]),
         dilations=list(args["dilation"]),
         pads=_pads(padding),
+        **_group(args),
     )
     return _activate(e.g, args["activation"], y, FIRST), FIRST
+
+
+def _group(args: Any) -> dict[str, int]:
+    """`groups=G`: ONNX's `group` (the kernel (out, in / G, ...) converts as an ungrouped one does)."""
+    return {"group": args["groups"]} if args["groups"] != 1 else {}
 
 
 def _conv1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
@@ -294,6 +311,7 @@ def _conv1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         strides=[args["stride"]],
         dilations=[args["dilation"]],
         pads=_pads([padding_1d(args, layer.input_shape[0], args["kernel"])]),
+        **_group(args),
     )
     return _activate(e.g, args["activation"], y, FIRST), FIRST
 
@@ -389,6 +407,8 @@ def _global_pool(op_type: str) -> Emitter:
         x, layout = e.any_layout(layer)
         rank = len(layer.input_shape) + 1
         axes = list(range(2, rank)) if layout == FIRST else list(range(1, rank - 1))
+        if layer.args["keepdims"]:  # (N, C, 1, 1) or (N, 1, 1, C): the pooled axes stay, in their layout
+            return e.g.reduce(op_type, x, axes, keepdims=True), layout
         return e.g.reduce(op_type, x, axes), LAST
 
     return emit
@@ -400,8 +420,10 @@ def _globalavgpool1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
         return _global_pool("ReduceMean")(layer, e)
     g = e.g
     counted = g.op("Unsqueeze", [g.op("Cast", [mask], to=_onnx().TensorProto.FLOAT), g.ints([-1])])
-    total = g.reduce("ReduceSum", g.op("Mul", [e.x(layer), counted]), [1])
-    return g.op("Div", [total, g.reduce("ReduceSum", counted, [1])], name=layer.name), LAST  # mean of unmasked steps
+    keep = bool(layer.args["keepdims"])
+    total = g.reduce("ReduceSum", g.op("Mul", [e.x(layer), counted]), [1], keepdims=keep)
+    count = g.reduce("ReduceSum", counted, [1], keepdims=keep)
+    return g.op("Div", [total, count], name=layer.name), LAST  # mean of unmasked steps
 
 
 def _batchnorm(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
@@ -714,7 +736,16 @@ _STEPS: dict[str, Callable[..., list[str]]] = {"lstm": _lstm_step, "gru": _gru_s
 
 
 def _same_layout_inputs(e: _Emission, layer: ir.Layer) -> tuple[list[str], str]:
-    """Every input of a merge in one layout: the first input's."""
+    """Every input of a merge in one layout: the first input's. Inputs of lower rank (a broadcasting
+    merge) get size-1 axes after the batch axis, channels-last, as Keras's merge layers add them."""
+    if layer.kind != "concat" and len({len(shape) for shape in layer.input_shapes}) > 1:
+        rank = len(layer.output_shape) + 1
+        inputs = []
+        for name, shape in zip(e.sources(layer), layer.input_shapes, strict=True):
+            x = e.value(name, LAST)
+            missing = rank - 1 - len(shape)
+            inputs.append(e.g.op("Unsqueeze", [x, e.g.ints(list(range(1, missing + 1)))]) if missing else x)
+        return inputs, LAST
     _, layout = e.any_layout(layer)
     return [e.value(name, layout) for name in e.sources(layer)], layout
 
@@ -736,6 +767,58 @@ def _average(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     total, layout = _chain("Add")(layer, e)
     count = e.g.const("count", np.float32(len(e.sources(layer))))
     return e.g.op("Div", [total, count], name=f"{layer.name}_mean"), layout
+
+
+def _rescaling(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    x, layout = e.any_layout(layer)
+    y = e.g.op("Mul", [x, e.g.scalar(layer.args["scale"])], name=layer.name if not layer.args["offset"] else None)
+    if layer.args["offset"]:
+        y = e.g.op("Add", [y, e.g.scalar(layer.args["offset"])], name=layer.name)
+    return y, layout
+
+
+def _normalization(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7), per channel (channels-last)."""
+    import numpy as np
+
+    args, x = layer.args, e.x(layer)
+    if args["mean"] is not None:
+        mean, variance = np.float32(args["mean"]), np.float32(args["variance"])
+    else:
+        mean, variance = e.w(layer, "mean"), e.w(layer, "variance")
+    std = np.maximum(np.sqrt(variance), np.float32(1e-7)).astype(np.float32)
+    centered = e.g.op("Sub", [x, e.const(layer, "mean", np.asarray(mean, dtype=np.float32))])
+    return e.g.op("Div", [centered, e.const(layer, "std", np.asarray(std))], name=layer.name), LAST
+
+
+def _layerscale(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    return e.g.op("Mul", [e.x(layer), e.const(layer, "gamma", e.w(layer, "gamma"))], name=layer.name), LAST
+
+
+def _crop(e: _Emission, layer: ir.Layer, axes: list[int], sides: list[tuple[int, int]], layout: str) -> tuple[str, str]:
+    sizes = layer.input_shape[:-1]
+    starts = [start for start, _ in sides]
+    ends = [size - end for size, (_, end) in zip(sizes, sides, strict=True)]
+    x = e.x(layer, layout)
+    return e.g.op("Slice", [x, e.g.ints(starts), e.g.ints(ends), e.g.ints(axes)], name=layer.name), layout
+
+
+def _cropping2d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    args = layer.args
+    sides = [(args["top"], args["bottom"]), (args["left"], args["right"])]
+    return _crop(e, layer, [2, 3], sides, FIRST)
+
+
+def _cropping1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    return _crop(e, layer, [1], [(layer.args["start"], layer.args["end"])], LAST)
+
+
+def _upsample1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    import numpy as np
+
+    scales = e.g.const(f"{layer.name}.scales", np.array([1, layer.args["size"], 1], dtype=np.float32))
+    options = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    return e.g.op("Resize", [e.x(layer), "", scales], name=layer.name, **options), LAST
 
 
 def _channel_axis(rank: int, axis: int, layout: str) -> int:
@@ -816,6 +899,15 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "subtract": _chain("Sub"),
+    "maximum": _chain("Max"),
+    "minimum": _chain("Min"),
+    "rescaling": _rescaling,
+    "normalization": _normalization,
+    "layerscale": _layerscale,
+    "cropping2d": _cropping2d,
+    "cropping1d": _cropping1d,
+    "upsample1d": _upsample1d,
 }
 
 #: IR kind -> why ONNX cannot express it. Every kind in the registry exports today.

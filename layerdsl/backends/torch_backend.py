@@ -137,6 +137,17 @@ _ACTIVATIONS = {
     "leaky_relu": "F.leaky_relu({x}, negative_slope=0.2)",  # Keras's slope, not torch's 0.01
     "silu": "F.silu({x})",
     "relu6": "F.relu6({x})",
+    # Keras 3's definitions, each one torch's module of that name (thresholds and alpha at their defaults)
+    "hard_sigmoid": "F.hardsigmoid({x})",  # relu6(x + 3) / 6
+    "hard_swish": "F.hardswish({x})",  # Keras's hard_silu
+    "mish": "F.mish({x})",
+    "hard_tanh": "F.hardtanh({x})",
+    "log_softmax": "torch.log_softmax({x}, dim={channels})",
+    "log_sigmoid": "F.logsigmoid({x})",
+    "celu": "F.celu({x})",
+    "tanh_shrink": "F.tanhshrink({x})",
+    "soft_shrink": "F.softshrink({x}, 0.5)",
+    "hard_shrink": "F.hardshrink({x}, 0.5)",
 }
 
 _MINUS_INF = Code('float("-inf")')
@@ -267,7 +278,7 @@ def _windowed_conv(
 def _conv2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args, a = layer.args, ctx.attr
     piece = _Piece(tensors={"kernel": f"{a}.weight", "bias": f"{a}.bias"})
-    conv = _windowed_conv(piece, layer, ctx, a, args["filters"], bias=args["bias"])
+    conv = _windowed_conv(piece, layer, ctx, a, args["filters"], groups=args["groups"], bias=args["bias"])
     piece.forward.append(f"x = {_activate(args['activation'], conv, layer.output_shape)}")
     if args["maxnorm"] is not None:
         piece.constraint = f"max_norm_(self.{a}.weight, {py(args['maxnorm'])}, dim=(1, 2, 3))"
@@ -428,6 +439,47 @@ def _elementwise(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
     return emit
 
 
+def _broadcasting(operator: str) -> Callable[[ir.Layer, _Context], _Piece]:
+    """Merges of inputs of different ranks: Keras adds size-1 axes after the batch axis (a (C,) vector
+    scales an (H, W, C) map per channel); here such an input is reshaped to the output's torch layout."""
+    elementwise = _elementwise(operator)
+
+    def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
+        return elementwise(layer, dataclasses.replace(ctx, inputs=_broadcast_inputs(layer, ctx)))
+
+    return emit
+
+
+def _broadcast_inputs(layer: ir.Layer, ctx: _Context) -> tuple[str, ...]:
+    """Each merge input as an expression of the output's rank, in torch's layout."""
+    rank = len(layer.output_shape)
+    inputs = []
+    for variable, shape in zip(ctx.inputs, layer.input_shapes, strict=True):
+        if len(shape) < rank:
+            padded = (1,) * (rank - len(shape)) + shape
+            if _is_image(padded) and len(shape) == 1:
+                variable = f"{variable}[:, :, None, None]"
+            else:
+                variable = f"{variable}.reshape({variable}.shape[0], {', '.join(py(d) for d in padded)})"
+                if _is_image(padded):
+                    variable += ".permute(0, 3, 1, 2)"
+        inputs.append(variable)
+    return tuple(inputs)
+
+
+def _extremum(function: str) -> Callable[[ir.Layer, _Context], _Piece]:
+    """maximum / minimum: torch's two-argument function folded over the inputs, left to right."""
+
+    def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
+        first, *rest = _broadcast_inputs(layer, ctx)
+        x = first
+        for variable in rest:
+            x = f"torch.{function}({x}, {variable})"
+        return _Piece(forward=[f"x = {x}"])
+
+    return emit
+
+
 def _concat(layer: ir.Layer, ctx: _Context) -> _Piece:
     dim = _torch_axis(layer.output_shape, layer.args["axis"])
     return _Piece(forward=[f"x = torch.cat([{', '.join(ctx.inputs)}], dim={dim})"])
@@ -572,6 +624,16 @@ _ACTIVATION_FUNCTIONS = {
     "leaky_relu": "nn.LeakyReLU(0.2)",
     "silu": "F.silu",
     "relu6": "F.relu6",
+    "hard_sigmoid": "F.hardsigmoid",
+    "hard_swish": "F.hardswish",
+    "mish": "F.mish",
+    "hard_tanh": "F.hardtanh",
+    "log_softmax": "nn.LogSoftmax(dim=-1)",
+    "log_sigmoid": "F.logsigmoid",
+    "celu": "F.celu",
+    "tanh_shrink": "F.tanhshrink",
+    "soft_shrink": "F.softshrink",
+    "hard_shrink": "F.hardshrink",
 }
 
 _MERGES = {
@@ -704,6 +766,8 @@ def _conv1d(layer: ir.Layer, ctx: _Context) -> _Piece:
         x = f"self.{pad}({{x}})"
     elif args["pad"] == "same":
         kwargs["padding"] = "same"  # as TensorFlow pads: an odd step goes after
+    if args["groups"] != 1:
+        kwargs["groups"] = args["groups"]
     if not args["bias"]:
         kwargs["bias"] = False
     piece.init.append(
@@ -761,16 +825,78 @@ def _pool1d(torch_class: str) -> Callable[[ir.Layer, _Context], _Piece]:
 def _global_pool(reduction: str) -> Callable[[ir.Layer, _Context], _Piece]:
     def emit(layer: ir.Layer, ctx: _Context) -> _Piece:
         axes = "(2, 3)" if _is_image(layer.input_shape) else "1"  # images are (N, C, H, W)
+        keep = ", keepdim=True" if layer.args["keepdims"] else ""
         if reduction == "mean" and layer.input_masked:
             return _Piece(
                 forward=[
                     "weights = mask[..., None].to(x.dtype)",
-                    "x = (x * weights).sum(dim=1) / weights.sum(dim=1)  # the mean of the unmasked steps",
+                    f"x = (x * weights).sum(dim=1{keep}) / weights.sum(dim=1{keep})  # the mean of the unmasked steps",
                 ]
             )
-        return _Piece(forward=[f"x = x.{reduction}(dim={axes})"])
+        return _Piece(forward=[f"x = x.{reduction}(dim={axes}{keep})"])
 
     return emit
+
+
+def _per_channel(shape: ir.Shape) -> str:
+    """Indexing that lines a (C,) vector up with the channels of a tensor of IR ``shape``."""
+    return "[:, None, None]" if _is_image(shape) else ""
+
+
+def _rescaling(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    x = f"x * {py(args['scale'])}"
+    return _Piece(forward=[f"x = {x} + {py(args['offset'])}" if args["offset"] else f"x = {x}"])
+
+
+def _normalization(layer: ir.Layer, ctx: _Context) -> _Piece:
+    """Keras's Normalization: (x - mean) / max(sqrt(variance), 1e-7)."""
+    args, shape = layer.args, layer.input_shape
+    if args["mean"] is not None:
+        std = max(float(args["variance"]) ** 0.5, 1e-7)
+        return _Piece(forward=[f"x = (x - {py(args['mean'])}) / {py(std)}"])
+    mean, variance, count = ctx.extra("mean"), ctx.extra("variance"), ctx.extra("count")
+    channels = shape[-1]
+    piece = _Piece(
+        init=[
+            "# Keras's Normalization statistics: buffers, not trained",
+            f"self.register_buffer({py(mean)}, torch.zeros({py(channels)}))",
+            f"self.register_buffer({py(variance)}, torch.ones({py(channels)}))",
+            f"self.register_buffer({py(count)}, torch.zeros(()))",
+        ],
+        tensors={"mean": mean, "variance": variance, "count": count},
+    )
+    axes = _per_channel(shape)
+    piece.forward.append(f"x = x - self.{mean}{axes}")
+    piece.forward.append(f"x = x / self.{variance}{axes}.sqrt().clamp(min=1e-7)")
+    return piece
+
+
+def _layerscale(layer: ir.Layer, ctx: _Context) -> _Piece:
+    gamma = ctx.extra("gamma")
+    init = f"torch.full(({py(layer.input_shape[-1])},), {py(layer.args['init'])})"
+    return _Piece(
+        init=[f"self.{gamma} = nn.Parameter({init})  # layer scale"],
+        forward=[f"x = x * self.{gamma}{_per_channel(layer.input_shape)}"],
+        tensors={"gamma": gamma},
+    )
+
+
+def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    height, width = layer.input_shape[:2]
+    rows = f"{py(args['top'])}:{py(height - args['bottom'])}"
+    columns = f"{py(args['left'])}:{py(width - args['right'])}"
+    return _Piece(forward=[f"x = x[:, :, {rows}, {columns}]"])
+
+
+def _cropping1d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    args = layer.args
+    return _Piece(forward=[f"x = x[:, {py(args['start'])}:{py(layer.input_shape[0] - args['end'])}]"])
+
+
+def _upsample1d(layer: ir.Layer, ctx: _Context) -> _Piece:
+    return _Piece(forward=[f"x = x.repeat_interleave({py(layer.args['size'])}, dim=1)"])
 
 
 #: IR kind -> emitter(layer, context) -> _Piece.
@@ -796,9 +922,9 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "globalavgpool1d": _global_pool("mean"),
     "globalmaxpool": _global_pool("amax"),
     "globalavgpool": _global_pool("mean"),
-    "add": _elementwise("+"),
-    "multiply": _elementwise("*"),
-    "average": _elementwise("+"),
+    "add": _broadcasting("+"),
+    "multiply": _broadcasting("*"),
+    "average": _broadcasting("+"),
     "concat": _concat,
     "zeropad2d": _zeropad2d,
     "depthwiseconv2d": _depthwiseconv2d,
@@ -808,6 +934,15 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "layernorm": _layernorm,
     "reshape": _reshape,
     "permute": _permute,
+    "subtract": _broadcasting("-"),
+    "maximum": _extremum("maximum"),
+    "minimum": _extremum("minimum"),
+    "rescaling": _rescaling,
+    "normalization": _normalization,
+    "layerscale": _layerscale,
+    "cropping2d": _cropping2d,
+    "cropping1d": _cropping1d,
+    "upsample1d": _upsample1d,
 }
 
 
@@ -1646,6 +1781,8 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     dist = initializers.distribution(weight.initializer, weight.shape)
     target = Code(f"self.{path}")
     if dist.kind == "constant":
+        if dist.value not in (0.0, 1.0):  # layer scale's 1e-6
+            return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
     kind, name = kind_and_name(layer, weight)
     if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind != "embedding":
@@ -1694,7 +1831,7 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
         return [f"self.{owner}.reset_parameters()  # Keras's ones and zeros"]
     lines = []
     for weight in layer.weights:
-        pieces = initializers.segments(weight.initializer, weight.shape[-1])
+        pieces = initializers.segments(weight.initializer, weight.shape[-1] if weight.shape else 1)
         for path in _paths(piece.tensors[weight.name]):
             if len(pieces) == 1:
                 lines.append(_init_line(path, weight, layer))
@@ -1858,4 +1995,4 @@ class TorchBackend(Backend):
                 if order is not None:
                     array = to_torch_order(array, order)
                 for tensor, part in zip(tensors, to_torch(layer, weight, array), strict=True):
-                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(part)))
+                    tensor.copy_(torch.from_numpy(np.ascontiguousarray(part)).reshape(tensor.shape))  # 0-d: a count

@@ -32,7 +32,7 @@ _KERAS_INITIALIZERS = {
 }
 
 #: Keras activation names layerdsl knows under another name.
-_KERAS_ACTIVATION_ALIASES = {"swish": "silu"}
+_KERAS_ACTIVATION_ALIASES = {"swish": "silu", "hard_silu": "hard_swish"}
 
 
 def _keras_activation(value: Any) -> str:
@@ -145,7 +145,6 @@ def _keras_conv(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
 
     def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
         k.channels_last()
-        k.require("groups", (1,), "layerdsl has no grouped convolutions")
         k.require("padding", pads, f"layerdsl's {kind} pads {' or '.join(pads)}")
         args = {
             "filters": int(k.get("filters")),
@@ -153,6 +152,7 @@ def _keras_conv(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
             "stride": size(k.get("strides")),
             "pad": k.get("padding"),
             "dilation": size(k.get("dilation_rate")),
+            "groups": int(k.config.get("groups", 1)),
         }
         return kind, {**args, **_keras_weighted(k, [0, 1, 2] if two_d else [0, 1])}
 
@@ -175,8 +175,7 @@ def _keras_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]
 def _keras_global_pool(kind: str) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]]:
     def convert(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
         k.channels_last()
-        k.require("keepdims", (False,), "layerdsl's global pools drop the pooled axes")
-        return kind, {}
+        return kind, ({"keepdims": True} if k.config.get("keepdims") else {})
 
     return convert
 
@@ -541,4 +540,13 @@ NOT_IMPORTABLE = {
     "layernorm": "no converter for LayerNormalization yet",
     "reshape": "no converter for Reshape yet",
     "permute": "no converter for Permute yet",
+    "rescaling": "no converter for Rescaling yet",
+    "normalization": "no converter for Normalization yet",
+    "layerscale": "Keras has no layer-scale class; layerdsl's generated LayerScale is not read back yet",
+    "cropping2d": "no converter for Cropping2D yet",
+    "cropping1d": "no converter for Cropping1D yet",
+    "upsample1d": "no converter for UpSampling1D yet",
+    "subtract": "no converter for Subtract yet",
+    "maximum": "no converter for Maximum yet",
+    "minimum": "no converter for Minimum yet",
 }

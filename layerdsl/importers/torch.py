@@ -586,8 +586,6 @@ class _TorchImporter:
         raise Refused(f"layerdsl has no {kind.__name__.lower()}")
 
     def conv2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]]) -> int:
-        if module.groups != 1:
-            raise Refused("layerdsl has no grouped convolutions")
         if module.padding_mode != "zeros":
             raise Refused(f"padding_mode={module.padding_mode!r}: layerdsl pads with zeros")
         shape = (
@@ -617,6 +615,7 @@ class _TorchImporter:
             "pad": pad,
             "dilation": dilation,
             "bias": module.bias is not None,
+            "groups": module.groups,  # a depthwise nn.Conv2d is conv2d with groups=channels
         }
         used = self.fused_activation(index, args)
         self.add(index, "conv2d", args, module)
@@ -986,7 +985,7 @@ def from_torch(module: Any, input_shape: Sequence[int], *, name: str | None = No
 #: DSL kind -> the torch modules and functions ``from_torch`` reads as that kind.
 IMPORTABLE = {
     "dense": "nn.Linear",
-    "conv2d": "nn.Conv2d (after a padding module for TensorFlow's asymmetric `same`)",
+    "conv2d": "nn.Conv2d, grouped too (after a padding module for TensorFlow's asymmetric `same`)",
     "conv1d": "nn.Conv1d between x.transpose(1, 2) and back",
     "maxpool": "nn.MaxPool2d",
     "avgpool": "nn.AvgPool2d",
@@ -1015,11 +1014,20 @@ IMPORTABLE = {
 NOT_IMPORTABLE = {
     "masking": "torch has no masks; a padded sequence imports without one",
     "average": "torch has no averaging merge; (x + y) / 2 is arithmetic with a constant",
-    "depthwiseconv2d": "grouped nn.Conv2d (groups > 1) is refused",
-    "separableconv2d": "grouped nn.Conv2d (groups > 1) is refused",
+    "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
+    "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
     "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
     "upsample2d": "no converter for nn.Upsample yet",
     "layernorm": "no converter for nn.LayerNorm yet",
     "reshape": "view/reshape import only as a flatten",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
+    "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
+    "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
+    "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
+    "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
+    "cropping1d": "slicing x[:, a:b] is not read yet",
+    "upsample1d": "x.repeat_interleave is not read yet",
+    "subtract": "x - y is not read yet",
+    "maximum": "torch.maximum is not read yet",
+    "minimum": "torch.minimum is not read yet",
 }

@@ -33,6 +33,8 @@ def initial(rng, initializer, shape):
     distributions of layerdsl.initializers.distribution, computed here from the shape."""
     if initializer in ("zeros", "ones"):
         return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer.startswith("constant:"):  # a fixed starting value: layer scale's 1e-6
+        return draw(rng, "constant", shape, value=float(initializer.split(":", 1)[1]))
     if initializer == "normal":
         return draw(rng, "normal", shape, std=0.05)
     if initializer == "uniform":

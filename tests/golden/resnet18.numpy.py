@@ -33,6 +33,8 @@ def initial(rng, initializer, shape):
     distributions of layerdsl.initializers.distribution, computed here from the shape."""
     if initializer in ("zeros", "ones"):
         return draw(rng, "constant", shape, value=float(initializer == "ones"))
+    if initializer.startswith("constant:"):  # a fixed starting value: layer scale's 1e-6
+        return draw(rng, "constant", shape, value=float(initializer.split(":", 1)[1]))
     if initializer == "normal":
         return draw(rng, "normal", shape, std=0.05)
     if initializer == "uniform":
@@ -213,16 +215,33 @@ class Activation(Layer):
         return self.function(x)
 
 
-class GlobalAvgPool(Layer):
+class GlobalMaxPool(Layer):
+    def __init__(self, keepdims=False, name=None):
+        self.keepdims = keepdims
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x.max(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
+
+
+class GlobalAvgPool(GlobalMaxPool):
     def __call__(self, x, mask=None):
         if mask is None:
-            return x.mean(axis=tuple(range(1, x.ndim - 1)))
+            return x.mean(axis=tuple(range(1, x.ndim - 1)), keepdims=self.keepdims)
         counted = mask[..., None].astype(x.dtype)
-        return (x * counted).sum(axis=1) / counted.sum(axis=1)  # the mean of the unmasked steps, as Keras
+        # the mean of the unmasked steps, as Keras
+        return (x * counted).sum(axis=1, keepdims=self.keepdims) / counted.sum(axis=1, keepdims=self.keepdims)
+
+
+def aligned(inputs):
+    """Inputs of lower rank get size-1 axes after the batch axis, as Keras's merge layers broadcast."""
+    rank = max(x.ndim for x in inputs)
+    return [x.reshape(len(x), *(1,) * (rank - x.ndim), *x.shape[1:]) for x in inputs]
 
 
 class Add(Layer):
     def __call__(self, *inputs):
+        inputs = aligned(inputs)
         total = inputs[0]
         for x in inputs[1:]:
             total = total + x  # in input order, as Keras sums

@@ -72,6 +72,14 @@ def generated() -> dict[str, bytes]:
         # Expansion: a few hundred bytes that describe 2**40 or 10**8 layers.
         "err_nested_repeat_bomb": ("input 3\n" + "repeat 2 { " * 40 + "relu" + " }" * 40 + "\n").encode(),
         "err_repeat_bomb_10000_of_10000": b"input 3\nrepeat 10000 { repeat 10000 { relu } }\n",
+        # Arithmetic (issue 11): products that grow past any size, and deep or long expressions.
+        "err_expression_product_of_200_factors": ("input 3\ndense " + "*".join(["99999"] * 200) + "\n").encode(),
+        "err_expression_parentheses_6_deep": b"input 3\ndense ((((((3))))))\n",
+        "err_expression_100000_terms": ("input 3\ndense " + "+".join(["1"] * 50_000) + "\n").encode(),
+        "err_expression_repeat_bomb_by_arithmetic": b"input 3\nrepeat 100*100 { repeat 100*100 { relu } }\n",
+        "err_expression_count_from_parameter_bomb": (
+            b"block b n { repeat n { relu } }\ninput 3\nrepeat 10000 { b 5000*2 }\n"
+        ),
         "err_block_doubling_bomb": (
             "block b0 { relu }\n"
             + "".join(f"block b{i} {{ b{i - 1} | b{i - 1} }}\n" for i in range(1, 41))

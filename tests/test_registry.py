@@ -181,3 +181,14 @@ def test_per_feature_layers_commute_with_a_permutation_of_the_features(statement
     layerdsl.set_weights(plain, weights, model)
     layerdsl.set_weights(reordered, permuted, model)
     np.testing.assert_allclose(reordered(x[:, perm]), plain(x)[:, perm], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("target", sorted(BACKENDS))
+def test_every_emitter_has_the_one_shared_signature(target):
+    """emit(layer, ctx): the same contract drives source writers and the ONNX graph builder."""
+    import inspect
+
+    for kind, emit in BACKENDS[target].emitters.items():
+        parameters = list(inspect.signature(emit).parameters.values())
+        assert len(parameters) == 2, f"{target} emitter for {kind} takes {[p.name for p in parameters]}"
+        assert parameters[0].name == "layer", f"{target} emitter for {kind} takes {parameters[0].name} first"

@@ -27,7 +27,12 @@ class Backend(ABC):
     name: str
     #: Extra needed for this backend, as in ``pip install layerdsl[extra]``.
     extra: str | None = None
-    #: IR kind -> emitter. What an emitter is depends on the backend.
+    #: IR kind -> emitter. Every backend's emitters share one signature, ``emit(layer, ctx)``:
+    #: ``layer`` is the IR layer, ``ctx`` the backend's emission context (what the layer reads,
+    #: where its weights and name go, which runtime pieces the file needs); what it returns is
+    #: what that backend assembles: a module piece (PyTorch), a layer call (Keras), a constructor
+    #: expression (NumPy), graph nodes (ONNX). Source backends run each block instance's emitters
+    #: under ``codegen.holes()`` and let ``backends.structure`` make one definition per block.
     emitters: Mapping[str, Any]
     #: IR kind -> reason this backend refuses it.
     unsupported: Mapping[str, str] = {}

@@ -76,7 +76,15 @@ def _given(layer: ir.Layer, dsl: str, default: Any) -> bool:
     return layer.args[dsl] != default or dsl in _SPELLED_OUT.get()
 
 
-Emitter = Callable[[ir.Layer], LayerCall]
+@dataclass(frozen=True)
+class Emission:
+    """What a Keras emitter is told besides the layer: the name its Keras layer takes."""
+
+    name: str
+
+
+#: The emitter signature every backend shares, ``emit(layer, ctx)``; here it returns the layer call.
+Emitter = Callable[[ir.Layer, Emission], LayerCall]
 
 
 def _options(layer: ir.Layer, defaults: Mapping[str, Any], keras_names: Mapping[str, str]) -> dict[str, Any]:
@@ -92,13 +100,13 @@ def _options(layer: ir.Layer, defaults: Mapping[str, Any], keras_names: Mapping[
 def _zero_padded(emit: Emitter) -> Emitter:
     """Symmetric zero padding (`pad=1`, `pad=1x2`): Keras pads with a ZeroPadding2D, then convolves `valid`."""
 
-    def padded(layer: ir.Layer) -> LayerCall:
-        layer_call = emit(layer)
+    def padded(layer: ir.Layer, ctx: Emission) -> LayerCall:
+        layer_call = emit(layer, ctx)
         pad = layer.args["pad"]
         if not isinstance(pad, tuple) or not _given(layer, "pad", (0, 0)):
             return layer_call
         padding = pad[0] if pad[0] == pad[1] else pad
-        before = keras_layer("layers.ZeroPadding2D", padding, name=f"{layer.name}_pad")
+        before = keras_layer("layers.ZeroPadding2D", padding, name=f"{ctx.name}_pad")
         return dataclasses.replace(layer_call, before=before)
 
     return padded
@@ -121,12 +129,12 @@ def _weighted(layer: ir.Layer, maxnorm_axis: int | list[int]) -> dict[str, Any]:
     return kwargs
 
 
-def _dense(layer: ir.Layer) -> LayerCall:
+def _dense(layer: ir.Layer, ctx: Emission) -> LayerCall:
     # axis 0 of the (in, units) kernel: each unit's incoming weight vector is bounded.
-    return keras_layer("layers.Dense", layer.args["units"], **_weighted(layer, 0), name=layer.name)
+    return keras_layer("layers.Dense", layer.args["units"], **_weighted(layer, 0), name=ctx.name)
 
 
-def _conv2d(layer: ir.Layer) -> LayerCall:
+def _conv2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(
         layer,
         {"stride": (1, 1), "pad": "valid", "dilation": (1, 1)},
@@ -136,67 +144,67 @@ def _conv2d(layer: ir.Layer) -> LayerCall:
     # over axes 0-2 and bounds each filter as a whole, as the MaxNorm docstring advises
     # for Conv2D (axis=0 alone would bound each (width, in) slice separately).
     kwargs = {**options, **_weighted(layer, [0, 1, 2])}
-    return keras_layer("layers.Conv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+    return keras_layer("layers.Conv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=ctx.name)
 
 
 def _grouped(emit: Emitter) -> Emitter:
     """`groups=G`: Keras's own grouped convolution (the kernel is (..., in / G, filters))."""
 
-    def grouped(layer: ir.Layer) -> LayerCall:
-        layer_call = emit(layer)
+    def grouped(layer: ir.Layer, ctx: Emission) -> LayerCall:
+        layer_call = emit(layer, ctx)
         if layer.args["groups"] == 1:
             return layer_call
         kwargs = {k: v for k, v in layer_call.kwargs.items() if k != "name"}
-        return dataclasses.replace(layer_call, kwargs={**kwargs, "groups": layer.args["groups"], "name": layer.name})
+        return dataclasses.replace(layer_call, kwargs={**kwargs, "groups": layer.args["groups"], "name": ctx.name})
 
     return grouped
 
 
 def _pool(keras_class: str) -> Emitter:
-    def emit(layer: ir.Layer) -> LayerCall:
+    def emit(layer: ir.Layer, ctx: Emission) -> LayerCall:
         kwargs: dict[str, Any] = {}
         if _given(layer, "stride", layer.args["pool"]):  # Keras's stride defaults to the window too
             kwargs["strides"] = layer.args["stride"]
         if _given(layer, "pad", "valid"):
             kwargs["padding"] = layer.args["pad"]
-        return keras_layer(keras_class, layer.args["pool"], **kwargs, name=layer.name)
+        return keras_layer(keras_class, layer.args["pool"], **kwargs, name=ctx.name)
 
     return emit
 
 
-def _flatten(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.Flatten", name=layer.name)
+def _flatten(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.Flatten", name=ctx.name)
 
 
-def _dropout(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.Dropout", float(layer.args["rate"]), name=layer.name)
+def _dropout(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.Dropout", float(layer.args["rate"]), name=ctx.name)
 
 
-def _batchnorm(layer: ir.Layer) -> LayerCall:
+def _batchnorm(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(
         layer,
         {"momentum": 0.99, "eps": 1e-3, "center": True, "scale": True},
         {"momentum": "momentum", "eps": "epsilon", "center": "center", "scale": "scale"},
     )
-    return keras_layer("layers.BatchNormalization", **options, name=layer.name)
+    return keras_layer("layers.BatchNormalization", **options, name=ctx.name)
 
 
-def _activation(layer: ir.Layer) -> LayerCall:
+def _activation(layer: ir.Layer, ctx: Emission) -> LayerCall:
     # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form.
-    return keras_layer("layers.Activation", layer.args["function"], name=layer.name)
+    return keras_layer("layers.Activation", layer.args["function"], name=ctx.name)
 
 
-def _embedding(layer: ir.Layer) -> LayerCall:
+def _embedding(layer: ir.Layer, ctx: Emission) -> LayerCall:
     args = layer.args
     options = _options(
         layer, {"mask_zero": False, "init": "uniform"}, {"mask_zero": "mask_zero", "init": "embeddings_initializer"}
     )
-    return keras_layer("layers.Embedding", args["vocab"], args["dim"], **options, name=layer.name)
+    return keras_layer("layers.Embedding", args["vocab"], args["dim"], **options, name=ctx.name)
 
 
-def _masking(layer: ir.Layer) -> LayerCall:
+def _masking(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = {"mask_value": float(layer.args["value"])} if _given(layer, "value", 0.0) else {}
-    return keras_layer("layers.Masking", **options, name=layer.name)
+    return keras_layer("layers.Masking", **options, name=ctx.name)
 
 
 #: recurrent IR kind -> (Keras class, the name Keras would give it)
@@ -233,11 +241,11 @@ def _recurrent_call(kind: str, args: ir.Args, name: str) -> LayerCall:
     return keras_layer(RECURRENT[kind][0], args["units"], **options, name=name)
 
 
-def _recurrent(layer: ir.Layer) -> LayerCall:
-    return _recurrent_call(layer.kind, layer.args, layer.name)
+def _recurrent(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return _recurrent_call(layer.kind, layer.args, ctx.name)
 
 
-def _bidirectional(layer: ir.Layer) -> LayerCall:
+def _bidirectional(layer: ir.Layer, ctx: Emission) -> LayerCall:
     # The wrapped layer is named as Keras would name it alone, so its two copies read
     # `forward_lstm` and `backward_lstm`, whatever the session's name counters hold.
     kind, args = layer.args["layer"], layer.args["inner"]
@@ -250,10 +258,10 @@ def _bidirectional(layer: ir.Layer) -> LayerCall:
         options["backward_layer"] = _recurrent_call(kind, forward_args, f"backward_{keras_name}")
     if layer.args["merge"] != "concat":
         options["merge_mode"] = layer.args["merge"]
-    return keras_layer("layers.Bidirectional", _recurrent_call(kind, args, keras_name), **options, name=layer.name)
+    return keras_layer("layers.Bidirectional", _recurrent_call(kind, args, keras_name), **options, name=ctx.name)
 
 
-def _conv1d(layer: ir.Layer) -> LayerCall:
+def _conv1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(
         layer,
         {"stride": 1, "pad": "valid", "dilation": 1},
@@ -261,31 +269,31 @@ def _conv1d(layer: ir.Layer) -> LayerCall:
     )
     # The kernel is (length, in, filters): the norm over axes 0-1 bounds each filter whole.
     kwargs = {**options, **_weighted(layer, [0, 1])}
-    return keras_layer("layers.Conv1D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+    return keras_layer("layers.Conv1D", layer.args["filters"], layer.args["kernel"], **kwargs, name=ctx.name)
 
 
 def _global_pool(keras_class: str) -> Emitter:
-    def emit(layer: ir.Layer) -> LayerCall:
-        return keras_layer(keras_class, **({"keepdims": True} if layer.args["keepdims"] else {}), name=layer.name)
+    def emit(layer: ir.Layer, ctx: Emission) -> LayerCall:
+        return keras_layer(keras_class, **({"keepdims": True} if layer.args["keepdims"] else {}), name=ctx.name)
 
     return emit
 
 
 def _merge(keras_class: str) -> Emitter:
-    def emit(layer: ir.Layer) -> LayerCall:
-        return keras_layer(keras_class, name=layer.name)
+    def emit(layer: ir.Layer, ctx: Emission) -> LayerCall:
+        return keras_layer(keras_class, name=ctx.name)
 
     return emit
 
 
-def _concat(layer: ir.Layer) -> LayerCall:
+def _concat(layer: ir.Layer, ctx: Emission) -> LayerCall:
     # IR axes leave out the batch; Keras counts it, so axis a >= 0 is a + 1 (negative axes agree).
     axis = layer.args["axis"]
     options = {"axis": axis + 1 if axis >= 0 else axis} if _given(layer, "axis", -1) else {}
-    return keras_layer("layers.Concatenate", **options, name=layer.name)
+    return keras_layer("layers.Concatenate", **options, name=ctx.name)
 
 
-def _zeropad2d(layer: ir.Layer) -> LayerCall:
+def _zeropad2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
     if top == bottom == left == right:
         padding: Any = top
@@ -293,7 +301,7 @@ def _zeropad2d(layer: ir.Layer) -> LayerCall:
         padding = (top, left)
     else:
         padding = ((top, bottom), (left, right))
-    return keras_layer("layers.ZeroPadding2D", padding, name=layer.name)
+    return keras_layer("layers.ZeroPadding2D", padding, name=ctx.name)
 
 
 _WINDOW_KEYWORDS = {"stride": "strides", "pad": "padding", "dilation": "dilation_rate"}
@@ -320,72 +328,72 @@ def _fused(layer: ir.Layer, kernel_initializers: tuple[str, ...]) -> dict[str, A
     return kwargs
 
 
-def _depthwiseconv2d(layer: ir.Layer) -> LayerCall:
+def _depthwiseconv2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     kwargs = {**_options(layer, _WINDOW_DEFAULTS, _WINDOW_KEYWORDS), **_fused(layer, ("depthwise_initializer",))}
-    return keras_layer("layers.DepthwiseConv2D", layer.args["kernel"], **kwargs, name=layer.name)
+    return keras_layer("layers.DepthwiseConv2D", layer.args["kernel"], **kwargs, name=ctx.name)
 
 
-def _separableconv2d(layer: ir.Layer) -> LayerCall:
+def _separableconv2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     initializers = ("depthwise_initializer", "pointwise_initializer")
     kwargs = {**_options(layer, _WINDOW_DEFAULTS, _WINDOW_KEYWORDS), **_fused(layer, initializers)}
-    return keras_layer("layers.SeparableConv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+    return keras_layer("layers.SeparableConv2D", layer.args["filters"], layer.args["kernel"], **kwargs, name=ctx.name)
 
 
-def _conv2dtranspose(layer: ir.Layer) -> LayerCall:
+def _conv2dtranspose(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(layer, {"stride": (1, 1), "pad": "valid"}, _WINDOW_KEYWORDS)
     kwargs = {**options, **_fused(layer, ("kernel_initializer",))}
-    return keras_layer("layers.Conv2DTranspose", layer.args["filters"], layer.args["kernel"], **kwargs, name=layer.name)
+    return keras_layer("layers.Conv2DTranspose", layer.args["filters"], layer.args["kernel"], **kwargs, name=ctx.name)
 
 
-def _upsample2d(layer: ir.Layer) -> LayerCall:
+def _upsample2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(layer, {"interpolation": "nearest"}, {"interpolation": "interpolation"})
-    return keras_layer("layers.UpSampling2D", layer.args["size"], **options, name=layer.name)
+    return keras_layer("layers.UpSampling2D", layer.args["size"], **options, name=ctx.name)
 
 
-def _layernorm(layer: ir.Layer) -> LayerCall:
+def _layernorm(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = _options(
         layer,
         {"eps": 1e-3, "center": True, "scale": True},
         {"eps": "epsilon", "center": "center", "scale": "scale"},
     )
-    return keras_layer("layers.LayerNormalization", **options, name=layer.name)
+    return keras_layer("layers.LayerNormalization", **options, name=ctx.name)
 
 
-def _reshape(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.Reshape", tuple(layer.args["target"]), name=layer.name)
+def _reshape(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.Reshape", tuple(layer.args["target"]), name=ctx.name)
 
 
-def _permute(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.Permute", tuple(layer.args["dims"]), name=layer.name)
+def _permute(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.Permute", tuple(layer.args["dims"]), name=ctx.name)
 
 
-def _rescaling(layer: ir.Layer) -> LayerCall:
+def _rescaling(layer: ir.Layer, ctx: Emission) -> LayerCall:
     options = {"offset": float(layer.args["offset"])} if layer.args["offset"] != 0.0 else {}
-    return keras_layer("layers.Rescaling", float(layer.args["scale"]), **options, name=layer.name)
+    return keras_layer("layers.Rescaling", float(layer.args["scale"]), **options, name=ctx.name)
 
 
-def _normalization(layer: ir.Layer) -> LayerCall:
+def _normalization(layer: ir.Layer, ctx: Emission) -> LayerCall:
     # With constants Keras holds no weights; without, mean, variance and count come with the weights file.
     args = layer.args
     options = {} if args["mean"] is None else {"mean": float(args["mean"]), "variance": float(args["variance"])}
-    return keras_layer("layers.Normalization", **options, name=layer.name)
+    return keras_layer("layers.Normalization", **options, name=ctx.name)
 
 
-def _layerscale(layer: ir.Layer) -> LayerCall:
-    return keras_layer("LayerScale", float(layer.args["init"]), name=layer.name)
+def _layerscale(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("LayerScale", float(layer.args["init"]), name=ctx.name)
 
 
-def _cropping2d(layer: ir.Layer) -> LayerCall:
+def _cropping2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
-    return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=layer.name)
+    return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=ctx.name)
 
 
-def _cropping1d(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.Cropping1D", (layer.args["start"], layer.args["end"]), name=layer.name)
+def _cropping1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.Cropping1D", (layer.args["start"], layer.args["end"]), name=ctx.name)
 
 
-def _upsample1d(layer: ir.Layer) -> LayerCall:
-    return keras_layer("layers.UpSampling1D", layer.args["size"], name=layer.name)
+def _upsample1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("layers.UpSampling1D", layer.args["size"], name=ctx.name)
 
 
 #: Layers without a core Keras class, written into the generated file (by IR kind). Registered as
@@ -929,11 +937,11 @@ class _Writer:
             )
         spelled_out = self.varying_layer_args.get((layer.span, layer.kind)) if layer.block else None
         if spelled_out is None:
-            layer_call = self.emitters[layer.kind](layer)
+            layer_call = self.emitters[layer.kind](layer, Emission(layer.name))
         else:
             token = _SPELLED_OUT.set(spelled_out)
             try:
-                layer_call = self.emitters[layer.kind](layer)
+                layer_call = self.emitters[layer.kind](layer, Emission(layer.name))
             finally:
                 _SPELLED_OUT.reset(token)
         if mode != "model":

@@ -54,22 +54,32 @@ MARKER = "layerdsl_backend"
 Use = Callable[[str], Code]
 """Records that the source uses a runtime piece and returns its name."""
 
-Emitter = Callable[[ir.Layer, dict[str, Code], Use], Code]
-"""(layer, weight name -> initial-value expression, use) -> the expression that builds the layer."""
+
+@dataclass(frozen=True)
+class Emission:
+    """What a NumPy emitter is told besides the layer: its weights' initial-value expressions, by
+    canonical name, and ``use``, which records a runtime piece the file must carry."""
+
+    weights: dict[str, Code]
+    use: Use
+
+
+#: The emitter signature every backend shares, ``emit(layer, ctx)``; here it returns the
+#: expression that builds the runtime layer.
+Emitter = Callable[[ir.Layer, Emission], Code]
 
 
 def _activation(name: str, use: Use) -> dict[str, Code]:
     return {} if name == "linear" else {"activation": use(name)}
 
 
-def _dense(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("Dense"), *weights.values(), **_activation(layer.args["activation"], use))
+def _dense(layer: ir.Layer, ctx: Emission) -> Code:
+    return call(ctx.use("Dense"), *ctx.weights.values(), **_activation(layer.args["activation"], ctx.use))
 
 
 _NO_PADDING = ((0, 0), (0, 0))
 
 
-#: Set while the instances of a block differ in which options they leave out: then every one keeps them all.
 #: Set while the instances of a block differ in which options they leave out: the options that some
 #: instance sets, which every instance then writes (``strides=(1, 1)`` beside ``strides=(2, 2)``).
 _KEEP_DEFAULTS: ContextVar[frozenset[str]] = ContextVar("keep_defaults", default=frozenset())
@@ -82,27 +92,27 @@ def _unless_default(defaults: Mapping[str, Any] | None = None, **options: Any) -
     return {key: value for key, value in options.items() if key in kept or value != defaults[key]}
 
 
-def _conv2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _conv2d(layer: ir.Layer, ctx: Emission) -> Code:
     args = layer.args
     return call(
-        use("Conv2D"),
-        *weights.values(),
+        ctx.use("Conv2D"),
+        *ctx.weights.values(),
         **_unless_default(
             strides=args["stride"],
             dilation=args["dilation"],
             padding=spatial_padding(args, layer.input_shape, args["kernel"]),
         ),
-        **_activation(args["activation"], use),
+        **_activation(args["activation"], ctx.use),
     )
 
 
 def _grouped(emit: Emitter) -> Emitter:
     """`groups=G`: the runtime's grouped convolution, which reads the groups off the kernel's shape."""
 
-    def grouped(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    def grouped(layer: ir.Layer, ctx: Emission) -> Code:
         if layer.args["groups"] == 1:
-            return emit(layer, weights, use)
-        return emit(layer, weights, lambda name: use(_GROUPED.get(name, name)))
+            return emit(layer, ctx)
+        return emit(layer, Emission(ctx.weights, lambda name: ctx.use(_GROUPED.get(name, name))))
 
     return grouped
 
@@ -111,10 +121,10 @@ _GROUPED = {"Conv2D": "GroupedConv2D", "Conv1D": "GroupedConv1D"}
 
 
 def _pool(runtime_class: str) -> Emitter:
-    def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    def emit(layer: ir.Layer, ctx: Emission) -> Code:
         args = layer.args
         padding = spatial_padding(args, layer.input_shape, args["pool"])
-        return call(use(runtime_class), args["pool"], args["stride"], **_unless_default(padding=padding))
+        return call(ctx.use(runtime_class), args["pool"], args["stride"], **_unless_default(padding=padding))
 
     return emit
 
@@ -123,19 +133,19 @@ def _pool(runtime_class: str) -> Emitter:
 _BATCHNORM_STARTS = {"gamma": "ones", "beta": "zeros", "moving_mean": "zeros", "moving_variance": "ones"}
 
 
-def _batchnorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _batchnorm(layer: ir.Layer, ctx: Emission) -> Code:
     initializers = {w.name: w.initializer for w in layer.weights}
     channels = layer.weights[-1].shape[0]
     # Only what differs from the start: another initializer, or gamma or beta left out.
     changed = {
-        name: weights[name] if name in weights else None
+        name: ctx.weights[name] if name in ctx.weights else None
         for name, start in _BATCHNORM_STARTS.items()
         if initializers.get(name) != start
     }
-    return call(use("BatchNorm"), _size(channels), eps=layer.args["eps"], **changed)
+    return call(ctx.use("BatchNorm"), _size(channels), eps=layer.args["eps"], **changed)
 
 
-def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _conv1d(layer: ir.Layer, ctx: Emission) -> Code:
     args = layer.args
     options = {
         "stride": args["stride"],
@@ -143,25 +153,25 @@ def _conv1d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
         "padding": padding_1d(args, layer.input_shape[0], args["kernel"]),
     }
     options = _unless_default({"stride": 1, "dilation": 1, "padding": (0, 0)}, **options)
-    return call(use("Conv1D"), *weights.values(), **options, **_activation(args["activation"], use))
+    return call(ctx.use("Conv1D"), *ctx.weights.values(), **options, **_activation(args["activation"], ctx.use))
 
 
 def _pool1d(runtime_class: str) -> Emitter:
-    def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    def emit(layer: ir.Layer, ctx: Emission) -> Code:
         args = layer.args
         padding = padding_1d(args, layer.input_shape[0], args["pool"])
         options = _unless_default({"padding": (0, 0)}, padding=padding)
-        return call(use(runtime_class), args["pool"], args["stride"], **options)
+        return call(ctx.use(runtime_class), args["pool"], args["stride"], **options)
 
     return emit
 
 
-def _embedding(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("Embedding"), **weights)  # the model makes the mask: `mask = ids != 0`
+def _embedding(layer: ir.Layer, ctx: Emission) -> Code:
+    return call(ctx.use("Embedding"), **ctx.weights)  # the model makes the mask: `mask = ids != 0`
 
 
-def _masking(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("Masking"), layer.args["value"])
+def _masking(layer: ir.Layer, ctx: Emission) -> Code:
+    return call(ctx.use("Masking"), layer.args["value"])
 
 
 _RECURRENT_CLASSES = {"simplernn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
@@ -182,88 +192,88 @@ def _recurrent_call(kind: str, args: ir.Args, weights: dict[str, Code], use: Use
     return call(use(_RECURRENT_CLASSES[kind]), **weights, **options)
 
 
-def _recurrent(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return _recurrent_call(layer.kind, layer.args, weights, use, layer.args["go_backwards"])
+def _recurrent(layer: ir.Layer, ctx: Emission) -> Code:
+    return _recurrent_call(layer.kind, layer.args, ctx.weights, ctx.use, layer.args["go_backwards"])
 
 
-def _bidirectional(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _bidirectional(layer: ir.Layer, ctx: Emission) -> Code:
     args, inner = layer.args, layer.args["inner"]
     directions = []
     for prefix, go_backwards in (("forward_", inner["go_backwards"]), ("backward_", not inner["go_backwards"])):
-        own = {name[len(prefix) :]: value for name, value in weights.items() if name.startswith(prefix)}
-        directions.append(_recurrent_call(args["layer"], inner, own, use, go_backwards))
+        own = {name[len(prefix) :]: value for name, value in ctx.weights.items() if name.startswith(prefix)}
+        directions.append(_recurrent_call(args["layer"], inner, own, ctx.use, go_backwards))
     options = {"merge": args["merge"]} if args["merge"] != "concat" else {}
-    return call(use("Bidirectional"), *directions, **options)
+    return call(ctx.use("Bidirectional"), *directions, **options)
 
 
 def _plain(runtime_class: str) -> Emitter:
-    return lambda layer, weights, use: call(use(runtime_class))
+    return lambda layer, ctx: call(ctx.use(runtime_class))
 
 
 def _global_pool(runtime_class: str) -> Emitter:
-    return lambda layer, weights, use: call(use(runtime_class), **({"keepdims": True} if layer.args["keepdims"] else {}))
+    return lambda layer, ctx: call(ctx.use(runtime_class), **({"keepdims": True} if layer.args["keepdims"] else {}))
 
 
-def _activation_layer(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("Activation"), use(layer.args["function"]))
+def _activation_layer(layer: ir.Layer, ctx: Emission) -> Code:
+    return call(ctx.use("Activation"), ctx.use(layer.args["function"]))
 
 
-def _concat(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _concat(layer: ir.Layer, ctx: Emission) -> Code:
     axis = layer.args["axis"]  # counted without the batch axis, as the IR shapes
-    return call(use("Concatenate"), **({"axis": axis + 1 if axis >= 0 else axis} if axis != -1 else {}))
+    return call(ctx.use("Concatenate"), **({"axis": axis + 1 if axis >= 0 else axis} if axis != -1 else {}))
 
 
-def _zeropad2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _zeropad2d(layer: ir.Layer, ctx: Emission) -> Code:
     args = layer.args
-    return call(use("ZeroPad2D"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
+    return call(ctx.use("ZeroPad2D"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
 
 
 def _depthwise(runtime_class: str) -> Emitter:
     """Depthwise and separable convolutions: a conv2d's options on per-channel kernels."""
 
-    def emit(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+    def emit(layer: ir.Layer, ctx: Emission) -> Code:
         args = layer.args
         return call(
-            use(runtime_class),
-            *weights.values(),
+            ctx.use(runtime_class),
+            *ctx.weights.values(),
             **_unless_default(
                 strides=args["stride"],
                 dilation=args["dilation"],
                 padding=spatial_padding(args, layer.input_shape, args["kernel"]),
             ),
-            **_activation(args["activation"], use),
+            **_activation(args["activation"], ctx.use),
         )
 
     return emit
 
 
-def _conv2dtranspose(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _conv2dtranspose(layer: ir.Layer, ctx: Emission) -> Code:
     args = layer.args
     options = _unless_default(strides=args["stride"])
     if args["pad"] != "valid":
         options["padding"] = args["pad"]
-    return call(use("Conv2DTranspose"), *weights.values(), **options, **_activation(args["activation"], use))
+    return call(ctx.use("Conv2DTranspose"), *ctx.weights.values(), **options, **_activation(args["activation"], ctx.use))
 
 
-def _upsample2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _upsample2d(layer: ir.Layer, ctx: Emission) -> Code:
     interpolation = layer.args["interpolation"]
     options = {"interpolation": interpolation} if interpolation != "nearest" else {}
-    return call(use("UpSample2D"), layer.args["size"], **options)
+    return call(ctx.use("UpSample2D"), layer.args["size"], **options)
 
 
-def _layernorm(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
-    return call(use("LayerNorm"), **weights, eps=layer.args["eps"])
+def _layernorm(layer: ir.Layer, ctx: Emission) -> Code:
+    return call(ctx.use("LayerNorm"), **ctx.weights, eps=layer.args["eps"])
 
 
-def _normalization(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _normalization(layer: ir.Layer, ctx: Emission) -> Code:
     if layer.args["mean"] is None:
-        return call(use("Normalization"), **weights)
-    return call(use("Normalization"), mean=layer.args["mean"], variance=layer.args["variance"])
+        return call(ctx.use("Normalization"), **ctx.weights)
+    return call(ctx.use("Normalization"), mean=layer.args["mean"], variance=layer.args["variance"])
 
 
-def _cropping2d(layer: ir.Layer, weights: dict[str, Code], use: Use) -> Code:
+def _cropping2d(layer: ir.Layer, ctx: Emission) -> Code:
     args = layer.args
-    return call(use("Cropping"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
+    return call(ctx.use("Cropping"), ((args["top"], args["bottom"]), (args["left"], args["right"])))
 
 
 EMITTERS: dict[str, Emitter] = {
@@ -298,17 +308,17 @@ EMITTERS: dict[str, Emitter] = {
     "conv2dtranspose": _conv2dtranspose,
     "upsample2d": _upsample2d,
     "layernorm": _layernorm,
-    "reshape": lambda layer, weights, use: call(use("Reshape"), layer.args["target"]),
-    "permute": lambda layer, weights, use: call(use("Permute"), layer.args["dims"]),
+    "reshape": lambda layer, ctx: call(ctx.use("Reshape"), layer.args["target"]),
+    "permute": lambda layer, ctx: call(ctx.use("Permute"), layer.args["dims"]),
     "subtract": _plain("Subtract"),
     "maximum": _plain("Maximum"),
     "minimum": _plain("Minimum"),
-    "rescaling": lambda layer, weights, use: call(use("Rescaling"), layer.args["scale"], layer.args["offset"]),
+    "rescaling": lambda layer, ctx: call(ctx.use("Rescaling"), layer.args["scale"], layer.args["offset"]),
     "normalization": _normalization,
-    "layerscale": lambda layer, weights, use: call(use("LayerScale"), **weights),
+    "layerscale": lambda layer, ctx: call(ctx.use("LayerScale"), **ctx.weights),
     "cropping2d": _cropping2d,
-    "cropping1d": lambda layer, weights, use: call(use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
-    "upsample1d": lambda layer, weights, use: call(use("UpSample1D"), layer.args["size"]),
+    "cropping1d": lambda layer, ctx: call(ctx.use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
+    "upsample1d": lambda layer, ctx: call(ctx.use("UpSample1D"), layer.args["size"]),
 }
 
 
@@ -614,7 +624,7 @@ class _Generator:
         token = _NAMED_SIZES.set(sizes)
         try:
             weights = {ident(w.name): _initial_value(w, self.use) for w in layer.weights}
-            construct = EMITTERS[layer.kind](layer, weights, self.use)
+            construct = EMITTERS[layer.kind](layer, Emission(weights, self.use))
         finally:
             _NAMED_SIZES.reset(token)
         construct = Code(f"{construct[:-1]}{'' if construct.endswith('()') else ', '}name={py(layer.name)})")

@@ -115,3 +115,17 @@ def test_the_checker_keeps_blocks_repeats_and_taps():
 def test_a_block_that_reads_an_outer_tap_is_not_self_contained():
     model = parse("input 8\ndense 8\ntap t\ndense 8\nblock b { dense 8 | add @t }\nb\n")
     assert not self_contained(model.body[-1])
+
+
+def test_a_size_that_scales_with_a_parameter_is_written_as_the_product():
+    def write(filters, channels):
+        return _fragment(lambda: f"f({codegen.py(filters * 4)}, i * {codegen.py(channels // 2)})")
+
+    instances = [write(64, 100), write(128, 300)]
+    scopes = [Scope({"filters": 64, "in_channels": 100}), Scope({"filters": 128, "in_channels": 300})]
+    [variant] = unify(instances, scopes)
+    # Inside arithmetic the derived size is parenthesized: i * (in_channels // 2), not (i * in_channels) // 2.
+    assert variant.text == "f(filters * 4, i * (in_channels // 2))"
+    for member, instance in enumerate(instances):
+        namespace = {"f": lambda *a: a, "i": 3}
+        assert eval(variant.text, {**namespace, **variant.arguments[member]}) == eval(instance.render(), namespace)

@@ -63,6 +63,15 @@ class Fragment:
         """The text with every hole blanked: fragments with equal skeletons differ only in literals."""
         return _MARK.sub("\0\0", self.text)
 
+    def in_arithmetic(self) -> list[bool]:
+        """For each hole, whether an arithmetic operator stands right before or after it."""
+        out = []
+        for match in _MARK.finditer(self.text):
+            before = self.text[max(0, match.start() - 3) : match.start()].rstrip()
+            after = self.text[match.end() : match.end() + 3].lstrip()
+            out.append(before[-1:] in ("*", "/", "%", "+", "-") or after[:1] in ("*", "/", "%", "+", "-"))
+        return out
+
     def keywords(self) -> list[str | None]:
         """For each hole, the keyword argument it is passed as (``stride=``), if any."""
         out: list[str | None] = []
@@ -146,6 +155,7 @@ def _unify_group(
 ) -> Variant:
     first = fragments[0]
     keywords = first.keywords()
+    arithmetic = first.in_arithmetic()
     candidates = list(scopes[0].values)
     used: list[str] = []
     lifted: list[str] = []
@@ -163,7 +173,7 @@ def _unify_group(
         nonlocal uses_name
         column = [f.values[index] for f in fragments]
         meaning = first.meanings[index]
-        resolved = _resolve(column, scopes, meaning, keywords[index], candidates)
+        resolved = _resolve(column, scopes, meaning, keywords[index], candidates, arithmetic[index])
         if resolved is not None:
             text, symbols = resolved
             for symbol in symbols:
@@ -197,7 +207,12 @@ def _unify_group(
 
 
 def _resolve(
-    column: list[Any], scopes: list[Scope], meaning: str | None, keyword_: str | None, candidates: list[str]
+    column: list[Any],
+    scopes: list[Scope],
+    meaning: str | None,
+    keyword_: str | None,
+    candidates: list[str],
+    nested: bool = False,
 ) -> tuple[str, list[str]] | None:
     """How one hole is written in the definition: (expression, symbols it uses), or None to lift it."""
     constant = all(_same(v, column[0]) for v in column)
@@ -215,6 +230,10 @@ def _resolve(
         template = _matches(symbol, column, scopes)
         if template is not None:
             return template, [symbol]
+    derived = _derived(column, scopes, candidates)
+    if derived is not None:
+        text, symbols = derived
+        return (f"({text})" if nested else text), symbols
     if all(isinstance(v, tuple) and len(v) == len(column[0]) for v in column):
         parts, symbols = [], []
         for position in range(len(column[0])):
@@ -224,6 +243,26 @@ def _resolve(
             parts.append(part[0])
             symbols.extend(part[1])
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")", symbols
+    return None
+
+
+_FACTORS = (2, 3, 4, 5, 6, 8, 16, 32)
+
+
+def _derived(column: list[Any], scopes: list[Scope], candidates: list[str]) -> tuple[str, list[str]] | None:
+    """A size that changes with one parameter by a fixed factor in every instance: ``filters * 4``
+    (a bottleneck's expansion), ``in_channels * 6``, ``in_channels // 4``."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in column):
+        return None
+    for symbol in candidates:
+        values = [scope.values.get(symbol) for scope in scopes]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            continue
+        for factor in _FACTORS:
+            if all(c == v * factor for c, v in zip(column, values, strict=True)):
+                return f"{symbol} * {factor}", [symbol]
+            if all(c == v // factor and c > 0 for c, v in zip(column, values, strict=True)):
+                return f"{symbol} // {factor}", [symbol]
     return None
 
 

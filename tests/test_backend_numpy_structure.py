@@ -128,3 +128,19 @@ def test_block_parameters_named_like_the_constructors_own_names_are_not_taken():
     taken = [arg.arg for arg in method(block, "__init__").args.args]
     assert taken[:3] == ["self", "rng", "name"] and len(set(taken)) == len(taken)
     testing.assert_backends_agree(text, testing.available_targets())
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (5, 2, 3), (3, 3, 2, 5)])
+def test_the_runtimes_initial_draws_what_layerdsl_initializers_describe(shape):
+    """The generated file carries its own copy of the initializer maths (it needs only numpy):
+    it must draw from exactly the distributions layerdsl.initializers describes."""
+    from layerdsl.backends import numpy_runtime
+    from layerdsl.initializers import INITIALIZERS, distribution
+
+    for name in [*INITIALIZERS, "constant:1e-06"]:
+        dist = distribution(name, shape)
+        param = {"uniform": "limit", "normal": "std", "truncated_normal": "std", "constant": "value", "orthogonal": "gain"}
+        expected = numpy_runtime.draw(
+            np.random.default_rng(5), dist.kind, shape, **{param[dist.kind]: getattr(dist, param[dist.kind])}
+        )
+        np.testing.assert_array_equal(numpy_runtime.initial(np.random.default_rng(5), name, shape), expected, err_msg=name)

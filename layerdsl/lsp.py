@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LayerDSLError, Span
 from .initializers import INITIALIZERS
+from .ir import INPUT_NAME, BlockCall, Tap, walk
 from .parser import Program, Reference, Statement, parse_syntax
 from .specs import ACTIVATIONS, DIRECTIVES, REGISTRY, LayerSpec, Param, shape_text
 
@@ -62,6 +63,30 @@ class Analysis:
     @property
     def blocks(self) -> dict[str, Statement]:
         return {o.name: o.statement for o in self.occurrences if o.kind == "block" and o.definition and o.statement}
+
+    def instances_at(self, name_span: Span) -> list[tuple[str, tuple[int, ...]]]:
+        """The block instances the call whose name is at ``name_span`` made: (instance, output shape)."""
+        if self.model is None:
+            return []
+        return [
+            (node.instance, self._shape_of(node.output))
+            for node in walk(self.model.body)
+            if isinstance(node, BlockCall) and (node.span.line, node.span.column) == (name_span.line, name_span.column)
+        ]
+
+    def tap_shapes(self, name: str, defined_at: Span | None) -> list[tuple[int, ...]]:
+        """The shape of the tensor a tap names, once per time its `tap` statement ran."""
+        if self.model is None or defined_at is None:
+            return []
+        return [
+            self._shape_of(node.tensor)
+            for node in walk(self.model.body)
+            if isinstance(node, Tap) and node.name == name and node.span.line == defined_at.line
+        ]
+
+    def _shape_of(self, tensor: str) -> tuple[int, ...]:
+        assert self.model is not None
+        return self.model.input.shape if tensor == INPUT_NAME else self.model.layer(tensor).output_shape
 
     def occurrence_at(self, at: Position) -> Occurrence | None:
         return next((o for o in self.occurrences if _contains(o.span, at)), None)
@@ -192,10 +217,15 @@ def hover_markdown(analysis: Analysis, at: Position) -> tuple[str, Span] | None:
         definition = analysis.definition_of(occurrence)
         if occurrence.kind == "block" and definition is not None and definition.statement is not None:
             text = f"```layers\n{block_signature(definition.statement)}\n```\nblock defined on line {definition.span.line}"
+            made = analysis.instances_at(occurrence.span)
+            if made:
+                text += "\n\n" + "\n".join(f"`{name}`: output shape `{shape_text(shape)}`  " for name, shape in made[:8])
             return text, occurrence.span
         if occurrence.kind == "tap":
             where = f"defined on line {definition.span.line}" if definition else "not defined"
-            return f"tap `@{occurrence.name}`, {where}", occurrence.span
+            shapes = analysis.tap_shapes(occurrence.name, definition.span if definition else None)
+            shown = ", ".join(f"`{shape_text(shape)}`" for shape in dict.fromkeys(shapes))
+            return f"tap `@{occurrence.name}`, {where}" + (f"; shape {shown}" if shown else ""), occurrence.span
     found = analysis.statement_at(at)
     if found is None:
         return None

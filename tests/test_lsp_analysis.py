@@ -93,3 +93,14 @@ def test_diagnose_gives_every_independent_error_and_the_warnings():
     (warning,) = diagnose("input 8x8x3\nblock b f unused=2 { conv2d f 1 }\nb 4\nflatten | dense 2\n")
     assert (warning.severity, warning.line, warning.column, warning.end_column) == ("warning", 2, 11, 17)
     assert "never used" in warning.message
+
+
+def test_hover_on_a_block_call_and_a_tap_shows_the_shapes_they_make():
+    text = "input 8x8x4\nblock down filters { conv2d filters 3 stride=2 pad=same }\ntap entry\ndown 6 | down 5\nflatten | dense 2\n"
+    analysis = analyze(text)
+    hovered, _ = hover_markdown(analysis, (4, 2))
+    assert "`down`: output shape `(4, 4, 6)`" in hovered
+    hovered, _ = hover_markdown(analysis, (4, 10))
+    assert "`down_1`: output shape `(2, 2, 5)`" in hovered
+    hovered, _ = hover_markdown(analysis, (3, 6))
+    assert hovered == "tap `@entry`, defined on line 3; shape `(8, 8, 4)`"

@@ -96,6 +96,11 @@ class _Checker:
         self.model_name = default_name
         self.model_span: Span | None = None
         self.input: Input | None = None
+        #: Every model input by name, in declared order (the first is ``self.input``).
+        self.inputs: dict[str, Input] = {}
+        self.outputs: tuple[str, ...] = ()
+        self.output_span: Span | None = None
+        self.top = _Scope.top()
         self.layers: list[Layer] = []
         self.used_names: set[str] = set()
         self.instances: set[str] = set()
@@ -133,7 +138,7 @@ class _Checker:
                 try:
                     if isinstance(item, Statement) and item.name == "model":
                         self._model_directive(item, seen_layers)
-                    elif isinstance(item, Statement) and item.name == "input":
+                    elif isinstance(item, Statement) and item.name == "input" and self.input is None and not seen_layers:
                         self._input_directive(item, seen_layers)
                     elif isinstance(item, Statement) and item.name == "block":
                         self._define_block(item)
@@ -157,8 +162,8 @@ class _Checker:
                 self.record(exc)
             model_input = _Tensor.unknown()
             if self.input is not None:
-                model_input = _Tensor(INPUT_NAME, self.input.shape, self.input.dtype, None, None)
-            output = self._run_items(body, _Scope.top(), model_input)
+                model_input = self._add_input(self.input)
+            output = self._run_items(body, self.top, model_input)
         except _Enough:
             return self._finish(None, source)
         return self._finish(output, source)
@@ -175,8 +180,10 @@ class _Checker:
         assert output is not None and self.input is not None
         structure = tuple(self.nodes[0])
         blocks = tuple(definition.ir() for definition in self.blocks.values())
-        return Model(self.model_name, self.input, layers_of(structure), self.filename, source, output=output.name,
-                     blocks=blocks, body=structure, warnings=tuple(self.warnings))
+        outputs = self.outputs or (output.name,)
+        return Model(self.model_name, self.input, layers_of(structure), self.filename, source, output=outputs[0],
+                     blocks=blocks, body=structure, warnings=tuple(self.warnings), inputs=tuple(self.inputs.values()),
+                     outputs=outputs)
 
     def _check_expansion(self, body: list[Item]) -> None:
         """Refuse, before expanding anything, models whose repeats and blocks multiply past MAX_LAYERS."""
@@ -244,8 +251,11 @@ class _Checker:
         if isinstance(item, Reference):
             return scope.tap(item.name, item.span)
         stmt = item
-        if stmt.name in ("model", "input", "block"):
-            where = "before the first layer" if stmt.name != "block" else "at the top level"
+        top_level = scope is self.top and len(self.nodes) == 1
+        if stmt.name in ("input", "output") and top_level:
+            return self._later_input(stmt) if stmt.name == "input" else self._output_directive(stmt, scope, current)
+        if stmt.name in ("model", "input", "output", "block"):
+            where = "before the first layer" if stmt.name == "model" else "at the top level"
             raise LayerCheckError(f"`{stmt.name}` is only allowed {where}", span=stmt.name_span)
         if stmt.name != "tap":
             stmt = _resolve(stmt, current, scope.entry or current)
@@ -273,6 +283,12 @@ class _Checker:
         if len(stmt.positionals) != 1 or stmt.options or stmt.positionals[0].kind != "name":
             raise LayerCheckError("`tap` takes one name", span=stmt.span, hint="write e.g. `tap skip1`, then use `@skip1`")
         name = identifier(stmt.positionals[0], "tap name", emitted=False)
+        if name in self.inputs:
+            raise LayerCheckError(
+                f"`{name}` is the name of a model input; a tap needs a name of its own",
+                span=stmt.positionals[0].span,
+                hint=f"`@{name}` already reads that input",
+            )
         scope.taps[name] = current
         self.nodes[-1].append(Tap(name, current.name, stmt.span))
 
@@ -513,10 +529,58 @@ class _Checker:
         self.model_span = stmt.span
 
     def _input_directive(self, stmt: Statement, seen_layers: bool) -> None:
-        if self.input is not None:
-            raise LayerCheckError("`input` is given twice", span=stmt.name_span)
-        if seen_layers:
-            raise LayerCheckError("`input` must come before the first layer", span=stmt.name_span)
+        self.input = self._parse_input(stmt, INPUT_NAME)
+
+    def _later_input(self, stmt: Statement) -> _Tensor:
+        """An `input` after the first: a new model input, and a new chain that starts from it."""
+        n = len(self.inputs)
+        default = f"input_{n}"
+        while self._name_unavailable(default) or default in self.inputs:
+            n += 1
+            default = f"input_{n}"
+        return self._add_input(self._parse_input(stmt, default))
+
+    def _add_input(self, model_input: Input) -> _Tensor:
+        """Register a model input under its name: a tensor `@name` reads."""
+        name = model_input.name
+        span = model_input.span or Span(1, 1, 1, 1)
+        if name in self.inputs:
+            first = self.inputs[name].span
+            raise LayerCheckError(f"input name `{name}` is used twice", span=span,
+                                  notes=(f"first used on line {first.line}",) if first else ())
+        if name in self.used_names or name in self.instances:
+            raise LayerCheckError(f"input name `{name}` is already a layer's name", span=span)
+        self.inputs[name] = model_input
+        self.used_names.add(name)
+        tensor = _Tensor(name, model_input.shape, model_input.dtype, None, None)
+        self.top.taps[name] = tensor
+        return tensor
+
+    def _output_directive(self, stmt: Statement, scope: _Scope, current: _Tensor) -> _Tensor:
+        """`output @a @b`: the model's outputs, in order."""
+        if self.output_span is not None:
+            raise LayerCheckError("`output` is given twice", span=stmt.name_span,
+                                  notes=(f"first given on line {self.output_span.line}",))
+        self._no_bodies(stmt)
+        if not stmt.positionals or stmt.options or any(v.kind != "ref" for v in stmt.positionals):
+            raise LayerCheckError("`output` takes the tensors the model returns, as `@name`s", span=stmt.span,
+                                  hint="write e.g. `output @logits @score` after `tap logits` ... `tap score`")
+        self.output_span = stmt.span
+        names: list[str] = []
+        for value in stmt.positionals:
+            tensor = scope.tap(str(value.value), value.span)
+            if not tensor.known:
+                continue
+            if tensor.layer is None:
+                raise LayerCheckError(f"`@{value.value}` is a model input; an output must be a layer's result",
+                                      span=value.span)
+            if tensor.name in names:
+                raise LayerCheckError(f"`@{value.value}` is an output twice", span=value.span)
+            names.append(tensor.name)
+        self.outputs = tuple(names)
+        return current
+
+    def _parse_input(self, stmt: Statement, name: str) -> Input:
         if len(stmt.positionals) != 1:
             raise LayerCheckError(
                 "`input` takes one shape, without the batch axis",
@@ -547,11 +611,13 @@ class _Checker:
                 dtype = choice(opt.value, INPUT_DTYPES, "dtype")
             elif opt.key == "layout":
                 layout = choice(opt.value, INPUT_LAYOUTS, "layout")
+            elif opt.key == "name":
+                name = identifier(opt.value, "input name")
             else:
                 raise LayerCheckError(
                     f"unknown option `{opt.key}` for `input`",
                     span=opt.key_span,
-                    hint=did_you_mean(opt.key, ("dtype", "layout")) or "`input` takes dtype= and layout=",
+                    hint=did_you_mean(opt.key, ("dtype", "layout", "name")) or "`input` takes dtype=, layout= and name=",
                 )
         if layout == "channels_first":
             if len(dims) < 2:
@@ -561,7 +627,7 @@ class _Checker:
                 )
             dims = (*dims[1:], dims[0])
         self._check_elements(dims, value.span, "the input", " per example")
-        self.input = Input(dims, dtype, layout, stmt.span, declared=True)
+        return Input(dims, dtype, layout, stmt.span, declared=True, name=name)
 
     def _settle_input(self, first: Item) -> None:
         """The model input: from `input`, or from the first layer's `in=N`."""
@@ -616,6 +682,16 @@ class _Checker:
     ) -> _Tensor:
         spans: dict[str, Span] = values.pop("__spans__")
         given_name = values.pop("name", None)
+        later = next((i for i in self.inputs.values() if i is not self.input and inputs and inputs[0].name == i.name
+                      and inputs[0].layer is None), None)
+        if values.get("in") is not None and later is not None:
+            raise self._error_at_option(
+                stmt,
+                "in",
+                f"`in=` conflicts with `input` on line {later.span.line if later.span else '?'}, which starts "
+                "this chain",
+                hint="remove `in=`; the chain's input size comes from its `input`",
+            )
         if values.get("in") is not None and self.layers:
             raise self._error_at_option(
                 stmt,
@@ -667,6 +743,8 @@ class _Checker:
             self._check_elements(weight.shape, stmt.name_span, f"`{stmt.name}`'s {weight.name}")
         if given_name is not None:
             name = scope.prefixed(given_name)
+            if name in self.inputs:
+                raise LayerCheckError(f"layer name `{name}` is already the name of a model input", span=spans["name"])
             if name in self.used_names:
                 raise LayerCheckError(f"layer name `{name}` is used twice", span=spans["name"])
         else:
@@ -710,7 +788,15 @@ class _Checker:
         return name in self.used_names or name in self.explicit_names or name in self.blocks
 
     def _check_all_used(self, output: _Tensor) -> None:
-        used = {output.name} | {name for layer in self.layers for name in layer.inputs}
+        used = {*(self.outputs or (output.name,))} | {name for layer in self.layers for name in layer.inputs}
+        for name, model_input in self.inputs.items():
+            if name not in used:  # Keras builds such a model too: a warning, not an error
+                self.warnings.append(LayerCheckWarning(
+                    f"input `{name}` is never used",
+                    span=model_input.span or Span(1, 1, 1, 1),
+                    hint=f"read it with `@{name}` (a merge such as `add @{name}`, or `@{name}` on its own line), "
+                    "or remove it",
+                ))
         for layer in self.layers:
             if layer.name not in used:
                 raise LayerCheckError(
@@ -772,7 +858,7 @@ class _Tensor:
 
     def origin(self) -> str:
         if self.layer is None:
-            return "the model input"
+            return "the model input" if self.name == INPUT_NAME else f"the input `{self.name}`"
         return f"`{self.layer.source.split()[0]}` on line {self.layer.span.line}"
 
 

@@ -141,6 +141,8 @@ class Input:
     layout: str  # how callers feed Keras/NumPy models: channels_last or channels_first
     span: Span | None
     declared: bool  # False when the shape came from the first layer's `in=`
+    #: The tensor's name: what ``Layer.inputs`` and ``@name`` call it (INPUT_NAME for the first by default).
+    name: str = INPUT_NAME
 
     @property
     def fed_shape(self) -> Shape:
@@ -167,6 +169,34 @@ class Model:
     body: tuple[Node, ...] = field(default=(), repr=False, compare=False)
     #: What the checker warns about (``errors.LayerCheckWarning``), in source order.
     warnings: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    #: Every model input, in declared order (``input`` is the first); empty means ``(input,)``.
+    inputs: tuple[Input, ...] = ()
+    #: The model's outputs (layer names), in declared order; empty means ``(output,)``, or the last layer.
+    outputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", (self.input,))
+        if not self.outputs:
+            last = self.output or (self.layers[-1].name if self.layers else "")
+            object.__setattr__(self, "outputs", (last,) if last else ())
+        elif not self.output:
+            object.__setattr__(self, "output", self.outputs[0])
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs)
+
+    def tensor_shape(self, name: str) -> Shape:
+        """The shape of a tensor: a model input's, or a layer's output."""
+        for model_input in self.inputs:
+            if model_input.name == name:
+                return model_input.shape
+        return self.layer(name).output_shape
+
+    @property
+    def output_shapes(self) -> tuple[Shape, ...]:
+        return tuple(self.tensor_shape(name) for name in self.outputs) or (self.input.shape,)
 
     def block(self, name: str) -> BlockDef:
         return next(b for b in self.blocks if b.name == name)
@@ -182,7 +212,9 @@ class Model:
     @property
     def is_sequential(self) -> bool:
         """True when every layer reads the one before it and the last layer is the output."""
-        previous = INPUT_NAME
+        if len(self.inputs) > 1 or len(self.outputs) > 1:
+            return False
+        previous = self.input.name
         for layer in self.layers:
             if layer.inputs not in ((), (previous,)):
                 return False

@@ -1268,7 +1268,7 @@ REGISTRY: dict[str, LayerSpec] = {
 }
 
 #: Statement names that are directives, not layers.
-DIRECTIVES = ("model", "input", "block", "repeat", "residual", "tap")
+DIRECTIVES = ("model", "input", "output", "block", "repeat", "residual", "tap")
 
 
 def layer_kinds() -> list[str]:

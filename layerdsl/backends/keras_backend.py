@@ -647,6 +647,8 @@ class _Writer:
 
     def _build_model(self) -> list[str]:
         model = self.model
+        if len(model.inputs) > 1 or len(model.outputs) > 1:
+            return self._build_graph_model()
         inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
         if model.input.dtype != "float32":
             inputs_kwargs["dtype"] = model.input.dtype
@@ -673,6 +675,42 @@ class _Writer:
             lines.append(f"{first} = {permute.code()}(inputs)")
         lines += body
         lines.append(f"return {call('keras.Model', Code('inputs'), Code(output), name=ident(model.name))}")
+        return lines
+
+    def _build_graph_model(self) -> list[str]:
+        """A model with several inputs or outputs: a ``keras.Input`` per input, named after it."""
+        model = self.model
+        taken = set(self.layer_names | _RESERVED | self.function_names)
+        lines: list[str] = []
+        held: dict[str, str] = {}
+        variables: list[str] = []
+        for model_input in model.inputs:
+            kwargs: dict[str, Any] = {"shape": model_input.fed_shape}
+            if model_input.dtype != "float32":
+                kwargs["dtype"] = model_input.dtype
+            kwargs["name"] = _free_name(model_input.name, self.layer_names)
+            variable = "inputs" if model_input.name == ir.INPUT_NAME else _free_name(_identifier(model_input.name), taken)
+            taken.add(variable)
+            variables.append(variable)
+            lines.append(f"{variable} = {call('keras.Input', **kwargs)}")
+            held[model_input.name] = variable
+            if model_input.layout == "channels_first":
+                rank = len(model_input.shape)
+                order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch
+                last = _free_name(f"{variable}_channels_last", taken)
+                taken.add(last)
+                permute = keras_layer("layers.Permute", order, name=_free_name(last, self.layer_names))
+                lines.append(f"# `{model_input.name}` is fed {_axes_text(rank)}; Keras layers work channels-last")
+                lines.append(f"{last} = {permute.code()}({variable})")
+                held[model_input.name] = last
+        first = model.input.name
+        body, _, _ = self._scope(self.body, first, self.output, "model", "", 0, lambda lasting: held[first],
+                                 held=held)
+        lines += body
+        outputs = [self.held[name] for name in model.outputs]
+        inputs_code = Code(f"[{', '.join(variables)}]" if len(variables) > 1 else variables[0])
+        outputs_code = Code(f"[{', '.join(outputs)}]" if len(outputs) > 1 else outputs[0])
+        lines.append(f"return {call('keras.Model', inputs_code, outputs_code, name=ident(model.name))}")
         return lines
 
     # --- block definitions ----------------------------------------------------------------
@@ -702,7 +740,7 @@ class _Writer:
                 node.output != node.input
                 and all(_usable_parameter(p) and p not in self.block_names for p in parameters)
                 and structure.self_contained(node)
-                and (self.output not in inside or self.output == node.output)
+                and all(output not in inside or output == node.output for output in self.model.outputs)
                 and all(
                     reader in inside for tensor in inside - {node.output} for reader in self.readers.get(tensor, ())
                 )
@@ -779,6 +817,7 @@ class _Writer:
         depth: int,
         input_variable: Callable[[bool], str | None],
         parameters: set[str] | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> tuple[list[str], str, str]:
         """The lines of one scope, the variable holding its output, and the one holding its input.
 
@@ -796,13 +835,14 @@ class _Writer:
         first = input_variable(input_lasting)
         if first is None:
             raise _NotALoop
-        held = {input_tensor: first}
+        variables = {**(held or {}), input_tensor: first}  # the model's other inputs, when it has several
         lines: list[str] = []
         for step in steps:
             target = names.get(step.produces, "x")
-            lines += self._step(step, target, [held[tensor] for tensor in step.reads], mode, depth)
-            held[step.produces] = target
-        return lines, held[output_tensor], first
+            lines += self._step(step, target, [variables[tensor] for tensor in step.reads], mode, depth)
+            variables[step.produces] = target
+        self.held = variables
+        return lines, variables[output_tensor], first
 
     def _steps(self, nodes: tuple[ir.Node, ...], mode: str, depth: int, taps: dict[str, str]) -> list[_Step]:
         steps: list[_Step] = []
@@ -866,8 +906,8 @@ class _Writer:
         input_lasting = False
         last = len(steps) - 1
         for tensor, index in position.items():
-            if tensor == output_tensor:
-                held = index != last
+            if tensor == output_tensor or tensor in self.model.outputs:
+                held = index != last or len(self.model.outputs) > 1
             else:
                 # `x` holds a tensor that the next statement alone reads, and reads alone
                 held = reads.get(tensor) != 1 or index == last or tensor not in steps[index + 1].reads
@@ -1029,7 +1069,7 @@ class _Writer:
         return structure.unify_iterations(fragments, _LOOP_INDEXES[depth])
 
     def _shape(self, tensor: str) -> tuple[int, ...]:
-        return self.model.input.shape if tensor == ir.INPUT_NAME else self.model.layer(tensor).output_shape
+        return self.model.tensor_shape(tensor)
 
 
 class _NotALoop(Exception):

@@ -480,7 +480,7 @@ class _Generator:
         self.model = model
         self.body: tuple[ir.Node, ...] = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.used: set[str] = set()
-        self.shapes = {ir.INPUT_NAME: model.input.shape, **{layer.name: layer.output_shape for layer in model.layers}}
+        self.shapes = {**{i.name: i.shape for i in model.inputs}, **{layer.name: layer.output_shape for layer in model.layers}}
         self.readers: dict[str, set[str]] = {}
         for layer in model.layers:
             for name in layer.inputs:
@@ -665,7 +665,7 @@ class _Generator:
         inside = {layer.name for layer in ir.layers_of(tuple(calls))}
         if any(not self.readers.get(block_call.output, set()) <= inside for block_call in calls[:-1]):
             return None
-        if self.model.output in {block_call.output for block_call in calls[:-1]}:
+        if set(self.model.outputs) & {block_call.output for block_call in calls[:-1]}:
             return None
         fragments = []
         for block_call in calls:
@@ -693,7 +693,9 @@ class _Generator:
             return f"# {text}"
         return f"# line {steps[0].line}: {text} -> {shape_comment(self.shapes[steps[-1].output])}"
 
-    def level(self, nodes: tuple[ir.Node, ...], prefix: str, fed: str, output: str) -> tuple[list[str], list[str]]:
+    def level(
+        self, nodes: tuple[ir.Node, ...], prefix: str, fed: str, output: str, outputs: tuple[str, ...] = ()
+    ) -> tuple[list[str], list[str]]:
         """The constructor lines and the ``__call__`` lines of one block instance (or the model)."""
         taps: dict[str, str] = {}
         steps = self.steps(nodes, prefix, fed, taps)
@@ -711,13 +713,21 @@ class _Generator:
                 if commented:
                     init.append(self.comment(prefix, commented))
             init.append(f"self.{step.attribute} = {step.construct}")
-        variables = _variables(steps, fed, output, taps)
+        model = self.model
+        several = not prefix and len(model.inputs) > 1
+        variables = _variables(steps, fed, output, taps, model.input_names if several else (), outputs)
         forward = []
         if prefix:
             forward.append(f"def __call__(self, {variables[fed]}):")
+        elif several:  # one array per input, in the order the inputs are declared
+            forward.append(f"def __call__(self, {', '.join(variables[i.name] for i in model.inputs)}):")
+            for model_input in model.inputs:
+                held = variables[model_input.name]
+                forward.append(f"    {held} = np.asarray({held}, dtype=np.{ident(model_input.dtype)})")
+                if model_input.layout == "channels_first":
+                    forward.append(f"    {held} = np.moveaxis({held}, 1, -1)  # channels first -> last")
         else:
             forward.append("def __call__(self, x):")
-            model = self.model
             forward.append(f"    {variables[fed]} = np.asarray(x, dtype=np.{ident(model.input.dtype)})")
             if model.input.layout == "channels_first":
                 forward.append(f"    {variables[fed]} = np.moveaxis({variables[fed]}, 1, -1)  # channels first -> last")
@@ -734,6 +744,9 @@ class _Generator:
                 ]
             else:
                 forward.append(f"    {target} = self.{step.attribute}({sources})")
+        if len(outputs) > 1:
+            forward.append(f"    return {', '.join(variables[name] for name in outputs)}")
+            return init, forward
         last = f"    {variables[output]} = "
         if forward[-1].startswith(last):
             forward[-1] = f"    return {forward[-1][len(last) :]}"  # the last step's value, returned as it is made
@@ -746,13 +759,17 @@ class _Generator:
     def source(self) -> str:
         self.plan()
         model = self.model
-        init, forward = self.level(self.body, "", ir.INPUT_NAME, model.output or self.body_output())
+        init, forward = self.level(self.body, "", model.input.name, model.output or self.body_output(), model.outputs)
         name = class_name(model)
         body = SourceWriter()
         body.line(f"class {name}({self.use('Block')}):")
         with body.indent():
             body.line(
                 f'"""{model.name} for NumPy: call it on a batch of shape {shape_comment(model.input.fed_shape)}."""'
+                if len(model.inputs) == 1
+                else f'"""{model.name} for NumPy: call it on one batch per input, '
+                + ", ".join(f"{i.name} {shape_comment(i.fed_shape)}" for i in model.inputs)
+                + '."""'
             )
             body.blank()
             body.line(f"{MARKER} = {py('numpy')}")
@@ -793,7 +810,14 @@ def emit_source(model: ir.Model) -> str:
     return _Generator(model).source()
 
 
-def _variables(steps: list[_Step], fed: str, output: str, taps: dict[str, str]) -> dict[str, str]:
+def _variables(
+    steps: list[_Step],
+    fed: str,
+    output: str,
+    taps: dict[str, str],
+    inputs: tuple[str, ...] = (),
+    outputs: tuple[str, ...] = (),
+) -> dict[str, str]:
     """Tensor -> the variable that holds it in ``__call__``.
 
     Along a chain, where a tensor feeds only the next step, that is ``x``; a tensor that
@@ -803,14 +827,19 @@ def _variables(steps: list[_Step], fed: str, output: str, taps: dict[str, str]) 
     for position, step in enumerate(steps, start=1):
         for name in step.inputs:
             readers.setdefault(name, []).append(position)
-    readers.setdefault(output, []).append(len(steps) + 1)  # `return` reads it last
+    for name in outputs if len(outputs) > 1 else (output,):
+        readers.setdefault(name, []).append(len(steps) + 1)  # `return` reads it last
 
     taken = set(_CALL_NAMES) | {step.attribute for step in steps} | set(taps.values())
     labels = {step.output: step.attribute for step in steps}
-    out = {}
+    out = {name: _unique(ident(name), taken, "_") for name in inputs}  # several inputs: each a parameter
     for position, name in enumerate([fed] + [step.output for step in steps]):
         label = taps.get(name) or labels.get(name)
-        if readers.get(name) == [position + 1]:
+        if name in out:
+            continue
+        if len(outputs) > 1 and name in outputs and label is not None and label not in _CALL_NAMES:
+            out[name] = ident(label)
+        elif readers.get(name) == [position + 1]:
             out[name] = "x"
         elif label is None:
             out[name] = "inputs"

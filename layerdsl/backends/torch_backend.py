@@ -967,7 +967,7 @@ def _attribute_names(names: list[str]) -> dict[str, str]:
 def _reads(model: ir.Model) -> dict[str, tuple[str, ...]]:
     """Layer name -> the tensors it reads (a layer without ``inputs`` reads the one before it)."""
     out = {}
-    previous = ir.INPUT_NAME
+    previous = model.input.name
     for layer in model.layers:
         out[layer.name] = layer.inputs or (previous,)
         previous = layer.name
@@ -975,7 +975,11 @@ def _reads(model: ir.Model) -> dict[str, tuple[str, ...]]:
 
 
 def _output_name(model: ir.Model) -> str:
-    return model.output_layer.name if model.layers else ir.INPUT_NAME
+    return model.output_layer.name if model.layers else model.input.name
+
+
+def _output_names(model: ir.Model) -> list[str]:
+    return list(model.outputs) if model.layers else [model.input.name]
 
 
 def _consumers(model: ir.Model, reads: Mapping[str, tuple[str, ...]]) -> dict[str, list[ir.Layer]]:
@@ -997,7 +1001,7 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
     """
     keras_order: set[str] = set()
     permuted: dict[str, ir.Shape] = {}
-    output = _output_name(model)
+    outputs = set(_output_names(model))
     for layer in model.layers:
         if layer.kind != "flatten" or not _is_image(layer.input_shape):
             continue
@@ -1005,7 +1009,7 @@ def _flatten_orders(model: ir.Model, consumers: Mapping[str, list[ir.Layer]]) ->
         pending, absorbed = [layer], True
         while pending and absorbed:
             node = pending.pop()
-            absorbed = node.name != output
+            absorbed = node.name not in outputs
             for later in consumers.get(node.name, []):
                 if later.kind == "dense":
                     downstream[later.name] = layer.input_shape
@@ -1064,6 +1068,8 @@ class _Module:
     params: list[str] = field(default_factory=list)  # forward's parameters
     prologue: list[str] = field(default_factory=list)  # forward's first lines (an alias of `x`)
     returns: str = "x"
+    #: The model's outputs, when it has several (``output`` is the first); empty for a block.
+    outputs: list[str] = field(default_factory=list)
 
     def walk(self, path: str = "") -> Iterator[tuple[_Module, str]]:
         """This module and every submodule below it, each with its attribute path."""
@@ -1218,6 +1224,7 @@ class _Planner:
         self.consumers = _consumers(model, self.reads)
         self.keras_order, self.permuted = _flatten_orders(model, self.consumers)
         self.output = _output_name(model)
+        self.outputs = _output_names(model)
         self.tap_names: dict[str, str] = {}
         self.uniform = False
         self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
@@ -1226,8 +1233,9 @@ class _Planner:
         self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
         body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.root = self._build(body, None)
-        self.root.inputs = [ir.INPUT_NAME]
+        self.root.inputs = list(model.input_names)
         self.root.output = self.output
+        self.root.outputs = self.outputs if len(self.outputs) > 1 else []
 
     def plan(self) -> _Plan:
         definitions = {block.name: (i, block) for i, block in enumerate(self.model.blocks)}
@@ -1237,7 +1245,7 @@ class _Planner:
         return _Plan(self.root, self.permuted, self.classes, [layer.name for layer in self.model.layers])
 
     def shape(self, tensor: str) -> ir.Shape:
-        return self.model.input.shape if tensor == ir.INPUT_NAME else self.model.layer(tensor).output_shape
+        return self.model.tensor_shape(tensor)
 
     def channels(self, tensor: str) -> int | None:
         shape = self.shape(tensor)
@@ -1260,7 +1268,7 @@ class _Planner:
         leaving = {
             name
             for name in names
-            if name == self.output or any(c.name not in names for c in self.consumers.get(name, []))
+            if name in self.outputs or any(c.name not in names for c in self.consumers.get(name, []))
         }
         return leaving == {call.output}
 
@@ -1457,14 +1465,17 @@ class _Planner:
         for i, unit in enumerate(module.units):
             for tensor in unit.reads:
                 uses.setdefault(tensor, []).append(i)
-        uses.setdefault(module.output, []).append(len(module.units))
+        for output in module.outputs or [module.output]:
+            uses.setdefault(output, []).append(len(module.units))
         variables: set[str] = set()
         module.params = ["x"]
         module.prologue = []
         made_at = {tensor: -1 for tensor in module.inputs}
+        if len(module.inputs) > 1:  # forward(self, ids, segments): each input is a parameter named after it
+            module.params = [_fresh(self.tap_names.get(name, name), variables) for name in module.inputs]
         variable = dict(zip(module.inputs, module.params, strict=True))
-        chained = {module.inputs[0]} if 0 in uses.get(module.inputs[0], []) else set()
-        if any(i != 0 for i in uses.get(module.inputs[0], [])):
+        chained = {module.inputs[0]} if 0 in uses.get(module.inputs[0], []) and len(module.inputs) == 1 else set()
+        if len(module.inputs) == 1 and any(i != 0 for i in uses.get(module.inputs[0], [])):
             variable[module.inputs[0]] = _fresh(self.tap_names.get(module.inputs[0], "inputs"), variables)
             module.prologue = [f"{variable[module.inputs[0]]} = x"]
         for i, unit in enumerate(module.units):
@@ -1501,7 +1512,7 @@ class _Planner:
         channels_first = {
             unit.tensor
             for i, unit in enumerate(module.units)
-            if runs_1d(i) and unit.tensor != module.output and all(runs_1d(j) for j in uses.get(unit.tensor, [-1]))
+            if runs_1d(i) and unit.tensor not in (module.outputs or [module.output]) and all(runs_1d(j) for j in uses.get(unit.tensor, [-1]))
         }
 
         meanings: dict[str, str | None] = {module.inputs[0]: self._inferred(module.inputs[0]) if in_block else None}
@@ -1606,7 +1617,7 @@ class _Planner:
             if unit.tensor in chained and unit.tensor in variable:
                 unit.forward.append(f"{variable[unit.tensor]} = x")
             meanings[unit.tensor] = self._channel_meaning(unit, scope, channels, words)
-        module.returns = read(module.output, len(module.units))
+        module.returns = ", ".join(read(output, len(module.units)) for output in module.outputs or [module.output])
 
     def _call_text(self, node: ir.BlockCall | None) -> str:
         """``down 128 stride=2``: a block call as the DSL writes it, for a comment."""
@@ -1857,7 +1868,9 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
         if is_model:  # a block's weights are drawn by the model's reset_parameters
             w.line("self.reset_parameters()")
     w.blank()
-    w.line("def forward(self, x: torch.Tensor) -> torch.Tensor:")
+    params = ", ".join(f"{param}: torch.Tensor" for param in module.params)
+    returns = f"tuple[{', '.join(['torch.Tensor'] * len(module.outputs))}]" if module.outputs else "torch.Tensor"
+    w.line(f"def forward(self, {params}) -> {returns}:")
     with w.indent():
         for line in module.prologue:
             w.line(line)
@@ -1922,11 +1935,11 @@ def _source(model: ir.Model) -> str:
         w.line(f"class {name}(nn.Module):")
         w.lines.extend(body.split("\n"))
         w.blank(2)
-    fed = codegen.shape_comment(torch_shape(model.input.shape))
-    out = codegen.shape_comment(torch_shape(model.output_shape))
+    fed = " and ".join(codegen.shape_comment(torch_shape(i.shape)) for i in model.inputs)
+    out = " and ".join(codegen.shape_comment(torch_shape(shape)) for shape in model.output_shapes)
     w.line(f"class {class_name}(nn.Module):")
     with w.indent():
-        images = any(len(shape) == 3 for shape in (model.input.shape, model.output_shape))
+        images = any(len(shape) == 3 for shape in (*(i.shape for i in model.inputs), *model.output_shapes))
         note = " (images channels-first)" if images else ""
         w.line(f'"""{model.name}: maps {fed} to {out}, as the Keras model does{note}."""')
         _write_methods(w, plan.root, is_model=True)

@@ -162,12 +162,13 @@ class _Emission:
 
     def __init__(self, model: ir.Model, weights: Mapping[str, np.ndarray], opset: int) -> None:
         self.model, self.weights = model, weights
-        self.names = _Names({ir.INPUT_NAME, "output"})
+        self.output_names = graph_output_names(model)
+        self.names = _Names({*model.input_names, *self.output_names})
         self.g = _Graph(self.names, opset)
         self.tensors: dict[str, dict[str, str]] = {}  # IR tensor -> layout -> ONNX name
         self.ranks: dict[str, int] = {}  # with the batch axis
         self.masks: dict[str, str] = {}  # IR tensor -> bool (N, T) mask, where one travels with it
-        self.previous = ir.INPUT_NAME  # the tensor a layer without explicit inputs reads
+        self.previous = model.input.name  # the tensor a layer without explicit inputs reads
 
     def w(self, layer: ir.Layer, param: str) -> np.ndarray:
         return self.weights[f"{layer.name}.{param}"]
@@ -211,13 +212,16 @@ class _Emission:
     def emit(self) -> Any:
         onnx = _onnx()
         model, g = self.model, self.g
-        dtype = onnx.helper.np_dtype_to_tensor_dtype(_np_dtype(model.input.dtype))
-        fed = model.input.fed_shape
-        graph_input = onnx.helper.make_tensor_value_info(ir.INPUT_NAME, dtype, ["batch", *fed])
-        rank = len(fed) + 1
-        # A channels-first input is the IR's channels-last tensor with its channel axis moved to 1.
-        self.tensors[ir.INPUT_NAME] = {FIRST if model.input.layout == FIRST and rank >= 3 else LAST: ir.INPUT_NAME}
-        self.ranks[ir.INPUT_NAME] = rank
+        graph_inputs = []
+        for model_input in model.inputs:
+            dtype = onnx.helper.np_dtype_to_tensor_dtype(_np_dtype(model_input.dtype))
+            fed = model_input.fed_shape
+            name = model_input.name
+            graph_inputs.append(onnx.helper.make_tensor_value_info(name, dtype, ["batch", *fed]))
+            rank = len(fed) + 1
+            # A channels-first input is the IR's channels-last tensor with its channel axis moved to 1.
+            self.tensors[name] = {FIRST if model_input.layout == FIRST and rank >= 3 else LAST: name}
+            self.ranks[name] = rank
         for layer in model.layers:
             g.layer = layer
             out, layout = EMITTERS[layer.kind](layer, self)
@@ -227,11 +231,26 @@ class _Emission:
                 self.masks[layer.name] = self.masks[self.sources(layer)[0]]
             self.previous = layer.name
         g.layer = None
-        last = model.output or self.previous
-        g.nodes.append(onnx.helper.make_node("Identity", [self.value(last, LAST)], ["output"], name="output"))
-        output = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["batch", *model.output_shape])
-        graph = onnx.helper.make_graph(g.nodes, model.name, [graph_input], [output], g.initializers)
-        return graph
+        graph_outputs = []
+        for tensor, name in zip(model.outputs or (self.previous,), self.output_names, strict=True):
+            g.nodes.append(onnx.helper.make_node("Identity", [self.value(tensor, LAST)], [name], name=name))
+            shape = ["batch", *model.tensor_shape(tensor)]
+            graph_outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
+        return onnx.helper.make_graph(g.nodes, model.name, graph_inputs, graph_outputs, g.initializers)
+
+
+def graph_output_names(model: ir.Model) -> tuple[str, ...]:
+    """The ONNX graph's output names: ``output`` for one; for several, each output's tap name."""
+    if len(model.outputs) <= 1:
+        return ("output",)
+    taps = {node.tensor: node.name for node in model.body if isinstance(node, ir.Tap)}
+    names: list[str] = []
+    for tensor in model.outputs:
+        name = taps.get(tensor, tensor)
+        while name in names or name in model.input_names:
+            name += "_output"
+        names.append(name)
+    return tuple(names)
 
 
 def _np_dtype(name: str) -> Any:
@@ -470,7 +489,8 @@ def _activation_layer(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
 def _embedding(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     g, ids = e.g, e.x(layer)
     if layer.args["mask_zero"]:
-        zero = g.const("zero", _np_dtype(e.model.input.dtype).type(0))
+        dtype = next((i.dtype for i in e.model.inputs if i.name == e.sources(layer)[0]), e.model.input.dtype)
+        zero = g.const("zero", _np_dtype(dtype).type(0))
         e.masks[layer.name] = g.op("Not", [g.op("Equal", [ids, zero])], name=f"{layer.name}_mask")
     return g.op("Gather", [e.const(layer, "embeddings", e.w(layer, "embeddings")), ids], name=layer.name), LAST
 
@@ -988,12 +1008,17 @@ class OnnxModel:
             self.proto().SerializeToString(), settings, providers=["CPUExecutionProvider"]
         )
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, *arrays: Any) -> Any:
+        """Run on one batch per input, in the inputs' order; a tuple when the model has several outputs."""
         import numpy as np
 
         if self._session is None:
             self._session = self.session()
-        return self._session.run(None, {ir.INPUT_NAME: np.asarray(x, dtype=self.model.input.dtype)})[0]
+        if len(arrays) != len(self.model.inputs):
+            raise TypeError(f"{self.model.name} takes {len(self.model.inputs)} input(s), received {len(arrays)}")
+        feed = {i.name: np.asarray(x, dtype=i.dtype) for i, x in zip(self.model.inputs, arrays, strict=True)}
+        outputs = self._session.run(None, feed)
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
 
 class OnnxBackend(Backend):

@@ -330,7 +330,7 @@ def generated_tables(settings: Settings) -> list[Table]:
         with torch.no_grad():
             for mine, theirs in zip(hand.parameters(), generated.parameters(), strict=True):
                 mine.copy_(theirs)
-        tx = torch.from_numpy(testing._torch_layout(model, x))
+        tx = torch.from_numpy(testing._torch_layout(model.input, x))
         with torch.no_grad():
             np.testing.assert_allclose(hand(tx).numpy(), generated(tx).numpy(), atol=testing.ATOL, rtol=testing.RTOL)
 
@@ -536,9 +536,9 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
         layerdsl.set_weights(np_model, weights)
         torch_model = layerdsl.build(model, target="torch").eval()
         layerdsl.set_weights(torch_model, weights)
-        tx = torch.from_numpy(testing._torch_layout(model, x))
+        tx = torch.from_numpy(testing._torch_layout(model.input, x))
         with torch.no_grad():
-            expected = testing._from_torch_layout(model, torch_model(tx).numpy())
+            expected = testing._from_torch_layout(model.output_shape, torch_model(tx).numpy())
         np.testing.assert_allclose(np_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
         session, why = _onnx_session(torch_model, tx, threads)
         exported, exported_why = _layerdsl_onnx_session(model, weights, threads)
@@ -645,7 +645,7 @@ if framework == "torch":
     import torch
 
     live = layerdsl.build(model, target="torch").eval()
-    x = torch.from_numpy(testing._torch_layout(model, x))
+    x = torch.from_numpy(testing._torch_layout(model.input, x))
     torch.set_grad_enabled(False)
 else:
     live = layerdsl.build(model, target="numpy")

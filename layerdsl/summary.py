@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Model, Shape
+from .ir import Input, Model, Shape
 
 
 def _shape(shape: Shape) -> str:
@@ -34,15 +34,21 @@ def summary_text(model: Model) -> str:
     if blocks:
         header.append("Block")
     # Each row is a list of lines per cell; a merge lists one input per line, as Keras does.
-    rows: list[list[list[str]]] = [[["input (InputLayer)"], [_shape(model.input.fed_shape)], ["0"]]]
-    rows[0] += [[""]] * (len(header) - 3)
+    def input_row(model_input: Input) -> list[list[str]]:
+        return [[f"{model_input.name} (InputLayer)"], [_shape(model_input.fed_shape)], ["0"], *[[""]] * (len(header) - 3)]
+
+    rows: list[list[list[str]]] = [input_row(model.input)]
+    later = [i for i in model.inputs[1:]]  # each listed where its chain starts, as written
     for layer in model.layers:
+        while later and later[0].span is not None and later[0].span.line <= layer.span.line:
+            rows.append(input_row(later.pop(0)))
         row = [[f"{layer.name} ({layer.keras_type})"], [_shape(layer.output_shape)], [f"{layer.params:,}"]]
         if graph:
             row.append(list(layer.inputs))
         if blocks:
             row.append([layer.block[-1] if layer.block else ""])
         rows.append(row)
+    rows += [input_row(i) for i in later]
     widths = [max(len(header[i]), *(len(line) for r in rows for line in r[i])) + 3 for i in range(len(header))]
     total = sum(widths)
 
@@ -57,6 +63,9 @@ def summary_text(model: Model) -> str:
     lines.append(f"Total params: {model.total_params:,} ({_size(model.total_params)})")
     lines.append(f"Trainable params: {model.trainable_params:,} ({_size(model.trainable_params)})")
     lines.append(f"Non-trainable params: {model.non_trainable_params:,} ({_size(model.non_trainable_params)})")
+    if len(model.inputs) > 1 or len(model.outputs) > 1:
+        lines.append(f"Inputs: {', '.join(model.input_names)}")
+        lines.append(f"Outputs: {', '.join(model.outputs)}")
     return "\n".join(lines)
 
 
@@ -67,6 +76,9 @@ def summary_dict(model: Model) -> dict[str, Any]:
         "input_shape": list(model.input.fed_shape),
         "input_dtype": model.input.dtype,
         "input_layout": model.input.layout,
+        "inputs": [
+            {"name": i.name, "shape": list(i.fed_shape), "dtype": i.dtype, "layout": i.layout} for i in model.inputs
+        ],
         "layers": [
             {
                 "name": layer.name,
@@ -87,4 +99,5 @@ def summary_dict(model: Model) -> dict[str, Any]:
         "trainable_params": model.trainable_params,
         "non_trainable_params": model.non_trainable_params,
         "output": model.output_layer.name if model.layers else None,
+        "outputs": list(model.outputs),
     }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..specs import REGISTRY, LayerSpec, shape_text
 
 if TYPE_CHECKING:
-    from ..ir import Args, Layer, Model
+    from ..ir import Args, Input, Layer, Model
 
 INPUT_ID = "input"  # a reserved layer name, so it never collides with a layer
 
@@ -122,13 +122,20 @@ def key_args(layer: Layer) -> str:
     return " ".join(parts + _spec_args(spec, layer.args))
 
 
-def _input_args(model: Model) -> str:
-    parts = ["x".join(str(d) for d in model.input.shape)]
-    if model.input.dtype != "float32":
-        parts.append(f"dtype={model.input.dtype}")
-    if model.input.layout != "channels_last":
-        parts.append(f"layout={model.input.layout}")
+def _input_args(model_input: Input) -> str:
+    parts = ["x".join(str(d) for d in model_input.shape)]
+    if model_input.dtype != "float32":
+        parts.append(f"dtype={model_input.dtype}")
+    if model_input.layout != "channels_last":
+        parts.append(f"layout={model_input.layout}")
     return " ".join(parts)
+
+
+def _input_node(model_input: Input, several: bool) -> Node:
+    args = _input_args(model_input)
+    tooltip = f"input {args}" + (f" name={model_input.name}" if several else "")
+    return Node(model_input.name if several else INPUT_ID, "input", args, shape_text(model_input.shape), None,
+                tooltip=tooltip, badge=model_input.dtype)
 
 
 def _local_name(instance: str, parent: str) -> str:
@@ -162,21 +169,22 @@ def _groups(blocks: Sequence[tuple[str, ...]], offset: int) -> tuple[Group, ...]
 
 def build_graph(model: Model) -> Graph:
     """The model as nodes, edges and block groups (what every format draws)."""
-    nodes = [
-        Node(
-            INPUT_ID,
-            "input",
-            _input_args(model),
-            shape_text(model.input.shape),
-            None,
-            tooltip=f"input {_input_args(model)}",
-            badge=model.input.dtype,
-        )
-    ]
-    index = {INPUT_ID: 0}
+    model_inputs = tuple(getattr(model, "inputs", ()) or (model.input,))
+    outputs = tuple(getattr(model, "outputs", ()) or ())
+    several = len(model_inputs) > 1 or len(outputs) > 1
+    nodes = [_input_node(model_inputs[0], several)]
+    index = {model_inputs[0].name: 0}
     edges: list[tuple[int, int]] = []
-    for i, layer in enumerate(model.layers, start=1):
+    later = list(model_inputs[1:])  # each drawn where its chain starts, as written
+    for layer in model.layers:
+        while later and later[0].span is not None and later[0].span.line <= layer.span.line:
+            index[later[0].name] = len(nodes)
+            nodes.append(_input_node(later.pop(0), several))
+        i = len(nodes)
         block = tuple(getattr(layer, "block", ()) or ())
+        badge = layer.kind
+        if len(outputs) > 1 and layer.name in outputs:
+            badge += f" → output {outputs.index(layer.name) + 1}"
         nodes.append(
             Node(
                 layer.name,
@@ -186,12 +194,16 @@ def build_graph(model: Model) -> Graph:
                 layer.params,
                 block,
                 tooltip=f"line {layer.span.line}: {layer.source}",
+                badge=badge,
             )
         )
         inputs = tuple(getattr(layer, "inputs", ()) or ())
         sources = [index.get(name, 0) for name in inputs] if inputs else [i - 1]
         edges.extend((s, i) for s in sources)
         index[layer.name] = i
+    for model_input in later:
+        index[model_input.name] = len(nodes)
+        nodes.append(_input_node(model_input, several))
     return Graph(
         model.name,
         model.filename,
@@ -260,7 +272,7 @@ def subtitle(graph: Graph) -> str:
     parts = []
     if graph.filename and graph.filename != "<string>":
         parts.append(graph.filename)
-    layers = len(graph.nodes) - 1
+    layers = sum(node.kind != "input" for node in graph.nodes)
     parts.append(f"{layers} layer" + ("" if layers == 1 else "s"))
     parts.append(f"{graph.total_params:,} params ({graph.trainable_params:,} trainable)")
     return "  ·  ".join(parts)

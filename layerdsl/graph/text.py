@@ -168,7 +168,7 @@ def to_text(model: Model | Graph) -> str:
         for i in incoming:
             lanes[i] = None
         lanes[col] = (v, v)
-        rows.append((rails({col: "○" if v == 0 else "●"}), v, ""))
+        rows.append((rails({col: "○" if graph.nodes[v].kind == "input" else "●"}), v, ""))
         succs = graph.successors(v)
         lanes[col] = (v, succs[0]) if succs else None
         extra = []
@@ -189,7 +189,8 @@ def to_text(model: Model | Graph) -> str:
     for _, v, _ in rows:
         if v is not None:
             node = graph.nodes[v]
-            table.append(("  " * depth[v] + node.id, node.kind, node.args, node.shape, params_text(node.params)))
+            kind = node.kind if node.kind == "input" else node.badge  # a model output says so in its badge
+            table.append(("  " * depth[v] + node.id, kind, node.args, node.shape, params_text(node.params)))
     widths = [max([len(r[k]) for r in table] + [0]) for k in range(5)]
     rail_w = max(len(r[0]) for r in rows)
     lines = [f"{graph.name}  ({subtitle(graph)})"]

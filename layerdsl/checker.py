@@ -788,6 +788,13 @@ class _Checker:
         return name in self.used_names or name in self.explicit_names or name in self.blocks
 
     def _check_all_used(self, output: _Tensor) -> None:
+        if not self.outputs and output.known and output.layer is None and self.layers:
+            model_input = self.inputs[output.name]
+            raise LayerCheckError(
+                f"the model ends on the input `{output.name}`; an output must be a layer's result",
+                span=model_input.span or Span(1, 1, 1, 1),
+                hint="end the model on a layer, or declare its outputs: `output @...`",
+            )
         used = {*(self.outputs or (output.name,))} | {name for layer in self.layers for name in layer.inputs}
         for name, model_input in self.inputs.items():
             if name not in used:  # Keras builds such a model too: a warning, not an error

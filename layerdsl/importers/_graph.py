@@ -32,16 +32,28 @@ INPUT = 0
 class Graph:
     """Statements and the tensors each reads; tensor ``i > 0`` is the output of the i-th statement added."""
 
-    statements: list[Statement] = field(default_factory=list)
+    statements: list[Statement | None] = field(default_factory=list)  # None: a model input after the first
     reads: list[tuple[int, ...]] = field(default_factory=lambda: [()])  # by tensor; the input reads nothing
+    #: Every model input's tensor, the first (INPUT) included, with its name, shape and dtype.
+    inputs: list[tuple[int, str, tuple[int, ...], str]] = field(default_factory=list)
 
     def add(self, stmt: Statement, inputs: tuple[int, ...]) -> int:
         self.statements.append(stmt)
         self.reads.append(inputs)
         return len(self.statements)
 
+    def add_input(self, name: str, shape: tuple[int, ...], dtype: str) -> int:
+        """A model input: INPUT for the first, a tensor of its own for each one after it."""
+        if not self.inputs:
+            self.inputs.append((INPUT, name, shape, dtype))
+            return INPUT
+        self.statements.append(None)
+        self.reads.append(())
+        self.inputs.append((len(self.statements), name, shape, dtype))
+        return len(self.statements)
+
     def statement(self, tensor: int) -> Statement | None:
-        """The statement that computes ``tensor`` (None for the model input)."""
+        """The statement that computes ``tensor`` (None for a model input)."""
         return None if tensor == INPUT else self.statements[tensor - 1]
 
 
@@ -71,7 +83,17 @@ class _Tap:
     tensor: int  # `tap NAME`: name the current tensor
 
 
-_Item = _Layer | _Merge | _Ref | _Tap
+@dataclass
+class _Input:
+    tensor: int  # `input SHAPE name=NAME`: a model input after the first, starting a chain
+
+
+@dataclass
+class _Outputs:
+    tensors: tuple[int, ...]  # `output @a @b`
+
+
+_Item = _Layer | _Merge | _Ref | _Tap | _Input | _Outputs
 
 
 class _NotNested(Exception):
@@ -177,12 +199,17 @@ class _Nester:
         return _Merge(merge, bodies, residual=False)
 
 
-def _flat(graph: Graph, output: int) -> list[_Item]:
-    """Statement order, with a tap wherever a tensor is read out of turn."""
+def _flat(graph: Graph, output: int, outputs: tuple[int, ...] = ()) -> list[_Item]:
+    """Statement order, with a tap wherever a tensor is read out of turn (and `output @...` for several)."""
     items: list[_Item] = []
     current = INPUT
     tapped: set[int] = set()
+    inputs = {tensor for tensor, *_ in graph.inputs[1:]}
     for index in range(1, len(graph.reads)):
+        if index in inputs:
+            items.append(_Input(index))
+            current = index
+            continue
         first, *rest = graph.reads[index]
         if first != current:
             items.append(_Ref(first))
@@ -190,9 +217,14 @@ def _flat(graph: Graph, output: int) -> list[_Item]:
         items.append(_Layer(index, tuple(rest)))
         tapped.update(rest)
         current = index
-    if output != current:
+    if len(outputs) > 1:
+        items.append(_Outputs(outputs))
+        tapped.update(outputs)
+    elif output != current:
         items.append(_Ref(output))
         tapped.add(output)
+    named_inputs = {tensor for tensor, *_ in graph.inputs} if len(graph.inputs) > 1 else set()
+    tapped -= named_inputs  # an input with a name is `@name` without a tap
     out: list[_Item] = [_Tap(INPUT)] if INPUT in tapped else []
     for item in items:
         out.append(item)
@@ -221,9 +253,17 @@ class _Writer:
         self.input_tap = "model_input"
         while self.input_tap in taken:
             self.input_tap += "_"
+        self.input_names = {tensor: name for tensor, name, *_ in graph.inputs} if len(graph.inputs) > 1 else {}
 
     def tap_name(self, tensor: int) -> str:
+        if tensor in self.input_names:
+            return self.input_names[tensor]
         return self.input_tap if tensor == INPUT else self.names[tensor]
+
+    def input_line(self, tensor: int) -> str:
+        _, name, shape, dtype = next(i for i in self.graph.inputs if i[0] == tensor)
+        text = "input " + "x".join(str(d) for d in shape) + ("" if dtype == "float32" else f" dtype={dtype}")
+        return text + (f" name={name}" if tensor in self.input_names else "")
 
     def line(self, index: int, refs: tuple[int, ...] = ()) -> str:
         stmt = self.graph.statement(index)
@@ -240,6 +280,10 @@ class _Writer:
                 out.append(f"{indent}@{self.tap_name(item.tensor)}")
             elif isinstance(item, _Tap):
                 out.append(f"{indent}tap {self.tap_name(item.tensor)}")
+            elif isinstance(item, _Input):
+                out.append(indent + self.input_line(item.tensor))
+            elif isinstance(item, _Outputs):
+                out.append(indent + "output " + " ".join(f"@{self.tap_name(t)}" for t in item.tensors))
             else:
                 head = "residual" if item.residual else self.line(item.index)
                 bodies = item.bodies[:1] if item.residual and not item.bodies[1] else item.bodies  # x + f(x)
@@ -254,22 +298,35 @@ class _Writer:
         return out
 
 
-def finish(graph: Graph, output: int, name: str, shape: tuple[int, ...], dtype: str) -> tuple[str, ir.Model, list[Statement]]:
-    """The `.layers` text, its checked model, and the statements in the order of the model's layers."""
+def finish(
+    graph: Graph, output: int | tuple[int, ...], name: str, shape: tuple[int, ...], dtype: str
+) -> tuple[str, ir.Model, list[Statement]]:
+    """The `.layers` text, its checked model, and the statements in the order of the model's layers.
+
+    ``output`` is the output tensor, or a tuple of them for a model with several outputs; a model
+    with several inputs declares them with ``Graph.add_input`` (``shape`` and ``dtype`` are then the first's).
+    """
     from ..api import parse
 
-    if not graph.statements:
+    if not any(graph.statements):
         raise ModelImportError("the model has no layers to import")
+    outputs = output if isinstance(output, tuple) else (output,)
+    if not graph.inputs:
+        graph.inputs.append((INPUT, ir.INPUT_NAME, shape, dtype))
+    several = len(graph.inputs) > 1 or len(outputs) > 1
     nester = _Nester(graph, set())
-    unused = set(range(len(graph.reads))) - nester.ancestors(output)
+    used = set().union(*(nester.ancestors(t) for t in outputs))
+    unused = set(range(len(graph.reads))) - used - {tensor for tensor, *_ in graph.inputs}
     if unused:
         stmt = graph.statement(min(unused))
         raise ModelImportError(f"the output of layer {stmt.label if stmt else 'input'} is never used")
     while True:
         try:
-            items = nester.region(INPUT, output, nester.ancestors(output))
+            if several:  # the nesting reads one input to one output: several are written flat, with taps
+                raise _NotNested
+            items = nester.region(INPUT, outputs[0], nester.ancestors(outputs[0]))
         except _NotNested:
-            items = _flat(graph, output)
+            items = _flat(graph, outputs[0], outputs)
         order = list(_order(items))
         statements = [graph.statements[i - 1] for i in order]
         explicit = explicit_names(statements)
@@ -281,7 +338,7 @@ def finish(graph: Graph, output: int, name: str, shape: tuple[int, ...], dtype: 
     names = dict(zip(order, default_names(statements, explicit), strict=True))
     writer = _Writer(graph, names, {order[p] for p in explicit})
     lines = [] if name == "model" else [f"model {name}"]  # `model` is the default (and reserved)
-    lines.append("input " + "x".join(str(d) for d in shape) + ("" if dtype == "float32" else f" dtype={dtype}"))
+    lines.append(writer.input_line(INPUT))
     lines += writer.lines(items, "")
     text = "\n".join(lines) + "\n"
     try:

@@ -15,10 +15,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import ir
 from ..initializers import INITIALIZERS
 from ..specs import ACTIVATIONS
 from ._common import Imported, ModelImportError, Refused, Statement, model_name, pair, single, valid_name, zeropad_args
-from ._graph import INPUT, Graph, finish
+from ._graph import Graph, finish
 
 _KERAS_INITIALIZERS = {
     "GlorotUniform": "glorot_uniform",
@@ -387,8 +388,9 @@ def _keras_error(layer: Any, reason: str) -> ModelImportError:
     return ModelImportError(f"cannot import layer '{layer.name}' ({type(layer).__name__}): {reason}")
 
 
-def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], Any]:
-    """The layers in order (without the InputLayer), the layers each reads (None: the input), the output layer."""
+def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], list[Any], list[Any]]:
+    """The layers in order (without the InputLayers), the operations each reads, the outputs' operations,
+    and the inputs' (InputLayers); a Sequential model's first layer reads None, its input."""
     import keras
 
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
@@ -396,14 +398,9 @@ def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], Any]:
         if isinstance(layer, keras.Model):
             raise _keras_error(layer, "nested models are not supported; put their layers in the outer model")
     if isinstance(model, keras.Sequential):
-        return layers, [(previous,) for previous in [None, *layers[:-1]]], layers[-1] if layers else None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelImportError(
-            f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "layerdsl models have one input and one output"
-        )
-    source = model.inputs[0]._keras_history.operation
-    seen = {id(source)}
+        return layers, [(previous,) for previous in [None, *layers[:-1]]], [layers[-1] if layers else None], [None]
+    sources = [tensor._keras_history.operation for tensor in model.inputs]
+    seen = {id(source) for source in sources}
     reads = []
     for layer in layers:
         nodes = layer._inbound_nodes
@@ -416,15 +413,18 @@ def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], Any]:
         for producer in producers:
             if id(producer) not in seen:
                 raise _keras_error(layer, f"its input comes from '{producer.name}', which is not a layer before it")
-        reads.append(tuple(None if producer is source else producer for producer in producers))
+        reads.append(producers)
         seen.add(id(layer))
-    output = model.outputs[0]._keras_history.operation
-    return layers, reads, None if output is source else output
+    outputs = [tensor._keras_history.operation for tensor in model.outputs]
+    for output in outputs:
+        if any(output is source for source in sources):
+            raise ModelImportError(f"the model returns its input '{output.name}'; layerdsl outputs are layers' results")
+    return layers, reads, outputs, sources
 
 
-def _keras_input(model: Any) -> tuple[tuple[int, ...], str]:
+def _keras_input(model: Any, index: int = 0) -> tuple[tuple[int, ...], str]:
     try:
-        tensor = model.inputs[0]
+        tensor = model.inputs[index]
     except (AttributeError, ValueError, IndexError, TypeError):
         raise ModelImportError(
             "the Keras model has no input shape yet",
@@ -461,10 +461,31 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     import numpy as np
 
     notes: list[str] = []
-    layers, reads, output = _keras_graph(model)
+    layers, reads, outputs, sources = _keras_graph(model)
     graph = Graph()
-    tensors: dict[int, int] = {id(None): INPUT}
-    for layer, inputs in zip(layers, reads, strict=True):
+    tensors: dict[int, int] = {}
+    taken = {layer.name for layer in layers} | {"input", "inputs", "x", "model", "self", "output"}
+    first_reader = {}
+    for index, inputs in enumerate(reads):
+        for producer in inputs:
+            first_reader.setdefault(id(producer), index)
+    # each input enters the text where its chain starts: before the first layer that reads it
+    pending = sorted(range(len(sources)), key=lambda k: first_reader.get(id(sources[k]), len(layers)))
+    names: list[str] = []
+    for k in range(len(sources)):
+        wanted = getattr(sources[k], "name", None) if len(sources) > 1 else None
+        input_name = wanted if valid_name(wanted) and wanted not in taken and wanted not in names else f"input_{k}"
+        names.append(input_name if len(sources) > 1 else ir.INPUT_NAME)
+
+    def add_inputs(before: int) -> None:
+        while pending and (not graph.inputs or first_reader.get(id(sources[pending[0]]), len(layers)) <= before):
+            k = pending.pop(0)
+            shape, dtype = _keras_input(model, k)
+            tensors[id(sources[k])] = graph.add_input(names[k], shape, dtype)
+
+    add_inputs(0)
+    for index, (layer, inputs) in enumerate(zip(layers, reads, strict=True)):
+        add_inputs(index)
         converter = _KERAS_CONVERTERS.get(type(layer).__name__)
         if converter is None:
             raise _keras_error(layer, f"layerdsl has no {type(layer).__name__.lower()}")
@@ -476,9 +497,11 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
         wanted = layer.name if valid_name(layer.name) else None
         stmt = Statement(kind, args, reader.label, wanted, layer)
         tensors[id(layer)] = graph.add(stmt, tuple(tensors[id(p)] for p in inputs))
-    shape, dtype = _keras_input(model)
+    add_inputs(len(layers))
+    _, _, shape, dtype = graph.inputs[0]
+    output = tuple(tensors[id(o)] for o in outputs)
     text, spec, statements = finish(
-        graph, tensors[id(output)], model_name(name or model.name, "imported"), shape, dtype
+        graph, output if len(output) > 1 else output[0], model_name(name or model.name, "imported"), shape, dtype
     )
     weights: dict[str, np.ndarray] = {}
     for stmt, layer in zip(statements, spec.layers, strict=True):

@@ -533,12 +533,15 @@ class _Checker:
 
     def _later_input(self, stmt: Statement) -> _Tensor:
         """An `input` after the first: a new model input, and a new chain that starts from it."""
-        n = len(self.inputs)
-        default = f"input_{n}"
-        while self._name_unavailable(default) or default in self.inputs:
-            n += 1
-            default = f"input_{n}"
-        return self._add_input(self._parse_input(stmt, default))
+        if not any(opt.key == "name" for opt in stmt.options):
+            first = self.input.span if self.input is not None else None
+            raise LayerCheckError(
+                "`input` is given twice: each input after the first needs a name, which `@name` reads",
+                span=stmt.name_span,
+                hint=f"write e.g. `{stmt.source()} name=segments`",
+                notes=(f"the first input is on line {first.line}",) if first else (),
+            )
+        return self._add_input(self._parse_input(stmt, INPUT_NAME))
 
     def _add_input(self, model_input: Input) -> _Tensor:
         """Register a model input under its name: a tensor `@name` reads."""

@@ -469,8 +469,11 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     for index, inputs in enumerate(reads):
         for producer in inputs:
             first_reader.setdefault(id(producer), index)
-    # each input enters the text where its chain starts: before the first layer that reads it
-    pending = sorted(range(len(sources)), key=lambda k: first_reader.get(id(sources[k]), len(layers)))
+    # each input enters the text where its chain starts, before the first layer that reads it, when that
+    # keeps Keras's order of the inputs (the order the model is called with); else all come first
+    pending = list(range(len(sources)))
+    if sorted(pending, key=lambda k: first_reader.get(id(sources[k]), len(layers))) != pending:
+        first_reader = {}
     names: list[str] = []
     for k in range(len(sources)):
         wanted = getattr(sources[k], "name", None) if len(sources) > 1 else None
@@ -478,7 +481,7 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
         names.append(input_name if len(sources) > 1 else ir.INPUT_NAME)
 
     def add_inputs(before: int) -> None:
-        while pending and (not graph.inputs or first_reader.get(id(sources[pending[0]]), len(layers)) <= before):
+        while pending and (not graph.inputs or first_reader.get(id(sources[pending[0]]), 0) <= before):
             k = pending.pop(0)
             shape, dtype = _keras_input(model, k)
             tensors[id(sources[k])] = graph.add_input(names[k], shape, dtype)

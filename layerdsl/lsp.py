@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LayerDSLError, Span
 from .initializers import INITIALIZERS
-from .ir import INPUT_NAME, BlockCall, Tap, walk
+from .ir import BlockCall, Tap, walk
 from .parser import Program, Reference, Statement, parse_syntax
 from .specs import ACTIVATIONS, DIRECTIVES, REGISTRY, LayerSpec, Param, shape_text
 
@@ -27,7 +27,9 @@ Position = tuple[int, int]  # (line, column) from 1, in code points
 
 DIRECTIVE_DOCS = {
     "model": "`model NAME`: the model's name (a Python identifier).",
-    "input": "`input SHAPE [dtype=int32] [layout=channels_first]`: the model's input, without the batch axis.",
+    "input": "`input SHAPE [dtype=int32] [layout=channels_first] [name=NAME]`: a model input, without the batch "
+    "axis; an `input` after the first (named) starts a new chain, and `@NAME` reads it.",
+    "output": "`output @a @b ...`: the model's outputs, in order (without it, the last tensor).",
     "block": "`block NAME PARAMS... [key=default...] { ... }`: a reusable group of layers.",
     "repeat": "`repeat N { ... }`: the body N times in a row.",
     "residual": "`residual { f } [{ shortcut }]`: x + f(x), or shortcut(x) + f(x).",
@@ -86,7 +88,7 @@ class Analysis:
 
     def _shape_of(self, tensor: str) -> tuple[int, ...]:
         assert self.model is not None
-        return self.model.input.shape if tensor == INPUT_NAME else self.model.layer(tensor).output_shape
+        return self.model.tensor_shape(tensor)
 
     def occurrence_at(self, at: Position) -> Occurrence | None:
         return next((o for o in self.occurrences if _contains(o.span, at)), None)

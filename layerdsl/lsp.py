@@ -77,9 +77,12 @@ class Analysis:
         ]
 
     def tap_shapes(self, name: str, defined_at: Span | None) -> list[tuple[int, ...]]:
-        """The shape of the tensor a tap names, once per time its `tap` statement ran."""
+        """The shape of the tensor a tap names, once per time its `tap` statement ran (an input's: once)."""
         if self.model is None or defined_at is None:
             return []
+        for model_input in self.model.inputs:
+            if model_input.name == name and model_input.span is not None and model_input.span.line == defined_at.line:
+                return [model_input.shape]
         return [
             self._shape_of(node.tensor)
             for node in walk(self.model.body)
@@ -175,6 +178,10 @@ def analyze(text: str) -> Analysis:
             analysis.occurrences.append(Occurrence("block", str(head.value), head.span, True, None, item))
         elif item.name == "tap" and head is not None and head.kind == "name":
             analysis.occurrences.append(Occurrence("tap", str(head.value), head.span, True, scope, item))
+        elif item.name == "input" and scope is None:  # an input's name is a tensor `@name` reads, as a tap's
+            named = next((o.value for o in item.options if o.key == "name" and o.value.kind == "name"), None)
+            if named is not None:
+                analysis.occurrences.append(Occurrence("tap", str(named.value), named.span, True, None, item))
         elif item.name in block_names:
             analysis.occurrences.append(Occurrence("block", item.name, item.name_span, False, scope))
         for value in item.positionals:
@@ -227,7 +234,9 @@ def hover_markdown(analysis: Analysis, at: Position) -> tuple[str, Span] | None:
             where = f"defined on line {definition.span.line}" if definition else "not defined"
             shapes = analysis.tap_shapes(occurrence.name, definition.span if definition else None)
             shown = ", ".join(f"`{shape_text(shape)}`" for shape in dict.fromkeys(shapes))
-            return f"tap `@{occurrence.name}`, {where}" + (f"; shape {shown}" if shown else ""), occurrence.span
+            statement = definition.statement if definition is not None else None
+            what = "input" if statement is not None and statement.name == "input" else "tap"
+            return f"{what} `@{occurrence.name}`, {where}" + (f"; shape {shown}" if shown else ""), occurrence.span
     found = analysis.statement_at(at)
     if found is None:
         return None

@@ -15,12 +15,28 @@ FILENAME = "model.layers"
 TARGETS = ("keras", "torch", "numpy")
 
 
+def _draw(model_input):
+    shape = ", ".join(str(d) for d in model_input.fed_shape)
+    if model_input.dtype.startswith("int"):
+        return f"rng.integers(1, 10, size=(2, {shape}))"
+    return f"rng.standard_normal((2, {shape}), dtype=np.float32)"
+
+
 def run_snippet(model):
-    shape = ", ".join(str(d) for d in model.input.fed_shape)
-    if model.input.dtype.startswith("int"):
-        draw = f"rng.integers(1, 10, size=(2, {shape}))"
-    else:
-        draw = f"rng.standard_normal((2, {shape}), dtype=np.float32)"
+    if len(model.inputs) > 1 or len(model.outputs) > 1:  # one array per input; a tuple of outputs
+        draws = ", ".join(_draw(i) for i in model.inputs)
+        return (
+            "# Running a model needs Python with NumPy (or PyTorch / Keras); this page has neither.\n"
+            "# Save the text as model.layers, `pip install layerdsl numpy`, then:\n"
+            "import numpy as np\n"
+            "import layerdsl\n\n"
+            'net = layerdsl.build(layerdsl.load("model.layers"), target="numpy")\n'
+            "rng = np.random.default_rng(0)\n"
+            f"xs = [{draws}]\n"
+            "y = net(*xs)\n"
+            "print([out.shape for out in y] if isinstance(y, tuple) else y.shape)\n"
+        )
+    draw = _draw(model.input)
     return (
         "# Running a model needs Python with NumPy (or PyTorch / Keras); this page has neither.\n"
         "# Save the text as model.layers, `pip install layerdsl numpy`, then:\n"

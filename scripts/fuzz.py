@@ -185,7 +185,8 @@ def _meaning(text: str):  # type: ignore[no-untyped-def]
     return (
         "ok",
         model.name,
-        model.input.shape,
+        tuple((i.name, i.shape, i.dtype) for i in model.inputs),
+        model.outputs,
         [(x.kind, x.name, tuple(x.args.items()), x.output_shape) for x in model.layers],
     )
 

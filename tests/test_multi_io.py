@@ -65,6 +65,37 @@ tap second
 output @second @first
 """
 
+#: Images, one input fed channels-first, and a flatten that feeds a dense (torch permutes its features).
+IMAGES = """\
+input 8x8x3 name=image
+conv2d 4 3 pad=same | relu
+tap a
+input 3x8x8 layout=channels_first name=depth
+conv2d 4 3 pad=same
+add @a
+flatten
+dense 5
+tap logits
+@a
+globalavgpool
+dense 2
+tap aux
+output @logits @aux
+"""
+
+#: A Keras mask on each chain, each consumed by a recurrence before the merge.
+MASKED = """\
+input 10 dtype=int32 name=words
+embedding 50 6 mask_zero=true
+lstm 5
+tap w
+input 7 dtype=int32 name=chars
+embedding 20 6 mask_zero=true
+gru 5
+concat @w
+dense 3
+"""
+
 
 def test_two_inputs_are_named_inputs_in_the_ir():
     model = layerdsl.parse(TWO_INPUTS)
@@ -94,7 +125,9 @@ def test_a_single_input_model_is_unchanged():
     assert model.is_sequential
 
 
-@pytest.mark.parametrize("text", [TWO_INPUTS, TWO_OUTPUTS, GRAPH], ids=["two_inputs", "two_outputs", "graph"])
+@pytest.mark.parametrize(
+    "text", [TWO_INPUTS, TWO_OUTPUTS, GRAPH, IMAGES, MASKED], ids=["two_inputs", "two_outputs", "graph", "images", "masked"]
+)
 def test_backends_agree_with_transferred_weights(text):
     pytest.importorskip("torch")
     pytest.importorskip("keras")
@@ -371,3 +404,13 @@ def test_from_keras_refuses_a_model_that_returns_its_input():
     a = keras.Input((4,))
     with pytest.raises(LayerDSLError, match="returns its input"):
         layerdsl.from_keras(keras.Model(a, [keras.layers.Dense(2)(a), a]))
+
+
+def test_lsp_hover_on_an_input_reference_shows_the_input_and_its_shape():
+    from layerdsl.lsp import analyze, hover_markdown
+
+    text = "input 4 name=feats\ndense 2\ntap t\ninput 3 name=ctx\ndense 2\nadd @t\nconcat @ctx\n"
+    analysis = analyze(text)
+    shown, span = hover_markdown(analysis, (7, 10))
+    assert shown == "input `@ctx`, defined on line 4; shape `(3,)`"
+    assert (span.line, span.column) == (7, 8)

@@ -653,10 +653,13 @@ def test_torch_graphs_layerdsl_cannot_express_are_refused_with_the_reason(module
     assert message in str(info.value)
 
 
-def test_keras_model_with_two_inputs_is_refused():
-    a, b = keras.Input((3,)), keras.Input((3,))
-    with pytest.raises(layerdsl.ModelImportError, match="the model has 2 inputs and 1 outputs; layerdsl models have"):
-        layerdsl.from_keras(keras.Model([a, b], layers.Add()([a, b])))
+def test_keras_model_that_adds_its_two_inputs_imports_with_both_named():
+    a, b = keras.Input((3,), name="left"), keras.Input((3,), name="right")
+    imported = layerdsl.from_keras(keras.Model([a, b], layers.Add()([a, b])))
+    assert imported.text.split("\n", 1)[1] == "input 3 name=left\ninput 3 name=right\n@left\nadd @right\n"
+    live = layerdsl.build(imported.model, "numpy")
+    x, y = np.ones((2, 3), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(live(x, y), x + y)
 
 
 def test_torch_weights_go_through_the_torch_backends_layout_code():

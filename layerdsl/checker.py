@@ -251,7 +251,7 @@ class _Checker:
         if isinstance(item, Reference):
             return scope.tap(item.name, item.span)
         stmt = item
-        top_level = scope is self.top and len(self.nodes) == 1
+        top_level = scope is self.top and len(self.nodes) == 1 and self.depth == 1  # not in a body
         if stmt.name in ("input", "output") and top_level:
             return self._later_input(stmt) if stmt.name == "input" else self._output_directive(stmt, scope, current)
         if stmt.name in ("model", "input", "output", "block"):

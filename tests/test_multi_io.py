@@ -287,6 +287,8 @@ def test_weights_save_load_and_convert_between_backends(tmp_path):
         ("input 4\ndense 2\ntap x\ndense 3\noutput @x", "is never used"),
         ("input 3 name=a\ndense 2\ntap t\ninput 3 name=b\ndense 2\nadd @t\ntap s\n@b", "ends on the input `b`"),
         ("input 4\nrepeat 2 { input 3 name=b }\ndense 1", "only allowed at the top level"),
+        ("input 4\ndense 4\nresidual { input 4 name=b }", "only allowed at the top level"),
+        ("input 4\ndense 4\ntap x\nconcat { output @x } { }", "only allowed at the top level"),
     ],
 )
 def test_checker_errors_point_at_the_problem(text, message):

@@ -416,3 +416,14 @@ def test_lsp_hover_on_an_input_reference_shows_the_input_and_its_shape():
     shown, span = hover_markdown(analysis, (7, 10))
     assert shown == "input `@ctx`, defined on line 4; shape `(3,)`"
     assert (span.line, span.column) == (7, 8)
+
+
+@pytest.mark.parametrize("text", ["input 4 name=feats\ndense 3\ntap a\ndense 3\nadd @a\n",
+                                  "input 4 name=feats\ndense 3\nconcat @feats\n"], ids=["taps", "merge_with_input"])
+def test_one_named_input_reads_as_a_tensor_in_every_backend(text):
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    model = layerdsl.parse(text)
+    assert model.input_names == ("feats",) and model.layers[0].inputs == ("feats",)
+    assert 'keras.Input(shape=(4,), name="feats")' in layerdsl.compile(model, "keras")
+    assert_backends_agree(model)

@@ -652,7 +652,7 @@ class _Writer:
         inputs_kwargs: dict[str, Any] = {"shape": model.input.fed_shape}
         if model.input.dtype != "float32":
             inputs_kwargs["dtype"] = model.input.dtype
-        inputs_kwargs["name"] = _free_name("input", self.layer_names)
+        inputs_kwargs["name"] = _free_name(model.input.name, self.layer_names)
         lines = [f"inputs = {call('keras.Input', **inputs_kwargs)}"]
         channels_first = model.input.layout == "channels_first"
         reserved = _RESERVED | self.function_names
@@ -666,7 +666,7 @@ class _Writer:
             first = input_variable(False)
             body, output = self._chain(first), "x" if model.layers else first
         else:
-            body, output, first = self._scope(self.body, ir.INPUT_NAME, self.output, "model", "", 0, input_variable)
+            body, output, first = self._scope(self.body, model.input.name, self.output, "model", "", 0, input_variable)
         if channels_first:
             rank = len(model.input.shape)
             order = (*range(2, rank + 1), 1)  # Permute counts axes from 1, without the batch

@@ -175,8 +175,11 @@ def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | Non
         raise ShapeError(f"`{kind}` needs a {what} input, but receives shape {shape_text(shape)}", hint=hint)
 
 
-def _flatten_hint(kind: str) -> str:
-    return f"add `flatten` before `{kind}`: a dense layer after a convolution or pooling needs `flatten`"
+def _flatten_hint(kind: str, shape: Shape) -> str:
+    return (
+        f"add `flatten` before `{kind}`: a dense layer after a convolution or pooling needs `flatten`; "
+        f"for a dense layer on each pixel, use `conv2d N 1` ({shape[-1]} channels in, N out)"
+    )
 
 
 # --- core layers -----------------------------------------------------------------------
@@ -201,13 +204,13 @@ class Dense(LayerSpec):
     )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
-        if len(shape) == 3:
-            raise ShapeError(
-                f"`dense` needs a 1-D input (features), but receives shape {shape_text(shape)}",
-                hint=_flatten_hint("dense"),
-            )
+        # On a (timesteps, features) sequence it acts on the last axis, as Keras's Dense on 3-D input.
         if len(shape) not in (1, 2):
-            raise ShapeError(f"`dense` needs a 1-D input (features), but receives shape {shape_text(shape)}")
+            raise ShapeError(
+                f"`dense` needs a 1-D input (features) or a 2-D sequence (timesteps x features), but receives "
+                f"shape {shape_text(shape)}",
+                hint=_flatten_hint("dense", shape) if len(shape) == 3 else None,
+            )
         return (*shape[:-1], args["units"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
@@ -439,15 +442,33 @@ class Activation(LayerSpec):
     category = "activation"
     per_feature = True
     doc = "An activation function as a layer; softmax acts on the last (channel) axis."
-    params = (Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),)
+    params = (
+        Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),
+        Param("approximate", "bool", default=False, doc="gelu only: Keras's tanh approximation, not the exact erf"),
+    )
 
     def __init__(self, fixed: str | None = None) -> None:
         self.fixed = fixed
-        if fixed is not None:
-            self.params = ()  # `relu` takes no arguments; `activation relu` takes one
+        if fixed is not None:  # `relu` takes no arguments; `activation relu` takes the name
+            self.params = tuple(p for p in Activation.params if p.name == "approximate" and fixed == "gelu")
 
     def fixed_args(self) -> dict[str, Any]:
         return {"function": self.fixed} if self.fixed else {}
+
+    def complete(self, values: dict[str, Any]) -> None:
+        values.setdefault("approximate", False)
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        if args["approximate"] and args["function"] != "gelu":
+            raise ShapeError(
+                f"`approximate=true` is an option of `gelu` only, not of `{args['function']}`", option="approximate"
+            )
+
+
+def activation_function(args: Args) -> str:
+    """The function an `activation` layer computes, as the backends' activation tables name it: its
+    name, or ``gelu_approximate`` for `gelu approximate=true` (keras-nlp's name for that function)."""
+    return "gelu_approximate" if args.get("approximate") else str(args["function"])
 
 
 # --- sequences ---------------------------------------------------------------------------
@@ -1218,6 +1239,79 @@ class UpSample1D(LayerSpec):
         return (shape[0] * args["size"], shape[1])
 
 
+# --- sequence layers transformers need ------------------------------------------------------
+
+
+def _sequence_only(kind: str, shape: Shape) -> None:
+    _require_rank(kind, shape, 2, "2-D (timesteps x features)", hint=_sequence_hint(kind, shape))
+
+
+class PositionEmbedding(LayerSpec):
+    kind = "posembed"
+    keras_type = "PositionEmbedding"
+    category = "embedding"
+    doc = (
+        "A learned position embedding added to a (timesteps, features) sequence: `x + embeddings`, one row "
+        "per position (keras-io's position Embedding, ViT's pos_embedding)."
+    )
+    supports_mask = True
+    params = (Param("init", "choice", default="uniform", choices=INITIALIZERS, doc="embeddings initializer"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        return shape
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("embeddings", shape, True, args["init"]),)
+
+
+class ClassToken(LayerSpec):
+    kind = "classtoken"
+    keras_type = "ClassToken"
+    category = "embedding"
+    doc = (
+        "Prepends one learned vector to a sequence (ViT's class token): (T, F) -> (T + 1, F); with a mask, "
+        "the new first position is unmasked."
+    )
+    supports_mask = True
+    params = (
+        Param(
+            "init", "choice", default="zeros", choices=tuple(i for i in INITIALIZERS if i != "orthogonal"),
+            doc="token initializer",
+        ),
+    )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        return (shape[0] + 1, shape[1])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("token", (shape[-1],), True, args["init"]),)
+
+
+class Select(LayerSpec):
+    kind = "select"
+    keras_type = "Select"
+    category = "reshape"
+    doc = "One position of a sequence, (T, F) -> (F,): `select 0` the first (a class token), `select -1` the last."
+    supports_mask = True  # and drops it: the result is no sequence
+    params = (Param("index", "int", positional=True, doc="the position; negative counts from the end"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        index = args["index"]
+        if not -shape[0] <= index < shape[0]:
+            raise ShapeError(
+                f"`select {index}` is out of range for a sequence of length {shape[0]}",
+                hint=f"choose an index from {-shape[0]} to {shape[0] - 1}",
+                option="index",
+            )
+        return (shape[1],)
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return False
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -1265,6 +1359,9 @@ REGISTRY: dict[str, LayerSpec] = {
     "cropping2d": Cropping2D(),
     "cropping1d": Cropping1D(),
     "upsample1d": UpSample1D(),
+    "posembed": PositionEmbedding(),
+    "classtoken": ClassToken(),
+    "select": Select(),
 }
 
 #: Statement names that are directives, not layers.

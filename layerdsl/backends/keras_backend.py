@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import codegen, ir
 from ..codegen import Code, Hint, call, ident, layer_comment, literal, module_docstring, py, shape_comment
 from ..errors import BackendError
-from ..specs import REGISTRY
+from ..specs import REGISTRY, activation_function
 from . import structure
 from .base import IR_ATTRIBUTE, Backend, missing_framework
 from .structure import Fragment, Scope, Variant
@@ -190,8 +190,10 @@ def _batchnorm(layer: ir.Layer, ctx: Emission) -> LayerCall:
 
 
 def _activation(layer: ir.Layer, ctx: Emission) -> LayerCall:
-    # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form.
-    return keras_layer("layers.Activation", layer.args["function"], name=ctx.name)
+    # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form;
+    # gelu's tanh form is a registered function of the generated file (a string cannot name it).
+    function = activation_function(layer.args)
+    return keras_layer("layers.Activation", Code(function) if function in DEFINITIONS else function, name=ctx.name)
 
 
 def _embedding(layer: ir.Layer, ctx: Emission) -> LayerCall:
@@ -383,6 +385,19 @@ def _layerscale(layer: ir.Layer, ctx: Emission) -> LayerCall:
     return keras_layer("LayerScale", float(layer.args["init"]), name=ctx.name)
 
 
+def _posembed(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    options = _options(layer, {"init": "uniform"}, {"init": "embeddings_initializer"})
+    return keras_layer("PositionEmbedding", **options, name=ctx.name)
+
+
+def _classtoken(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("ClassToken", **_options(layer, {"init": "zeros"}, {"init": "token_initializer"}), name=ctx.name)
+
+
+def _select(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("Select", layer.args["index"], name=ctx.name)
+
+
 def _cropping2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
     return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=ctx.name)
@@ -396,10 +411,11 @@ def _upsample1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     return keras_layer("layers.UpSampling1D", layer.args["size"], name=ctx.name)
 
 
-#: Layers without a core Keras class, written into the generated file (by IR kind). Registered as
-#: serializable, so a saved `.keras` file loads under safe_mode once this module is imported.
+#: Layers and functions without a core Keras name, written into the generated file (by the name they
+#: define). Registered as serializable, so a saved `.keras` file loads under safe_mode once the
+#: generated module is imported, and ``from_keras`` knows them by their registered names.
 DEFINITIONS: dict[str, str] = {
-    "layerscale": '''\
+    "LayerScale": '''\
 @keras.saving.register_keras_serializable(package="layerdsl")
 class LayerScale(layers.Layer):
     """A learned scale per channel (ConvNeXt's layer scale): x * gamma."""
@@ -419,7 +435,95 @@ class LayerScale(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "init_value": self.init_value}
 ''',
+    "PositionEmbedding": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class PositionEmbedding(layers.Layer):
+    """A learned position embedding added to a (timesteps, features) sequence; a mask passes through."""
+
+    def __init__(self, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=tuple(input_shape[-2:]), initializer=self.embeddings_initializer
+        )
+
+    def call(self, x):
+        return x + self.embeddings
+
+    def get_config(self):
+        initializer = keras.initializers.serialize(self.embeddings_initializer)
+        return {**super().get_config(), "embeddings_initializer": initializer}
+''',
+    "ClassToken": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class ClassToken(layers.Layer):
+    """Prepends a learned vector to a sequence (ViT's class token); a mask gets an unmasked first step."""
+
+    def __init__(self, token_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.token_initializer = keras.initializers.get(token_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.token = self.add_weight(name="token", shape=(input_shape[-1],), initializer=self.token_initializer)
+
+    def call(self, x):
+        token = keras.ops.broadcast_to(self.token, (keras.ops.shape(x)[0], 1, keras.ops.shape(x)[-1]))
+        return keras.ops.concatenate([keras.ops.cast(token, x.dtype), x], axis=1)
+
+    def compute_mask(self, x, mask=None):
+        if mask is None:
+            return None
+        return keras.ops.pad(mask, [(0, 0), (1, 0)], constant_values=True)
+
+    def get_config(self):
+        return {**super().get_config(), "token_initializer": keras.initializers.serialize(self.token_initializer)}
+''',
+    "Select": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class Select(layers.Layer):
+    """One position of a sequence, (timesteps, features) -> (features,); negative counts from the end."""
+
+    def __init__(self, index, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+        self.supports_masking = True
+
+    def call(self, x):
+        return x[:, self.index]
+
+    def compute_mask(self, x, mask=None):
+        return None  # one position is no sequence
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+''',
+    "gelu_approximate": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+def gelu_approximate(x):
+    """gelu's tanh approximation (Keras's default is the exact erf form)."""
+    return keras.activations.gelu(x, approximate=True)
+''',
 }
+
+#: IR kind -> the definition it is written as.
+_DEFINED_KINDS = {
+    "layerscale": "LayerScale",
+    "posembed": "PositionEmbedding",
+    "classtoken": "ClassToken",
+    "select": "Select",
+}
+
+
+def _definition(layer: ir.Layer) -> str | None:
+    """The generated definition the layer needs, if any."""
+    if layer.kind == "activation":
+        function = activation_function(layer.args)
+        return function if function in DEFINITIONS else None
+    return _DEFINED_KINDS.get(layer.kind)
 
 
 #: IR kind -> a function rendering the Keras layer constructor.
@@ -466,6 +570,9 @@ EMITTERS: dict[str, Emitter] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "posembed": _posembed,
+    "classtoken": _classtoken,
+    "select": _select,
 }
 
 
@@ -547,7 +654,7 @@ class KerasBackend(Backend):
 #: Layers whose `activation=` takes an activation that straight follows them.
 _FUSABLE = frozenset({"dense", "conv1d", "conv2d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
 #: Names the generated code uses for itself: never a variable, parameter or function of the model's.
-_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", "LayerScale"})
+_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", *DEFINITIONS})
 _LOOP_INDEXES = ("i", "j")
 
 
@@ -636,8 +743,9 @@ class _Writer:
             "import keras",
             "from keras import layers",
         ]
-        for kind in sorted({layer.kind for layer in self.model.layers} & DEFINITIONS.keys()):
-            lines += ["", "", *DEFINITIONS[kind].rstrip("\n").split("\n")]
+        used = {_definition(layer) for layer in self.model.layers}
+        for definition in (name for name in DEFINITIONS if name in used):
+            lines += ["", "", *DEFINITIONS[definition].rstrip("\n").split("\n")]
         for definition in self.definitions:
             lines += ["", "", *definition]
         lines += ["", "", "def build_model():"]
@@ -1044,6 +1152,7 @@ def _fusable(layer: ir.Layer, activation: ir.Layer | None) -> bool:
         and layer.kind in _FUSABLE
         and layer.args["activation"] == "linear"
         and not activation.input_masked
+        and not activation.args.get("approximate")  # a layer of its own, as from_keras reads it back
     )
 
 

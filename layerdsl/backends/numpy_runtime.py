@@ -108,6 +108,12 @@ def gelu(x):
     return (0.5 * x * erfc(x.astype(np.float64) * -0.7071067811865476)).astype(x.dtype)
 
 
+def gelu_approximate(x):
+    # Keras's approximate=True: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))), float64 inside.
+    y = x.astype(np.float64)
+    return (0.5 * y * (1.0 + np.tanh(0.7978845608028654 * (y + 0.044715 * y**3)))).astype(x.dtype)
+
+
 def softplus(x):
     return np.logaddexp(0.0, x)
 

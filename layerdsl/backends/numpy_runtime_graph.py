@@ -294,3 +294,28 @@ class UpSample1D(Layer):
 
     def __call__(self, x):
         return x.repeat(self.size, axis=1)
+
+
+class PositionEmbedding(Layer):
+    def __init__(self, embeddings, name=None):
+        super().__init__(embeddings=embeddings, name=name)
+
+    def __call__(self, x):
+        return x + self.embeddings
+
+
+class ClassToken(Layer):
+    def __init__(self, token, name=None):
+        super().__init__(token=token, name=name)
+
+    def __call__(self, x):
+        return np.concatenate([np.broadcast_to(self.token, (len(x), 1, x.shape[-1])), x], axis=1)
+
+
+class Select(Layer):
+    def __init__(self, index, name=None):
+        self.index = index
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x[:, self.index]

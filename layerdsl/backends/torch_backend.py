@@ -132,6 +132,7 @@ _ACTIVATIONS = {
     "elu": "F.elu({x})",
     "selu": "F.selu({x})",
     "gelu": "F.gelu({x})",  # exact (erf) form, Keras's default
+    "gelu_approximate": 'F.gelu({x}, approximate="tanh")',  # `gelu approximate=true`
     "softplus": "F.softplus({x})",
     "softsign": "F.softsign({x})",
     "leaky_relu": "F.leaky_relu({x}, negative_slope=0.2)",  # Keras's slope, not torch's 0.01
@@ -577,7 +578,7 @@ def _batchnorm(layer: ir.Layer, ctx: _Context) -> _Piece:
 
 
 def _activation(layer: ir.Layer, ctx: _Context) -> _Piece:
-    function = layer.args["function"]
+    function = specs.activation_function(layer.args)
     if function == "linear":
         return _Piece()  # the identity: only its comment shows
     return _Piece(forward=[f"x = {_activate(function, 'x', layer.input_shape)}"])
@@ -899,6 +900,34 @@ def _upsample1d(layer: ir.Layer, ctx: _Context) -> _Piece:
     return _Piece(forward=[f"x = x.repeat_interleave({py(layer.args['size'])}, dim=1)"])
 
 
+def _posembed(layer: ir.Layer, ctx: _Context) -> _Piece:
+    # the model's own parameter, (1, T, F) as torchvision's ViT holds its pos_embedding
+    embeddings = ctx.extra("embeddings")
+    steps, features = layer.input_shape
+    return _Piece(
+        init=[f"self.{embeddings} = nn.Parameter(torch.empty(1, {py(steps)}, {py(ctx.hint(features))}))"],
+        forward=[f"x = x + self.{embeddings}  # learned position embedding"],
+        tensors={"embeddings": embeddings},
+    )
+
+
+def _classtoken(layer: ir.Layer, ctx: _Context) -> _Piece:
+    # (1, 1, F), expanded over the batch and prepended, as torchvision's ViT does its class_token
+    token = ctx.extra("token")
+    piece = _Piece(
+        init=[f"self.{token} = nn.Parameter(torch.zeros(1, 1, {py(ctx.hint(layer.input_shape[-1]))}))"],
+        forward=[f"x = torch.cat([self.{token}.expand(x.shape[0], -1, -1), x], dim=1)"],
+        tensors={"token": token},
+    )
+    if layer.input_masked:
+        piece.forward.append("mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)  # the token counts")
+    return piece
+
+
+def _select(layer: ir.Layer, ctx: _Context) -> _Piece:
+    return _Piece(forward=[f"x = x[:, {py(layer.args['index'])}]"])
+
+
 #: IR kind -> emitter(layer, context) -> _Piece.
 EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "dense": _dense,
@@ -943,6 +972,9 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "posembed": _posembed,
+    "classtoken": _classtoken,
+    "select": _select,
 }
 
 
@@ -1491,7 +1523,7 @@ class _Planner:
                 and unit.reads == (before.tensor,)
                 and uses.get(before.tensor) == [i]
             ):
-                fused[i - 1] = unit.layer.args["function"]
+                fused[i - 1] = specs.activation_function(unit.layer.args)
 
         # A run of 1-D convolutions and pools stays in torch's (N, C, T): one transpose in, one out.
         def runs_1d(j: int) -> bool:
@@ -1771,6 +1803,12 @@ def _short(value: float) -> float:
     return float(f"{value:.9g}")
 
 
+#: Kinds whose torch tensor is the Keras weight as it is (behind leading axes of one): its
+#: initializer's limits come from the Keras shape, not from torch's (out, in) reading of it.
+_OWN_LAYOUT = frozenset({"embedding", "posembed", "classtoken"})
+_LEADING_ONES = frozenset({"posembed", "classtoken"})
+
+
 def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     """``reset_parameters`` line drawing ``self.<path>`` from Keras's distribution for ``weight``.
 
@@ -1785,7 +1823,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
             return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
     kind, name = kind_and_name(layer, weight)
-    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind != "embedding":
+    if kind in _LEADING_ONES:  # (1, T, F) and (1, 1, F) hold the Keras weight
+        target = Code(f"self.{path}[0]" if kind == "posembed" else f"self.{path}[0, 0]")
+    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind not in _OWN_LAYOUT:
         if weight.initializer in _TORCH_INITIALIZERS and not depthwise(kind, name):
             function, kwargs = _TORCH_INITIALIZERS[weight.initializer]
             return f"{call(function, target, **kwargs)}  # Keras {weight.initializer}"

@@ -81,6 +81,8 @@ def to_keras(layer: ir.Layer, weight: ir.Weight, arrays: list[np.ndarray]) -> np
         return array[:, 0].transpose(1, 2, 0).reshape(weight.shape)
     if name in _KERNELS:
         array = array.transpose(np.argsort(_KERNEL_AXES[array.ndim]))
+    if kind in ("posembed", "classtoken"):  # torch's (1, T, F) and (1, 1, F)
+        array = array.reshape(weight.shape)
     return _swap_gates(array) if kind == "gru" else array
 
 

@@ -438,7 +438,7 @@ class LayerScale(layers.Layer):
     "PositionEmbedding": '''\
 @keras.saving.register_keras_serializable(package="layerdsl")
 class PositionEmbedding(layers.Layer):
-    """A learned position embedding added to a (timesteps, features) sequence; a mask passes through."""
+    """A learned position embedding added to a (timesteps, features) sequence; masks pass."""
 
     def __init__(self, embeddings_initializer="uniform", **kwargs):
         super().__init__(**kwargs)
@@ -446,8 +446,9 @@ class PositionEmbedding(layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
+        steps, features = input_shape[-2:]
         self.embeddings = self.add_weight(
-            name="embeddings", shape=tuple(input_shape[-2:]), initializer=self.embeddings_initializer
+            name="embeddings", shape=(steps, features), initializer=self.embeddings_initializer
         )
 
     def call(self, x):
@@ -460,7 +461,7 @@ class PositionEmbedding(layers.Layer):
     "ClassToken": '''\
 @keras.saving.register_keras_serializable(package="layerdsl")
 class ClassToken(layers.Layer):
-    """Prepends a learned vector to a sequence (ViT's class token); a mask gets an unmasked first step."""
+    """Prepends a learned vector to a sequence (ViT's class token); masks gain an unmasked step."""
 
     def __init__(self, token_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
@@ -468,11 +469,14 @@ class ClassToken(layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        self.token = self.add_weight(name="token", shape=(input_shape[-1],), initializer=self.token_initializer)
+        self.token = self.add_weight(
+            name="token", shape=(input_shape[-1],), initializer=self.token_initializer
+        )
 
     def call(self, x):
-        token = keras.ops.broadcast_to(self.token, (keras.ops.shape(x)[0], 1, keras.ops.shape(x)[-1]))
-        return keras.ops.concatenate([keras.ops.cast(token, x.dtype), x], axis=1)
+        batch, _, features = keras.ops.shape(x)
+        token = keras.ops.broadcast_to(keras.ops.cast(self.token, x.dtype), (batch, 1, features))
+        return keras.ops.concatenate([token, x], axis=1)
 
     def compute_mask(self, x, mask=None):
         if mask is None:
@@ -480,12 +484,13 @@ class ClassToken(layers.Layer):
         return keras.ops.pad(mask, [(0, 0), (1, 0)], constant_values=True)
 
     def get_config(self):
-        return {**super().get_config(), "token_initializer": keras.initializers.serialize(self.token_initializer)}
+        initializer = keras.initializers.serialize(self.token_initializer)
+        return {**super().get_config(), "token_initializer": initializer}
 ''',
     "Select": '''\
 @keras.saving.register_keras_serializable(package="layerdsl")
 class Select(layers.Layer):
-    """One position of a sequence, (timesteps, features) -> (features,); negative counts from the end."""
+    """One position of a sequence: (timesteps, features) -> (features,); -1 is the last."""
 
     def __init__(self, index, **kwargs):
         super().__init__(**kwargs)

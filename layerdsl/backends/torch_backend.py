@@ -902,7 +902,7 @@ def _upsample1d(layer: ir.Layer, ctx: _Context) -> _Piece:
 
 def _posembed(layer: ir.Layer, ctx: _Context) -> _Piece:
     # the model's own parameter, (1, T, F) as torchvision's ViT holds its pos_embedding
-    embeddings = ctx.extra("embeddings")
+    embeddings = ctx.attr
     steps, features = layer.input_shape
     return _Piece(
         init=[f"self.{embeddings} = nn.Parameter(torch.empty(1, {py(steps)}, {py(ctx.hint(features))}))"],
@@ -913,7 +913,7 @@ def _posembed(layer: ir.Layer, ctx: _Context) -> _Piece:
 
 def _classtoken(layer: ir.Layer, ctx: _Context) -> _Piece:
     # (1, 1, F), expanded over the batch and prepended, as torchvision's ViT does its class_token
-    token = ctx.extra("token")
+    token = ctx.attr
     piece = _Piece(
         init=[f"self.{token} = nn.Parameter(torch.zeros(1, 1, {py(ctx.hint(layer.input_shape[-1]))}))"],
         forward=[f"x = torch.cat([self.{token}.expand(x.shape[0], -1, -1), x], dim=1)"],

@@ -33,12 +33,20 @@ _KERAS_INITIALIZERS = {
 
 #: Keras activation names layerdsl knows under another name.
 _KERAS_ACTIVATION_ALIASES = {"swish": "silu", "hard_silu": "hard_swish"}
+#: Registered functions that are gelu's tanh form: the generated file's, and keras-nlp's (keras-hub's).
+_GELU_APPROXIMATE = frozenset({"layerdsl>gelu_approximate", "keras_nlp>gelu_approximate", "keras_hub>gelu_approximate"})
+
+
+def _activation_name(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("config") if isinstance(value.get("config"), str) else None
+    return value if isinstance(value, str) else None
 
 
 def _keras_activation(value: Any) -> str:
-    name = value if isinstance(value, str) else None
-    if name is None and isinstance(value, dict):
-        name = value.get("config") if isinstance(value.get("config"), str) else None
+    name = _activation_name(value)
+    if name in _GELU_APPROXIMATE:
+        raise Refused("its activation is gelu's tanh form, which layerdsl writes as a layer: `gelu approximate=true`")
     if name is None:
         raise Refused(f"activation {value!r} is not a built-in Keras activation")
     name = _KERAS_ACTIVATION_ALIASES.get(name, name)
@@ -221,6 +229,8 @@ def _keras_batchnorm(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
 
 
 def _keras_activation_layer(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if _activation_name(k.get("activation")) in _GELU_APPROXIMATE:
+        return "gelu", {"approximate": True}
     return _keras_activation(k.get("activation")), {}
 
 
@@ -380,6 +390,25 @@ _KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]
 }
 
 
+#: The layers a layerdsl-generated Keras file defines, by the name they are registered under
+#: (``layerdsl>NAME``): read only as that, never as another library's class of the same name.
+_LAYERDSL_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]] = {
+    "LayerScale": lambda k: ("layerscale", {"init": float(k.get("init_value"))}),
+    "PositionEmbedding": lambda k: ("posembed", {"init": k.initializer("embeddings_initializer", "uniform")}),
+    "ClassToken": lambda k: ("classtoken", {"init": k.initializer("token_initializer", "zeros")}),
+    "Select": lambda k: ("select", {"index": int(k.get("index"))}),
+}
+
+
+def _converter(layer: Any) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]] | None:
+    import keras
+
+    package, _, registered = keras.saving.get_registered_name(type(layer)).rpartition(">")
+    if package == "layerdsl":
+        return _LAYERDSL_CONVERTERS.get(registered)
+    return _KERAS_CONVERTERS.get(type(layer).__name__)
+
+
 _MERGES = frozenset({"Add", "Multiply", "Average", "Concatenate"})
 
 
@@ -465,7 +494,7 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     graph = Graph()
     tensors: dict[int, int] = {id(None): INPUT}
     for layer, inputs in zip(layers, reads, strict=True):
-        converter = _KERAS_CONVERTERS.get(type(layer).__name__)
+        converter = _converter(layer)
         if converter is None:
             raise _keras_error(layer, f"layerdsl has no {type(layer).__name__.lower()}")
         reader = _KerasLayer(layer, notes)
@@ -519,7 +548,7 @@ IMPORTABLE = {
     "zeropad2d": "ZeroPadding2D",
     "dropout": "Dropout",
     "batchnorm": "BatchNormalization",
-    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU",
+    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU; Activation(gelu_approximate) as gelu approximate=true",
     "embedding": "Embedding",
     "masking": "Masking",
     "lstm": "LSTM",
@@ -530,6 +559,10 @@ IMPORTABLE = {
     "multiply": "Multiply",
     "average": "Average",
     "concat": "Concatenate",
+    "layerscale": "the LayerScale a layerdsl Keras file defines (registered as layerdsl>LayerScale)",
+    "posembed": "the PositionEmbedding a layerdsl Keras file defines (registered as layerdsl>PositionEmbedding)",
+    "classtoken": "the ClassToken a layerdsl Keras file defines (registered as layerdsl>ClassToken)",
+    "select": "the Select a layerdsl Keras file defines (registered as layerdsl>Select)",
 }
 #: DSL kind -> why ``from_keras`` does not read it.
 NOT_IMPORTABLE = {
@@ -542,7 +575,6 @@ NOT_IMPORTABLE = {
     "permute": "no converter for Permute yet",
     "rescaling": "no converter for Rescaling yet",
     "normalization": "no converter for Normalization yet",
-    "layerscale": "Keras has no layer-scale class; layerdsl's generated LayerScale is not read back yet",
     "cropping2d": "no converter for Cropping2D yet",
     "cropping1d": "no converter for Cropping1D yet",
     "upsample1d": "no converter for UpSampling1D yet",

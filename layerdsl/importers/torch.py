@@ -100,8 +100,8 @@ def _torch_functions() -> tuple[dict[Any, _TorchFunction], dict[str, _TorchFunct
             raise Refused("layerdsl's elu has alpha 1")
 
     def gelu(node: Any, rank: int) -> None:
-        if _arg(node, 1, "approximate", "none") != "none":
-            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+        if _arg(node, 1, "approximate", "none") != "none":  # "tanh" is a layer of its own: `is_tanh_gelu`
+            raise Refused("layerdsl's gelu is the exact (erf) form, or tanh's (`gelu approximate=true`) as a layer")
 
     def softplus(node: Any, rank: int) -> None:
         if _arg(node, 1, "beta", 1.0) != 1.0:
@@ -161,7 +161,7 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
         return "elu"
     if type(module) is nn.GELU:
         if module.approximate != "none":
-            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+            raise Refused(f"approximate={module.approximate!r}: layerdsl's gelu is the exact or the tanh form")
         return "gelu"
     if type(module) is nn.Softplus:
         if module.beta != 1.0:
@@ -341,6 +341,15 @@ class _TorchImporter:
             entry.check(node, rank)
         return entry.kind
 
+    def is_tanh_gelu(self, node: Any, module: Any | None) -> bool:
+        """`nn.GELU(approximate="tanh")` or `F.gelu(x, approximate="tanh")`: `gelu approximate=true`."""
+        import torch.nn.functional as F
+        from torch import nn
+
+        if module is not None:
+            return type(module) is nn.GELU and module.approximate == "tanh"
+        return node.op == "call_function" and node.target is F.gelu and _arg(node, 1, "approximate", "none") == "tanh"
+
     def fused_activation(self, index: int, args: dict[str, Any]) -> int:
         """Fold an activation *function* right after a dense or conv into its `activation=`."""
         after = self.following(index)
@@ -379,6 +388,9 @@ class _TorchImporter:
             raise Refused("x.flip(1) must come right before a recurrent layer (it means go_backwards)")
         if module is not None:
             return self.module_step(index, module, rank)
+        if self.is_tanh_gelu(node, module):
+            self.add(index, "gelu", {"approximate": True})
+            return 1
         activation = self.activation_of(node, rank)
         if activation is not None:
             self.add(index, activation, {})
@@ -543,6 +555,9 @@ class _TorchImporter:
         from torch import nn
 
         kind = type(module)
+        if self.is_tanh_gelu(self.nodes[index], module):
+            self.add(index, "gelu", {"approximate": True})
+            return 1
         activation = _torch_activation_module(module, rank)
         if activation is not None:
             if kind is nn.Softplus and module.threshold < 20:
@@ -999,8 +1014,8 @@ IMPORTABLE = {
     "zeropad2d": "nn.ZeroPad2d, nn.ConstantPad2d(value=0)",
     "dropout": "nn.Dropout",
     "batchnorm": "nn.BatchNorm1d, nn.BatchNorm2d",
-    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU, nn.Softplus, nn.Softsign, "
-    "nn.LeakyReLU, nn.SiLU, and their functions",
+    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU (approximate='tanh' too), "
+    "nn.Softplus, nn.Softsign, nn.LeakyReLU, nn.SiLU, and their functions",
     "embedding": "nn.Embedding",
     "lstm": "nn.LSTM",
     "gru": "nn.GRU",
@@ -1030,4 +1045,7 @@ NOT_IMPORTABLE = {
     "subtract": "x - y is not read yet",
     "maximum": "torch.maximum is not read yet",
     "minimum": "torch.minimum is not read yet",
+    "posembed": "a bare nn.Parameter added in forward is not read yet",
+    "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
+    "select": "indexing x[:, i] is not read yet",
 }

@@ -29,6 +29,8 @@ AGREE = {
     "dense_after_lstm_sequences": "input 6x3\nlstm 4 return_sequences=true | dense 5 | relu | dense 3 | select 2",
     "gelu_forms": "input 5x3\ndense 4 | gelu approximate=true | dense 4 | gelu | activation gelu approximate=true",
     "masking_token": "input 6x4\nmasking | classtoken | dense 3 | gru 3",
+    "conv1d_around": "input 8x3\nconv1d 4 3 | classtoken | posembed | dense 5 | conv1d 2 2 | maxpool1d 2 | select -1",
+    "image_gelu": "input 4x4x2\nconv2d 3 1 | gelu approximate=true | flatten | dense 2",
 }
 
 
@@ -295,3 +297,22 @@ def test_from_torch_reads_the_tanh_gelu():
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(live(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_dense_on_a_sequence_round_trips_through_the_importers(framework):
+    pytest.importorskip(framework)
+    text = "input 7x3\nlstm 4 return_sequences=true\ndense 5 activation=relu\ndense 2\n"
+    model = layerdsl.parse(text)
+    original = layerdsl.build(model, framework)
+    layerdsl.set_weights(original, testing.random_weights(model))
+    if framework == "keras":
+        imported = layerdsl.from_keras(original)
+    else:
+        imported = layerdsl.from_torch(original, model.input.shape)
+    assert [layer.output_shape for layer in imported.model.layers] == [(7, 4), (7, 5), (7, 2)]
+    x = testing.random_input(model, batch=2)
+    fresh = layerdsl.build(imported.model, "numpy")
+    layerdsl.set_weights(fresh, imported.weights)
+    expected = testing.run(framework, original, model, x)
+    np.testing.assert_allclose(fresh(x), expected, atol=testing.ATOL, rtol=testing.RTOL)

@@ -3,6 +3,9 @@
 transfer (masks included), `.keras` files under safe_mode, the importers, and the checker's errors."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -240,6 +243,29 @@ def test_keras_files_with_the_generated_layers_load_under_safe_mode(tmp_path):
         kinds = {type(layer).__name__ for layer in loaded.layers}
         assert {"ClassToken", "PositionEmbedding"} <= kinds
         assert layerdsl.get_weights(loaded, model).keys() == weights.keys()
+
+
+def test_a_saved_keras_file_loads_in_a_fresh_process_that_imports_the_generated_module(tmp_path):
+    """What a user does: import the generated file (it registers the layers), then load under safe_mode."""
+    pytest.importorskip("keras")
+    model = layerdsl.parse(ROUND_TRIP)
+    (tmp_path / "generated.py").write_text(layerdsl.compile(model, "keras"), encoding="utf-8")
+    live = layerdsl.build(model, "keras")
+    layerdsl.set_weights(live, testing.random_weights(model))
+    live.save(tmp_path / "m.keras")
+    x = testing.random_input(model, batch=3, padding="random")
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, keras\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import generated  # registers PositionEmbedding, ClassToken, Select, gelu_approximate\n"
+        "model = keras.saving.load_model(sys.argv[1] + '/m.keras', safe_mode=True)\n"
+        "np.save(sys.argv[1] + '/y.npy', np.asarray(model(np.load(sys.argv[1] + '/x.npy'))))\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(live(x)), atol=1e-6)
 
 
 def test_from_keras_reads_the_generated_layers_back():

@@ -319,6 +319,9 @@ EMITTERS: dict[str, Emitter] = {
     "cropping2d": _cropping2d,
     "cropping1d": lambda layer, ctx: call(ctx.use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
     "upsample1d": lambda layer, ctx: call(ctx.use("UpSample1D"), layer.args["size"]),
+    "attention": lambda layer, ctx: call(
+        ctx.use("Attention"), **ctx.weights, **({"causal": True} if layer.args["causal"] else {})
+    ),
 }
 
 
@@ -827,6 +830,8 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
         return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
         return [f"{target}, mask = {attribute}({sources})"]
+    if layer.input_masked and REGISTRY[layer.kind].reads_memory:  # the keys' mask, after query and memory
+        return [f"{target} = {attribute}({sources}, mask=mask)"]
     if layer.input_masked and REGISTRY[layer.kind].takes_mask:  # the runtime layer takes it second
         return [f"{target} = {attribute}({sources}, mask)"]
     return [f"{target} = {attribute}({sources})"]

@@ -8,7 +8,7 @@ the source of exactly the pieces a model uses into its generated file.
 
 import numpy as np
 
-from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, windows
+from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, softmax, windows
 
 
 def aligned(inputs):
@@ -294,3 +294,49 @@ class UpSample1D(Layer):
 
     def __call__(self, x):
         return x.repeat(self.size, axis=1)
+
+
+class Attention(Layer):
+    """Keras's MultiHeadAttention at inference: one GEMM per projection, heads an axis of (N, H, T, D).
+    Keys at masked or (``causal``) later steps get no weight; ``mask`` is the keys' and values' mask."""
+
+    query_bias = key_bias = value_bias = output_bias = 0.0
+
+    def __init__(self, query_kernel, key_kernel, value_kernel, output_kernel, query_bias=None, key_bias=None,
+                 value_bias=None, output_bias=None, causal=False, name=None):
+        self.causal = causal
+        super().__init__(query_kernel=query_kernel, query_bias=query_bias, key_kernel=key_kernel, key_bias=key_bias,
+                         value_kernel=value_kernel, value_bias=value_bias, output_kernel=output_kernel,
+                         output_bias=output_bias, name=name)
+
+    def refresh(self):
+        super().refresh()
+        features, self.heads, key_dim = self.query_kernel.shape
+        scale = np.float32(1.0 / np.sqrt(key_dim))  # folded into the query projection, as Keras scales the query
+        self.projections = [
+            (self.query_kernel.reshape(features, -1) * scale, np.reshape(self.query_bias, -1) * scale),
+            (self.key_kernel.reshape(len(self.key_kernel), -1), np.reshape(self.key_bias, -1)),
+            (self.value_kernel.reshape(len(self.value_kernel), -1), np.reshape(self.value_bias, -1)),
+            (self.output_kernel.reshape(-1, self.output_kernel.shape[-1]), np.reshape(self.output_bias, -1)),
+        ]
+
+    def project(self, x, which):
+        kernel, bias = self.projections[which]
+        y = x.reshape(-1, x.shape[-1]) @ kernel
+        y += bias
+        return y.reshape(len(x), x.shape[1], self.heads if which < 3 else 1, -1).transpose(0, 2, 1, 3)
+
+    def __call__(self, x, memory=None, mask=None):
+        memory = x if memory is None else memory
+        n, t, s = len(x), x.shape[1], memory.shape[1]
+        scores = self.project(x, 0) @ self.project(memory, 1).transpose(0, 1, 3, 2)  # (N, H, T, S)
+        keep = np.tri(t, s, dtype=bool) if self.causal else None
+        if mask is not None:
+            keep = mask[:, None, None, :] if keep is None else keep & mask[:, None, None, :]
+        if keep is not None:
+            scores = np.where(keep, scores, np.float32(-1e9))  # as Keras's masked softmax
+        heads = softmax(scores) @ self.project(memory, 2)  # (N, H, T, Dv)
+        kernel, bias = self.projections[3]
+        y = heads.transpose(0, 2, 1, 3).reshape(n * t, -1) @ kernel
+        y += bias
+        return y.reshape(n, t, -1)

@@ -882,6 +882,57 @@ def _layerscale(layer: ir.Layer, ctx: _Context) -> _Piece:
     )
 
 
+def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
+    """torch's ``nn.MultiheadAttention`` where it computes Keras's layer (heads x key_dim = features,
+    value_dim = key_dim); otherwise the file's own ``MultiHeadAttention``, one Linear per projection.
+    Masked keys and (``causal``) later steps get -1e9 added to their scores, as Keras's softmax does."""
+    args, a = layer.args, ctx.attr
+    features, heads, key_dim = layer.input_shape[-1], args["heads"], args["key_dim"]
+    value_dim = args["value_dim"] or key_dim
+    memory_features = layer.input_shapes[1][-1] if len(layer.inputs) > 1 else features
+    query = ctx.inputs[0] if len(ctx.inputs) > 1 else "x"
+    memory = ctx.inputs[1] if len(ctx.inputs) > 1 else "x"
+    masks, lines = {}, []
+    if layer.input_masked:
+        lines.append(f"padding = (~mask).to({query}.dtype) * -1e9  # masked keys get no weight, as in Keras")
+        masks["key_padding_mask"] = Code("padding")
+    if args["causal"]:
+        steps = f"{query}.shape[1], {memory}.shape[1]"
+        lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # nor do later steps")
+        masks["attn_mask"] = Code("causal")
+    options: dict[str, Any] = {}
+    if args["dropout"]:
+        options["dropout"] = args["dropout"]
+    if not args["bias"]:
+        options["bias"] = False
+    if heads * key_dim == features and value_dim == key_dim:
+        if memory_features != features:
+            options.update(kdim=memory_features, vdim=memory_features)
+        piece = _Piece(
+            init=[f"self.{a} = {call('nn.MultiheadAttention', ctx.hint(features), heads, **options, batch_first=True)}"],
+            forward=[*lines, f"x = {call(f'self.{a}', Code(query), Code(memory), Code(memory), **masks, need_weights=False)}[0]"],
+            tensors={"output_kernel": f"{a}.out_proj.weight", "output_bias": f"{a}.out_proj.bias"},
+        )
+        for i, name in enumerate(("query", "key", "value")):
+            separate = memory_features != features
+            piece.tensors[f"{name}_kernel"] = f"{a}.{name[0]}_proj_weight" if separate else f"{a}.in_proj_weight.chunk(3)[{i}]"
+            piece.tensors[f"{name}_bias"] = f"{a}.in_proj_bias.chunk(3)[{i}]"
+        return piece
+    if memory_features != features:
+        options["memory_features"] = memory_features
+    construct = call("MultiHeadAttention", ctx.hint(features), heads, key_dim, value_dim, **options)
+    keywords: dict[str, Any] = {"mask": Code("mask")} if layer.input_masked else {}
+    if args["causal"]:
+        keywords["causal"] = True
+    projections = ("query", "key", "value", "output")
+    return _Piece(
+        init=[f"self.{a} = {construct}"],
+        forward=[f"x = {call(f'self.{a}', Code(query), Code(memory), **keywords)}"],
+        tensors={f"{p}_{part}": f"{a}.{p}.{part.replace('kernel', 'weight')}" for p in projections for part in ("kernel", "bias")},
+        helpers={"MultiHeadAttention"},
+    )
+
+
 def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args = layer.args
     height, width = layer.input_shape[:2]
@@ -943,6 +994,7 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "attention": _attention,
 }
 
 
@@ -1091,8 +1143,8 @@ class _Module:
 _RESERVED_VARIABLES = (
     frozenset(keyword.kwlist)
     | frozenset(dir(builtins))
-    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block"}
-    | {"max_norm_", "variance_scaling_", "rnn_scan"}  # the helpers
+    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block", "padding", "causal"}
+    | {"max_norm_", "variance_scaling_", "rnn_scan", "MultiHeadAttention"}  # the helpers
 )
 
 
@@ -1695,6 +1747,36 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 #: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
 #: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
 #: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
+_ATTENTION_HELPER = '''\
+class MultiHeadAttention(nn.Module):
+    """Keras's MultiHeadAttention: queries from `x`, keys and values from `memory`, one Linear per
+    projection. Keys where `mask` (N, S) is False, and with `causal` later steps, get no weight."""
+
+    def __init__(self, features, heads, key_dim, value_dim, memory_features=None, dropout=0.0, bias=True):
+        super().__init__()
+        memory_features = memory_features or features
+        self.heads, self.scale = heads, key_dim**-0.5
+        self.query = nn.Linear(features, heads * key_dim, bias=bias)
+        self.key = nn.Linear(memory_features, heads * key_dim, bias=bias)
+        self.value = nn.Linear(memory_features, heads * value_dim, bias=bias)
+        self.output = nn.Linear(heads * value_dim, features, bias=bias)
+        self.dropout = nn.Dropout(dropout)  # on the attention probabilities, as Keras
+
+    def forward(self, x, memory, mask=None, causal=False):
+        n, t, s = x.shape[0], x.shape[1], memory.shape[1]
+        query = self.query(x).view(n, t, self.heads, -1).transpose(1, 2) * self.scale
+        key = self.key(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        value = self.value(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        scores = query @ key.transpose(2, 3)  # (N, heads, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], -1e9)
+        if causal:
+            scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=x.device).triu(1), -1e9)
+        heads = self.dropout(scores.softmax(dim=-1)) @ value  # (N, heads, T, value_dim)
+        return self.output(heads.transpose(1, 2).reshape(n, t, -1))
+'''
+
+
 _SCAN_HELPER = '''\
 def rnn_scan(
     cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
@@ -1785,7 +1867,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
             return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
     kind, name = kind_and_name(layer, weight)
-    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind != "embedding":
+    # (an attention kernel's Keras fans, of (F, heads, dim), are not its torch tensor's: the limits are written)
+    fans_differ = kind in ("embedding", "attention")
+    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and not fans_differ:
         if weight.initializer in _TORCH_INITIALIZERS and not depthwise(kind, name):
             function, kwargs = _TORCH_INITIALIZERS[weight.initializer]
             return f"{call(function, target, **kwargs)}  # Keras {weight.initializer}"
@@ -1802,6 +1886,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     else:  # orthogonal: torch's (out, in) is Keras's matrix transposed, the same distribution
         line = call("nn.init.orthogonal_", target, gain=dist.gain)
     return f"{line}  # Keras {weight.initializer}"
+
+
+_CHUNK = re.compile(r"chunk\((\d+)\)\[(\d+)\]")
 
 
 def _paths(target: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -1914,6 +2001,8 @@ def _source(model: ir.Model) -> str:
         functions.append(_VARIANCE_SCALING_HELPER)
     if scans:
         functions.append(_SCAN_HELPER)
+    if any("MultiHeadAttention" in unit.piece.helpers for unit in units):
+        functions.append(_ATTENTION_HELPER)
     for function in functions:
         for line in function.splitlines():
             w.line(line)
@@ -1969,7 +2058,8 @@ class TorchBackend(Backend):
                 for path in _paths(piece.tensors[weight.name]):
                     tensor = obj
                     for part in f"{module_path}{path}".split("."):
-                        tensor = getattr(tensor, part)
+                        chunk = _CHUNK.fullmatch(part)  # a third of nn.MultiheadAttention's in_proj_weight
+                        tensor = tensor.chunk(int(chunk[1]))[int(chunk[2])] if chunk else getattr(tensor, part)
                     tensors.append(tensor)
                 order = permutation(shape) if shape is not None and feature_indexed(layer, weight) else None
                 yield f"{layer.name}.{weight.name}", tensors, layer, weight, order

@@ -554,6 +554,8 @@ class _TorchImporter:
             return 1
         if kind is nn.Identity:
             return 1
+        if kind is nn.MultiheadAttention:
+            return self.attention(index, module)
         if kind is nn.Linear:
             args = {"units": module.out_features, "bias": module.bias is not None}
             used = self.fused_activation(index, args)
@@ -779,6 +781,33 @@ class _TorchImporter:
         self.add(index, "embedding", {"vocab": module.num_embeddings, "dim": module.embedding_dim}, module)
         return 1
 
+    def attention(self, index: int, module: Any) -> int:
+        """`self.attn(x, x, x, need_weights=False)[0]`: self-attention, as Keras's MultiHeadAttention."""
+        node = self.nodes[index]
+        if not module.batch_first:
+            raise Refused("batch_first=False reads (T, N, F); layerdsl sequences are (N, T, F): use batch_first=True")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise Refused("add_bias_kv and add_zero_attn have no Keras equivalent")
+        query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
+        if not (query is key is value):
+            raise Refused("only self-attention `attn(x, x, x)` is imported; cross-attention is not read yet")
+        for keyword, position in (("key_padding_mask", 3), ("attn_mask", 5)):
+            if _arg(node, position, keyword) is not None:
+                raise Refused(f"{keyword} is a tensor layerdsl does not read; its masks come from mask_zero / masking")
+        if _arg(node, 6, "average_attn_weights", True) is not True or _arg(node, 7, "is_causal", False):
+            raise Refused("only the attention output is imported, without is_causal")
+        output = self.following(index)
+        if output is None or output.target is not operator.getitem or output.args[1] != 0:
+            raise Refused("only its output (`attn(x, x, x)[0]`) can be imported, not the attention weights")
+        args = {
+            "heads": module.num_heads,
+            "key_dim": module.head_dim,
+            "dropout": float(module.dropout),
+            "bias": module.in_proj_bias is not None,
+        }
+        self.add(index, "attention", args, module)
+        return 2
+
     def recurrent(self, index: int, module: Any, rank: int) -> int:
         from torch import nn
 
@@ -917,6 +946,16 @@ def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarra
             # Keras's GRU (reset_after) keeps both biases as rows; LSTM and SimpleRNN have one, their sum
             return [b_ih, b_hh] if kind == "gru" else [b_ih + b_hh]
         return [state[f"weight_{'ih' if name == 'kernel' else 'hh'}{suffix}"]]
+    if kind == "attention":  # nn.MultiheadAttention: q, k, v thirds of in_proj_weight, then out_proj
+        part = name.split("_")[0]
+        if part == "output":
+            return [state[f"out_proj.{'weight' if name.endswith('kernel') else 'bias'}"]]
+        third = ("query", "key", "value").index(part)
+        if name.endswith("bias"):
+            return [state["in_proj_bias"].reshape(3, -1)[third]]
+        if "in_proj_weight" in state:
+            return [state["in_proj_weight"].reshape(3, -1, state["in_proj_weight"].shape[-1])[third]]
+        return [state[f"{part[0]}_proj_weight"]]
     names = {
         "kernel": "weight",
         "bias": "bias",
@@ -1009,6 +1048,7 @@ IMPORTABLE = {
     "add": "x + y (a residual), torch.add",
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
+    "attention": "nn.MultiheadAttention(batch_first=True) as self-attention, `attn(x, x, x)[0]`",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {

@@ -898,7 +898,7 @@ def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
         masks["key_padding_mask"] = Code("padding")
     if args["causal"]:
         steps = f"{query}.shape[1], {memory}.shape[1]"
-        lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # nor do later steps")
+        lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # later steps get no weight, as in Keras")
         masks["attn_mask"] = Code("causal")
     options: dict[str, Any] = {}
     if args["dropout"]:

@@ -1275,7 +1275,7 @@ class _Planner:
         self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
         self.classes: list[tuple[str, str]] = []
         #: never a block class's name: the model's class, `F` (torch.nn.functional), Python's builtins
-        self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
+        self.class_names = {_model_class(model), "F", "MultiHeadAttention", *dir(builtins)}
         body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.root = self._build(body, None)
         self.root.inputs = [ir.INPUT_NAME]
@@ -1978,9 +1978,15 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
                     w.line(line)
 
 
+def _model_class(model: ir.Model) -> str:
+    name = codegen.camel_case(model.name)
+    # a model called `multi_head_attention` must not shadow the file's own attention module
+    return name if name != "MultiHeadAttention" else codegen.ident(name + "Model")
+
+
 def _source(model: ir.Model) -> str:
     plan = _plan(model)
-    class_name = codegen.camel_case(model.name)
+    class_name = _model_class(model)
     units = [unit for module, _ in plan.root.walk() for unit in module.units]
     lines = [line for unit in units for line in (*unit.init, *unit.forward, *unit.reset)]
     scans = any("rnn_scan" in unit.piece.helpers for unit in units)

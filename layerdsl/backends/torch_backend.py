@@ -1981,7 +1981,7 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
 def _model_class(model: ir.Model) -> str:
     name = codegen.camel_case(model.name)
     # a model called `multi_head_attention` must not shadow the file's own attention module
-    return name if name != "MultiHeadAttention" else codegen.ident(name + "Model")
+    return name if name != "MultiHeadAttention" else codegen.ident(name + "_")
 
 
 def _source(model: ir.Model) -> str:

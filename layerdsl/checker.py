@@ -664,7 +664,10 @@ class _Checker:
                 hint="Keras would drop the mask with only a warning, so padding would count as data; consume it "
                 "first (lstm, gru, simplernn, bidirectional, globalavgpool1d) or remove the mask",
             )
-        taken = next((t.mask_taken_by for t in inputs if t.mask_origin is not None and t.mask_taken_by), None)
+        masked_inputs = [t for t in inputs if t.mask_origin is not None]
+        taken = next((t.mask_taken_by for t in masked_inputs if t.mask_taken_by), None)
+        if spec.merge and any(t.mask_taken_by is None for t in masked_inputs):
+            taken = None  # Keras merges the masks its inputs still carry: the same mask
         if taken is not None:
             raise LayerCheckError(
                 f"`{stmt.name}` reads a masked tensor that `{taken.source.split()[0]}` on line {taken.span.line} "

@@ -890,8 +890,26 @@ def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
     features, heads, key_dim = layer.input_shape[-1], args["heads"], args["key_dim"]
     value_dim = args["value_dim"] or key_dim
     memory_features = layer.input_shapes[1][-1] if len(layer.inputs) > 1 else features
-    query = ctx.inputs[0] if len(ctx.inputs) > 1 else "x"
-    memory = ctx.inputs[1] if len(ctx.inputs) > 1 else "x"
+    query, memory = (ctx.inputs[0], ctx.inputs[1]) if len(ctx.inputs) > 1 else ("x", "x")
+    options: dict[str, Any] = {"dropout": args["dropout"]} if args["dropout"] else {}
+    if not args["bias"]:
+        options["bias"] = False
+    if heads * key_dim != features or value_dim != key_dim:
+        if memory_features != features:
+            options["memory_features"] = memory_features
+        keywords: dict[str, Any] = {"mask": Code("mask")} if layer.input_masked else {}
+        if args["causal"]:
+            keywords["causal"] = True
+        projections = ("query", "key", "value", "output")
+        return _Piece(
+            init=[f"self.{a} = {call('MultiHeadAttention', ctx.hint(features), heads, key_dim, value_dim, **options)}"],
+            forward=[f"x = {call(f'self.{a}', Code(query), Code(memory), **keywords)}"],
+            tensors={f"{p}_{w}": f"{a}.{p}.{w.replace('kernel', 'weight')}" for p in projections for w in ("kernel", "bias")},
+            helpers={"MultiHeadAttention"},
+        )
+    separate = memory_features != features  # torch then keeps q/k/v_proj_weight apart
+    if separate:
+        options.update(kdim=memory_features, vdim=memory_features)
     masks, lines = {}, []
     if layer.input_masked:
         lines.append(f"padding = (~mask).to({query}.dtype) * -1e9  # masked keys get no weight, as in Keras")
@@ -900,37 +918,16 @@ def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
         steps = f"{query}.shape[1], {memory}.shape[1]"
         lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # later steps get no weight, as in Keras")
         masks["attn_mask"] = Code("causal")
-    options: dict[str, Any] = {}
-    if args["dropout"]:
-        options["dropout"] = args["dropout"]
-    if not args["bias"]:
-        options["bias"] = False
-    if heads * key_dim == features and value_dim == key_dim:
-        if memory_features != features:
-            options.update(kdim=memory_features, vdim=memory_features)
-        piece = _Piece(
-            init=[f"self.{a} = {call('nn.MultiheadAttention', ctx.hint(features), heads, **options, batch_first=True)}"],
-            forward=[*lines, f"x = {call(f'self.{a}', Code(query), Code(memory), Code(memory), **masks, need_weights=False)}[0]"],
-            tensors={"output_kernel": f"{a}.out_proj.weight", "output_bias": f"{a}.out_proj.bias"},
-        )
-        for i, name in enumerate(("query", "key", "value")):
-            separate = memory_features != features
-            piece.tensors[f"{name}_kernel"] = f"{a}.{name[0]}_proj_weight" if separate else f"{a}.in_proj_weight.chunk(3)[{i}]"
-            piece.tensors[f"{name}_bias"] = f"{a}.in_proj_bias.chunk(3)[{i}]"
-        return piece
-    if memory_features != features:
-        options["memory_features"] = memory_features
-    construct = call("MultiHeadAttention", ctx.hint(features), heads, key_dim, value_dim, **options)
-    keywords: dict[str, Any] = {"mask": Code("mask")} if layer.input_masked else {}
-    if args["causal"]:
-        keywords["causal"] = True
-    projections = ("query", "key", "value", "output")
-    return _Piece(
-        init=[f"self.{a} = {construct}"],
-        forward=[f"x = {call(f'self.{a}', Code(query), Code(memory), **keywords)}"],
-        tensors={f"{p}_{part}": f"{a}.{p}.{part.replace('kernel', 'weight')}" for p in projections for part in ("kernel", "bias")},
-        helpers={"MultiHeadAttention"},
+    attend = call(f"self.{a}", Code(query), Code(memory), Code(memory), **masks, need_weights=False)
+    piece = _Piece(
+        init=[f"self.{a} = {call('nn.MultiheadAttention', ctx.hint(features), heads, **options, batch_first=True)}"],
+        forward=[*lines, f"x = {attend}[0]"],
+        tensors={"output_kernel": f"{a}.out_proj.weight", "output_bias": f"{a}.out_proj.bias"},
     )
+    for i, name in enumerate(("query", "key", "value")):
+        piece.tensors[f"{name}_kernel"] = f"{a}.{name[0]}_proj_weight" if separate else f"{a}.in_proj_weight.chunk(3)[{i}]"
+        piece.tensors[f"{name}_bias"] = f"{a}.in_proj_bias.chunk(3)[{i}]"  # [bq; bk; bv] either way
+    return piece
 
 
 def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:

@@ -364,9 +364,7 @@ class _Checker:
                 span=stmt.name_span,
                 hint=f"write branches in braces, `{stmt.name} {{ }} {{ conv2d 64 3 }}`, or refer to taps: `{stmt.name} @skip`",
             )
-        plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
-                          stmt.options, stmt.span)
-        return self._add_layer(stmt, spec, bind_args(plain, spec), inputs, scope)
+        return self._add_layer(stmt, spec, bind_args(_without_refs(stmt), spec), inputs, scope)
 
     def _with_memory(self, stmt: Statement, spec: LayerSpec, scope: _Scope, current: _Tensor) -> _Tensor:
         """`attention 8 64 @memory`: the current tensor, and at most one tapped tensor it reads besides."""
@@ -379,9 +377,7 @@ class _Checker:
                 hint=f"keys and values come from one tensor: `{stmt.name} ... @{refs[0].value}`",
             )
         inputs = [current, *(scope.tap(str(v.value), v.span) for v in refs)]
-        plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
-                          stmt.options, stmt.span)
-        return self._add_layer(stmt, spec, bind_args(plain, spec), inputs, scope)
+        return self._add_layer(stmt, spec, bind_args(_without_refs(stmt), spec), inputs, scope)
 
     # --- blocks ------------------------------------------------------------------------
 
@@ -794,6 +790,12 @@ class _Checker:
     def _error_at_option(self, stmt: Statement, key: str, message: str, hint: str | None = None) -> LayerCheckError:
         span = next((o.span for o in stmt.options if o.key == key), stmt.name_span)
         return LayerCheckError(message, span=span, hint=hint)
+
+
+def _without_refs(stmt: Statement) -> Statement:
+    """The statement without its `@tap` positionals (the tensors it reads), for binding its arguments."""
+    positionals = tuple(v for v in stmt.positionals if v.kind != "ref")
+    return Statement(stmt.name, stmt.name_span, positionals, stmt.options, stmt.span)
 
 
 @dataclass

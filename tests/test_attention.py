@@ -248,21 +248,45 @@ def test_from_torch_reads_nn_multiheadattention_self_attention():
     np.testing.assert_allclose(numpy_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
 
 
-def test_from_torch_refuses_cross_attention_with_the_reason():
-    pytest.importorskip("torch")
+def test_from_torch_reads_cross_attention_with_kdim():
+    torch = pytest.importorskip("torch")
     from torch import nn
 
     class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(6, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=6)
+
+        def forward(self, x):
+            return self.attn(self.proj(x), x, x, need_weights=False)[0]
+
+    module = Cross().eval()
+    imported = layerdsl.from_torch(module, (5, 6))
+    assert "attention 2 4 @" in imported.text
+    x = np.random.default_rng(1).normal(size=(3, 5, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    numpy_model = layerdsl.build(imported.model, target="numpy")
+    layerdsl.set_weights(numpy_model, imported.weights)
+    np.testing.assert_allclose(numpy_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
+
+
+def test_from_torch_refuses_keys_and_values_from_different_tensors():
+    pytest.importorskip("torch")
+    from torch import nn
+
+    class Split(nn.Module):
         def __init__(self):
             super().__init__()
             self.proj = nn.Linear(8, 8)
             self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
 
         def forward(self, x):
-            return self.attn(self.proj(x), x, x, need_weights=False)[0]
+            return self.attn(x, self.proj(x), x, need_weights=False)[0]
 
-    with pytest.raises(layerdsl.ModelImportError, match="attn"):
-        layerdsl.from_torch(Cross(), (5, 8))
+    with pytest.raises(layerdsl.ModelImportError, match="keys and values"):
+        layerdsl.from_torch(Split(), (5, 8))
 
 
 # --- errors --------------------------------------------------------------------------------

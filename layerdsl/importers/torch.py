@@ -260,10 +260,17 @@ class _TorchImporter:
                     tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
                     index += 1
                     continue
-                if len(inputs) != 1:
-                    raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
-                self.current = tensors[inputs[0]]
-                used = self.step(index, module)
+                if type(module).__name__ == "MultiheadAttention" and len(inputs) == 2:  # cross-attention
+                    query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
+                    if key is not value:
+                        raise Refused("its keys and values come from different tensors; layerdsl reads both from one")
+                    self.current = tensors[query]
+                    used = self.attention(index, module, memory=tensors[value])
+                else:
+                    if len(inputs) != 1:
+                        raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
+                    self.current = tensors[inputs[0]]
+                    used = self.step(index, module)
             except Refused as exc:
                 raise ModelImportError(f"cannot import layer {label}: {exc}") from None
             tensors[self.nodes[index + used - 1]] = self.current
@@ -317,13 +324,15 @@ class _TorchImporter:
         node, after = self.nodes[index], self.nodes[index + 1]
         return after if node in after.all_input_nodes and len(node.users) == 1 else None
 
-    def add(self, index: int, kind: str, args: dict[str, Any], source: Any = None, **extra: Any) -> None:
-        """A statement for the node at ``index``, reading the current tensor (and becoming it)."""
+    def add(
+        self, index: int, kind: str, args: dict[str, Any], source: Any = None, reads: tuple[int, ...] = (), **extra: Any
+    ) -> None:
+        """A statement for the node at ``index``, reading the current tensor (then ``reads``) and becoming it."""
         node = self.nodes[index]
         module = self.module(node)
         wanted = node.target.replace(".", "_") if module is not None else None
         stmt = Statement(kind, args, _torch_label(node, module), wanted if valid_name(wanted) else None, source, **extra)
-        self.current = self.graph.add(stmt, (self.current,))
+        self.current = self.graph.add(stmt, (self.current, *reads))
 
     def in_shape(self, index: int) -> tuple[int, ...]:
         return _torch_shape(self.nodes[index].all_input_nodes[0])
@@ -781,16 +790,17 @@ class _TorchImporter:
         self.add(index, "embedding", {"vocab": module.num_embeddings, "dim": module.embedding_dim}, module)
         return 1
 
-    def attention(self, index: int, module: Any) -> int:
-        """`self.attn(x, x, x, need_weights=False)[0]`: self-attention, as Keras's MultiHeadAttention."""
+    def attention(self, index: int, module: Any, memory: int | None = None) -> int:
+        """`self.attn(x, x, x, need_weights=False)[0]` (self-attention) or `self.attn(x, m, m, ...)[0]`
+        (cross-attention on ``memory``), as Keras's MultiHeadAttention."""
         node = self.nodes[index]
         if not module.batch_first:
             raise Refused("batch_first=False reads (T, N, F); layerdsl sequences are (N, T, F): use batch_first=True")
         if module.bias_k is not None or module.add_zero_attn:
             raise Refused("add_bias_kv and add_zero_attn have no Keras equivalent")
         query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
-        if not (query is key is value):
-            raise Refused("only self-attention `attn(x, x, x)` is imported; cross-attention is not read yet")
+        if key is not value or (memory is None and query is not key):
+            raise Refused("layerdsl reads keys and values from one tensor: `attn(x, x, x)` or `attn(x, m, m)`")
         for keyword, position in (("key_padding_mask", 3), ("attn_mask", 5)):
             if _arg(node, position, keyword) is not None:
                 raise Refused(f"{keyword} is a tensor layerdsl does not read; its masks come from mask_zero / masking")
@@ -805,7 +815,7 @@ class _TorchImporter:
             "dropout": float(module.dropout),
             "bias": module.in_proj_bias is not None,
         }
-        self.add(index, "attention", args, module)
+        self.add(index, "attention", args, module, reads=() if memory is None else (memory,))
         return 2
 
     def recurrent(self, index: int, module: Any, rank: int) -> int:
@@ -1048,7 +1058,7 @@ IMPORTABLE = {
     "add": "x + y (a residual), torch.add",
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
-    "attention": "nn.MultiheadAttention(batch_first=True) as self-attention, `attn(x, x, x)[0]`",
+    "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {

@@ -116,6 +116,9 @@ class LayerSpec:
     wraps: ClassVar[tuple[str, ...]] = ()
     #: Merges (add, concat, ...) read several tensors: see ``merge_shape``.
     merge: ClassVar[bool] = False
+    #: Reads an optional second tensor from a tap (``attention 8 64 @memory``: cross-attention's
+    #: keys and values); ``validate`` and ``weights`` then receive its shape as ``memory=``.
+    reads_memory: ClassVar[bool] = False
     #: The diagram category (colour) of the layer, one of ``CATEGORIES``. Every spec sets it.
     category: ClassVar[str]
     #: Reads the Keras mask to compute its output: a recurrent layer skips masked timesteps,
@@ -167,7 +170,9 @@ class LayerSpec:
 
 
 #: Diagram categories, each drawn in its own colour (``LayerSpec.category``).
-CATEGORIES = ("conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "merge", "other")
+CATEGORIES = (
+    "conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "attention", "merge", "other"
+)
 
 
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
@@ -1312,6 +1317,81 @@ class Select(LayerSpec):
         return False
 
 
+# --- attention ----------------------------------------------------------------------------
+
+
+class Attention(LayerSpec):
+    """Keras ``MultiHeadAttention``: queries from the current tensor, keys and values from it too
+    (self-attention) or from an optional ``@tap`` (cross-attention); output projected back to the
+    query's features. Weights in Keras's layout: ``query_kernel`` (F, H, Dk) ... ``output_bias`` (F,)."""
+
+    kind = "attention"
+    keras_type = "MultiHeadAttention"
+    category = "attention"
+    doc = (
+        "Multi-head dot-product attention (Keras `MultiHeadAttention`): `attention HEADS KEY_DIM` on the "
+        "current sequence, or `attention HEADS KEY_DIM @memory` reading keys and values from a tap."
+    )
+    reads_memory = True
+    supports_mask = True
+    takes_mask = True
+    params = (
+        positive("heads", positional=True, doc="number of attention heads"),
+        positive("key_dim", positional=True, doc="size of each head's queries and keys"),
+        positive("value_dim", default=None, doc="size of each head's values (default: key_dim)"),
+        Param("dropout", "float", default=0.0, low=0, high=1, doc="dropout rate on the attention probabilities"),
+        Param("bias", "bool", default=True, doc="add biases to the four projections"),
+        Param("causal", "bool", default=False, doc="each position attends only to itself and earlier ones"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+    )
+
+    def validate(self, args: Args, shape: Shape, memory: Shape | None = None) -> None:
+        _require_rank("attention", shape, 2, "2-D (timesteps x features)", hint=_attention_hint(shape))
+        if memory is not None and len(memory) != 2:
+            raise ShapeError(
+                f"`attention` reads keys and values of shape (timesteps, features), but the memory has shape "
+                f"{shape_text(memory)}",
+                hint=_attention_hint(memory),
+            )
+        if args["causal"] and memory is not None and memory[0] != shape[0]:
+            raise ShapeError(
+                f"`attention causal=true` masks position t from later ones, which needs a memory as long as the "
+                f"query, but the query has {shape[0]} steps and the memory {memory[0]}",
+                option="causal",
+            )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank("attention", shape, 2, "2-D (timesteps x features)", hint=_attention_hint(shape))
+        return shape
+
+    def weights(self, args: Args, shape: Shape, memory: Shape | None = None) -> tuple[Weight, ...]:
+        features, heads, key_dim = shape[-1], args["heads"], args["key_dim"]
+        value_dim = args["value_dim"] or key_dim
+        source = (memory or shape)[-1]
+        out: list[Weight] = []
+        for name, rows, width in (
+            ("query", features, key_dim),
+            ("key", source, key_dim),
+            ("value", source, value_dim),
+        ):
+            out.append(Weight(f"{name}_kernel", (rows, heads, width), True, args["init"]))
+            if args["bias"]:
+                out.append(Weight(f"{name}_bias", (heads, width), True, args["bias_init"]))
+        out.append(Weight("output_kernel", (heads, value_dim, features), True, args["init"]))
+        if args["bias"]:
+            out.append(Weight("output_bias", (features,), True, args["bias_init"]))
+        return tuple(out)
+
+
+def _attention_hint(shape: Shape) -> str | None:
+    if len(shape) == 1:
+        return "`attention` reads a sequence (timesteps x features): use `input TxF`, or an `embedding` for token ids"
+    if len(shape) == 3:
+        return "for an image, make a sequence of patches first: `conv2d F P stride=P`, then `reshape` to (patches x F), as ViT does"
+    return None
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -1362,6 +1442,7 @@ REGISTRY: dict[str, LayerSpec] = {
     "posembed": PositionEmbedding(),
     "classtoken": ClassToken(),
     "select": Select(),
+    "attention": Attention(),
 }
 
 #: Statement names that are directives, not layers.

@@ -52,6 +52,8 @@ class LayerCall:
     #: A layer applied to the input first, on a line of its own (``ZeroPadding2D`` for a
     #: convolution's `pad=1`, as keras.applications writes it).
     before: LayerCall | None = None
+    #: Keywords of the layer's call on its inputs (``use_causal_mask=True``).
+    applied: tuple[tuple[str, Any], ...] = ()
 
     def code(self) -> Code:
         """The call on one line."""
@@ -411,6 +413,30 @@ def _upsample1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     return keras_layer("layers.UpSampling1D", layer.args["size"], name=ctx.name)
 
 
+
+
+def _attention(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    args = layer.args
+    options: dict[str, Any] = {}
+    if args["value_dim"] is not None:
+        options["value_dim"] = args["value_dim"]
+    if _given(layer, "dropout", 0.0):
+        options["dropout"] = float(args["dropout"])
+    if _given(layer, "bias", True):
+        options["use_bias"] = args["bias"]
+    if _given(layer, "init", "glorot_uniform"):
+        options["kernel_initializer"] = args["init"]
+    if args["bias"] and _given(layer, "bias_init", "zeros"):
+        options["bias_initializer"] = args["bias_init"]
+    applied = (("use_causal_mask", True),) if args["causal"] else ()
+    return LayerCall(
+        "layers.MultiHeadAttention",
+        (),
+        {"num_heads": args["heads"], "key_dim": args["key_dim"], **options, "name": ctx.name},
+        applied=applied,
+    )
+
+
 #: Layers and functions without a core Keras name, written into the generated file (by the name they
 #: define). Registered as serializable, so a saved `.keras` file loads under safe_mode once the
 #: generated module is imported, and ``from_keras`` knows them by their registered names.
@@ -578,6 +604,7 @@ EMITTERS: dict[str, Emitter] = {
     "posembed": _posembed,
     "classtoken": _classtoken,
     "select": _select,
+    "attention": _attention,
 }
 
 
@@ -626,6 +653,15 @@ class KerasBackend(Backend):
             # both directions hold a `kernel`, `recurrent_kernel`...: prefix them as the IR does
             directions = (("forward", keras_layer.forward_layer), ("backward", keras_layer.backward_layer))
             variables = {f"{d}_{v.name}": v for d, sublayer in directions for v in sublayer.weights}
+        elif layer.kind == "attention":
+            # four EinsumDense sublayers, each with its `kernel` and `bias`: `query_kernel`...
+            projections = {
+                "query": keras_layer.query_dense,
+                "key": keras_layer.key_dense,
+                "value": keras_layer.value_dense,
+                "output": keras_layer.output_dense,
+            }
+            variables = {f"{p}_{v.name}": v for p, sublayer in projections.items() for v in sublayer.weights}
         else:
             variables = {v.name: v for v in keras_layer.weights}
         missing = [w.name for w in layer.weights if w.name not in variables]
@@ -1062,7 +1098,13 @@ class _Writer:
         if layer_call.before is not None:
             lines.append(f"x = {layer_call.before.code()}({sources[0]})")
             sources = ["x"]
-        argument = "[" + ", ".join(sources) + "]" if REGISTRY[layer.kind].merge else sources[0]
+        spec = REGISTRY[layer.kind]
+        if spec.merge:
+            argument = "[" + ", ".join(sources) + "]"
+        elif spec.reads_memory:  # query, then keys and values: `mha(x, x)` is self-attention
+            argument = ", ".join([sources[0], sources[-1], *(f"{k}={py(v)}" for k, v in layer_call.applied)])
+        else:
+            argument = sources[0]
         lines.append(f"{target} = {layer_call.code()}({argument})")
         return lines
 

@@ -322,6 +322,9 @@ EMITTERS: dict[str, Emitter] = {
     "posembed": lambda layer, ctx: call(ctx.use("PositionEmbedding"), **ctx.weights),
     "classtoken": lambda layer, ctx: call(ctx.use("ClassToken"), **ctx.weights),
     "select": lambda layer, ctx: call(ctx.use("Select"), layer.args["index"]),
+    "attention": lambda layer, ctx: call(
+        ctx.use("Attention"), **ctx.weights, **({"causal": True} if layer.args["causal"] else {})
+    ),
 }
 
 
@@ -830,6 +833,8 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
         return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
         return [f"{target}, mask = {attribute}({sources})"]
+    if layer.input_masked and REGISTRY[layer.kind].reads_memory:  # the keys' mask, after query and memory
+        return [f"{target} = {attribute}({sources}, mask=mask)"]
     if layer.input_masked and REGISTRY[layer.kind].takes_mask:  # the runtime layer takes it second
         return [f"{target} = {attribute}({sources}, mask)"]
     if layer.kind == "classtoken" and layer.input_masked:

@@ -856,6 +856,47 @@ def _upsample1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     return e.g.op("Resize", [e.x(layer), "", scales], name=layer.name, **options), LAST
 
 
+def _attention(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    """Keras's MultiHeadAttention: a MatMul per projection, heads an axis of (N, H, T, D); keys at
+    masked or (``causal``) later steps get -1e9 for a score, as in Keras's softmax."""
+    import numpy as np
+
+    g, args = e.g, layer.args
+    heads = args["heads"]
+    query_in = e.x(layer)
+    memory_in = e.x(layer, index=1) if len(layer.inputs) > 1 else query_in
+    scale = np.float32(1.0 / np.sqrt(args["key_dim"]))  # folded into the query projection
+
+    def project(x: str, name: str, perm: list[int], factor: Any = 1.0) -> str:
+        kernel = e.w(layer, f"{name}_kernel")
+        y = g.op("MatMul", [x, e.const(layer, f"{name}_kernel", (kernel.reshape(len(kernel), -1) * factor))])
+        if args["bias"]:
+            y = g.op("Add", [y, e.const(layer, f"{name}_bias", e.w(layer, f"{name}_bias").reshape(-1) * factor)])
+        return g.transpose(g.op("Reshape", [y, g.ints([0, 0, heads, -1])]), perm)
+
+    query = project(query_in, "query", [0, 2, 1, 3], scale)  # (N, H, T, Dk)
+    key = project(memory_in, "key", [0, 2, 3, 1])  # (N, H, Dk, S)
+    value = project(memory_in, "value", [0, 2, 1, 3])  # (N, H, S, Dv)
+    scores = g.op("MatMul", [query, key])  # (N, H, T, S)
+    keep = None
+    if args["causal"]:
+        steps = layer.input_shape[0]
+        keep = g.const(f"{layer.name}.causal", np.tri(steps, steps, dtype=bool))
+    mask = e.mask(layer)
+    if mask is not None:
+        keys = g.op("Unsqueeze", [mask, g.ints([1, 2])])  # (N, 1, 1, S)
+        keep = keys if keep is None else g.op("And", [keep, keys])
+    if keep is not None:
+        scores = g.op("Where", [keep, scores, g.scalar(-1e9)])
+    heads_out = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), value])  # (N, H, T, Dv)
+    merged = g.op("Reshape", [g.transpose(heads_out, [0, 2, 1, 3]), g.ints([0, 0, -1])])
+    output_kernel = e.w(layer, "output_kernel")
+    y = g.op("MatMul", [merged, e.const(layer, "output_kernel", output_kernel.reshape(-1, output_kernel.shape[-1]))])
+    if args["bias"]:
+        y = g.op("Add", [y, e.const(layer, "output_bias", e.w(layer, "output_bias"))])
+    return _named(e, layer, y), LAST
+
+
 def _channel_axis(rank: int, axis: int, layout: str) -> int:
     """A channels-last axis (with the batch axis) in ``layout``."""
     axis %= rank
@@ -946,6 +987,7 @@ EMITTERS: dict[str, Emitter] = {
     "posembed": _posembed,
     "classtoken": _classtoken,
     "select": _select,
+    "attention": _attention,
 }
 
 #: IR kind -> why ONNX cannot express it. Every kind in the registry exports today.

@@ -883,6 +883,54 @@ def _layerscale(layer: ir.Layer, ctx: _Context) -> _Piece:
     )
 
 
+def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
+    """torch's ``nn.MultiheadAttention`` where it computes Keras's layer (heads x key_dim = features,
+    value_dim = key_dim); otherwise the file's own ``MultiHeadAttention``, one Linear per projection.
+    Masked keys and (``causal``) later steps get -1e9 added to their scores, as Keras's softmax does."""
+    args, a = layer.args, ctx.attr
+    features, heads, key_dim = layer.input_shape[-1], args["heads"], args["key_dim"]
+    value_dim = args["value_dim"] or key_dim
+    memory_features = layer.input_shapes[1][-1] if len(layer.inputs) > 1 else features
+    query, memory = (ctx.inputs[0], ctx.inputs[1]) if len(ctx.inputs) > 1 else ("x", "x")
+    options: dict[str, Any] = {"dropout": args["dropout"]} if args["dropout"] else {}
+    if not args["bias"]:
+        options["bias"] = False
+    if heads * key_dim != features or value_dim != key_dim:
+        if memory_features != features:
+            options["memory_features"] = memory_features
+        keywords: dict[str, Any] = {"mask": Code("mask")} if layer.input_masked else {}
+        if args["causal"]:
+            keywords["causal"] = True
+        projections = ("query", "key", "value", "output")
+        return _Piece(
+            init=[f"self.{a} = {call('MultiHeadAttention', ctx.hint(features), heads, key_dim, value_dim, **options)}"],
+            forward=[f"x = {call(f'self.{a}', Code(query), Code(memory), **keywords)}"],
+            tensors={f"{p}_{w}": f"{a}.{p}.{w.replace('kernel', 'weight')}" for p in projections for w in ("kernel", "bias")},
+            helpers={"MultiHeadAttention"},
+        )
+    separate = memory_features != features  # torch then keeps q/k/v_proj_weight apart
+    if separate:
+        options.update(kdim=memory_features, vdim=memory_features)
+    masks, lines = {}, []
+    if layer.input_masked:
+        lines.append(f"padding = (~mask).to({query}.dtype) * -1e9  # masked keys get no weight, as in Keras")
+        masks["key_padding_mask"] = Code("padding")
+    if args["causal"]:
+        steps = f"{query}.shape[1], {memory}.shape[1]"
+        lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # later steps get no weight, as in Keras")
+        masks["attn_mask"] = Code("causal")
+    attend = call(f"self.{a}", Code(query), Code(memory), Code(memory), **masks, need_weights=False)
+    piece = _Piece(
+        init=[f"self.{a} = {call('nn.MultiheadAttention', ctx.hint(features), heads, **options, batch_first=True)}"],
+        forward=[*lines, f"x = {attend}[0]"],
+        tensors={"output_kernel": f"{a}.out_proj.weight", "output_bias": f"{a}.out_proj.bias"},
+    )
+    for i, name in enumerate(("query", "key", "value")):
+        piece.tensors[f"{name}_kernel"] = f"{a}.{name[0]}_proj_weight" if separate else f"{a}.in_proj_weight.chunk(3)[{i}]"
+        piece.tensors[f"{name}_bias"] = f"{a}.in_proj_bias.chunk(3)[{i}]"  # [bq; bk; bv] either way
+    return piece
+
+
 def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args = layer.args
     height, width = layer.input_shape[:2]
@@ -975,6 +1023,7 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "posembed": _posembed,
     "classtoken": _classtoken,
     "select": _select,
+    "attention": _attention,
 }
 
 
@@ -1123,8 +1172,8 @@ class _Module:
 _RESERVED_VARIABLES = (
     frozenset(keyword.kwlist)
     | frozenset(dir(builtins))
-    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block"}
-    | {"max_norm_", "variance_scaling_", "rnn_scan"}  # the helpers
+    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block", "padding", "causal"}
+    | {"max_norm_", "variance_scaling_", "rnn_scan", "MultiHeadAttention"}  # the helpers
 )
 
 
@@ -1255,7 +1304,7 @@ class _Planner:
         self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
         self.classes: list[tuple[str, str]] = []
         #: never a block class's name: the model's class, `F` (torch.nn.functional), Python's builtins
-        self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
+        self.class_names = {_model_class(model), "F", "MultiHeadAttention", *dir(builtins)}
         body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.root = self._build(body, None)
         self.root.inputs = [ir.INPUT_NAME]
@@ -1727,6 +1776,36 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 #: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
 #: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
 #: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
+_ATTENTION_HELPER = '''\
+class MultiHeadAttention(nn.Module):
+    """Keras's MultiHeadAttention: queries from `x`, keys and values from `memory`, one Linear per
+    projection. Keys where `mask` (N, S) is False, and with `causal` later steps, get no weight."""
+
+    def __init__(self, features, heads, key_dim, value_dim, memory_features=None, dropout=0.0, bias=True):
+        super().__init__()
+        memory_features = memory_features or features
+        self.heads, self.scale = heads, key_dim**-0.5
+        self.query = nn.Linear(features, heads * key_dim, bias=bias)
+        self.key = nn.Linear(memory_features, heads * key_dim, bias=bias)
+        self.value = nn.Linear(memory_features, heads * value_dim, bias=bias)
+        self.output = nn.Linear(heads * value_dim, features, bias=bias)
+        self.dropout = nn.Dropout(dropout)  # on the attention probabilities, as Keras
+
+    def forward(self, x, memory, mask=None, causal=False):
+        n, t, s = x.shape[0], x.shape[1], memory.shape[1]
+        query = self.query(x).view(n, t, self.heads, -1).transpose(1, 2) * self.scale
+        key = self.key(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        value = self.value(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        scores = query @ key.transpose(2, 3)  # (N, heads, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], -1e9)
+        if causal:
+            scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=x.device).triu(1), -1e9)
+        heads = self.dropout(scores.softmax(dim=-1)) @ value  # (N, heads, T, value_dim)
+        return self.output(heads.transpose(1, 2).reshape(n, t, -1))
+'''
+
+
 _SCAN_HELPER = '''\
 def rnn_scan(
     cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
@@ -1805,7 +1884,9 @@ def _short(value: float) -> float:
 
 #: Kinds whose torch tensor is the Keras weight as it is (behind leading axes of one): its
 #: initializer's limits come from the Keras shape, not from torch's (out, in) reading of it.
-_OWN_LAYOUT = frozenset({"embedding", "posembed", "classtoken"})
+#: Kinds whose Keras weight shape gives other fans than their torch tensor's: the limits are written out
+#: (an attention kernel's fans are those of its (F, heads, dim) Keras kernel).
+_OWN_LAYOUT = frozenset({"embedding", "posembed", "classtoken", "attention"})
 _LEADING_ONES = frozenset({"posembed", "classtoken"})
 
 
@@ -1842,6 +1923,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     else:  # orthogonal: torch's (out, in) is Keras's matrix transposed, the same distribution
         line = call("nn.init.orthogonal_", target, gain=dist.gain)
     return f"{line}  # Keras {weight.initializer}"
+
+
+_CHUNK = re.compile(r"chunk\((\d+)\)\[(\d+)\]")
 
 
 def _paths(target: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -1931,9 +2015,15 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
                     w.line(line)
 
 
+def _model_class(model: ir.Model) -> str:
+    name = codegen.camel_case(model.name)
+    # a model called `multi_head_attention` must not shadow the file's own attention module
+    return name if name != "MultiHeadAttention" else codegen.ident(name + "_")
+
+
 def _source(model: ir.Model) -> str:
     plan = _plan(model)
-    class_name = codegen.camel_case(model.name)
+    class_name = _model_class(model)
     units = [unit for module, _ in plan.root.walk() for unit in module.units]
     lines = [line for unit in units for line in (*unit.init, *unit.forward, *unit.reset)]
     scans = any("rnn_scan" in unit.piece.helpers for unit in units)
@@ -1954,6 +2044,8 @@ def _source(model: ir.Model) -> str:
         functions.append(_VARIANCE_SCALING_HELPER)
     if scans:
         functions.append(_SCAN_HELPER)
+    if any("MultiHeadAttention" in unit.piece.helpers for unit in units):
+        functions.append(_ATTENTION_HELPER)
     for function in functions:
         for line in function.splitlines():
             w.line(line)
@@ -2009,7 +2101,8 @@ class TorchBackend(Backend):
                 for path in _paths(piece.tensors[weight.name]):
                     tensor = obj
                     for part in f"{module_path}{path}".split("."):
-                        tensor = getattr(tensor, part)
+                        chunk = _CHUNK.fullmatch(part)  # a third of nn.MultiheadAttention's in_proj_weight
+                        tensor = tensor.chunk(int(chunk[1]))[int(chunk[2])] if chunk else getattr(tensor, part)
                     tensors.append(tensor)
                 order = permutation(shape) if shape is not None and feature_indexed(layer, weight) else None
                 yield f"{layer.name}.{weight.name}", tensors, layer, weight, order

@@ -271,6 +271,8 @@ class _Checker:
             spec = self._lookup(stmt)
             if spec.merge:
                 current = self._merge(stmt, spec, scope, current)
+            elif spec.reads_memory:
+                current = self._with_memory(stmt, spec, scope, current)
             else:
                 self._no_bodies(stmt)
                 self._no_refs(stmt)
@@ -378,9 +380,20 @@ class _Checker:
                 span=stmt.name_span,
                 hint=f"write branches in braces, `{stmt.name} {{ }} {{ conv2d 64 3 }}`, or refer to taps: `{stmt.name} @skip`",
             )
-        plain = Statement(stmt.name, stmt.name_span, tuple(v for v in stmt.positionals if v.kind != "ref"),
-                          stmt.options, stmt.span)
-        return self._add_layer(stmt, spec, bind_args(plain, spec), inputs, scope)
+        return self._add_layer(stmt, spec, bind_args(_without_refs(stmt), spec), inputs, scope)
+
+    def _with_memory(self, stmt: Statement, spec: LayerSpec, scope: _Scope, current: _Tensor) -> _Tensor:
+        """`attention 8 64 @memory`: the current tensor, and at most one tapped tensor it reads besides."""
+        self._no_bodies(stmt)
+        refs = [v for v in stmt.positionals if v.kind == "ref"]
+        if len(refs) > 1:
+            raise LayerCheckError(
+                f"`{stmt.name}` reads at most one other tensor, received {len(refs)}",
+                span=refs[1].span,
+                hint=f"keys and values come from one tensor: `{stmt.name} ... @{refs[0].value}`",
+            )
+        inputs = [current, *(scope.tap(str(v.value), v.span) for v in refs)]
+        return self._add_layer(stmt, spec, bind_args(_without_refs(stmt), spec), inputs, scope)
 
     # --- blocks ------------------------------------------------------------------------
 
@@ -709,7 +722,16 @@ class _Checker:
             self._check_dtype(stmt, spec, tensor)
         origins = [t.mask_origin for t in inputs if t.mask_origin is not None]
         masked = bool(origins)
-        if masked and (not spec.supports_mask or len(inputs) > 1):
+        if masked and spec.reads_memory and len(inputs) > 1 and (len(origins) != 2 or origins[0] is not origins[1]):
+            origin = origins[0]
+            raise LayerCheckError(
+                f"`{stmt.name}` reads a query and a memory of which only one carries the mask made by "
+                f"`{origin.source}` on line {origin.span.line}",
+                span=stmt.name_span,
+                hint="layerdsl's cross-attention takes a mask only when the query and the memory share it; "
+                "consume the mask first (globalavgpool1d, a recurrent layer) or mask both alike",
+            )
+        if masked and (not spec.supports_mask or (len(inputs) > 1 and not spec.reads_memory)):
             origin = origins[0]
             raise LayerCheckError(
                 f"`{stmt.name}` cannot use the mask made by `{origin.source}` on line {origin.span.line}",
@@ -717,11 +739,28 @@ class _Checker:
                 hint="Keras would drop the mask with only a warning, so padding would count as data; consume it "
                 "first (lstm, gru, simplernn, bidirectional, globalavgpool1d) or remove the mask",
             )
+        masked_inputs = [t for t in inputs if t.mask_origin is not None]
+        taken = next((t.mask_taken_by for t in masked_inputs if t.mask_taken_by), None)
+        if spec.merge and any(t.mask_taken_by is None for t in masked_inputs):
+            taken = None  # Keras merges the masks its inputs still carry: the same mask
+        if taken is not None:
+            raise LayerCheckError(
+                f"`{stmt.name}` reads a masked tensor that `{taken.source.split()[0]}` on line {taken.span.line} "
+                "already read: Keras's MultiHeadAttention deletes the mask of the tensors it reads, so this layer "
+                "would see the padding as data",
+                span=stmt.name_span,
+                hint="read the masked tensor with one attention layer only, or consume the mask before a second reader",
+            )
         shape = inputs[0].shape
         try:
             if spec.merge:
                 out_shape = spec.merge_shape(args, tuple(t.shape for t in inputs))
                 weights: tuple[Weight, ...] = ()
+            elif spec.reads_memory:
+                memory = inputs[1].shape if len(inputs) > 1 else None
+                spec.validate(args, shape, memory=memory)  # type: ignore[call-arg]
+                out_shape = spec.output_shape(args, shape)
+                weights = spec.weights(args, shape, memory=memory)  # type: ignore[call-arg]
             else:
                 spec.validate(args, shape)
                 out_shape = spec.output_shape(args, shape)
@@ -769,10 +808,13 @@ class _Checker:
             inputs=tuple(t.name for t in inputs),
             block=scope.chain,
             block_defs=scope.names,
-            input_shapes=tuple(t.shape for t in inputs) if spec.merge else (),
+            input_shapes=tuple(t.shape for t in inputs) if spec.merge or len(inputs) > 1 else (),
         )
         self.layers.append(layer)
         self.nodes[-1].append(LayerNode(layer))
+        if spec.reads_memory:
+            for tensor in inputs:
+                tensor.mask_taken_by = layer if tensor.mask_origin is not None else None
         mask_origin = None
         if layer.output_masked:
             mask_origin = origins[0] if origins else layer
@@ -846,6 +888,12 @@ class _Checker:
         return LayerCheckError(message, span=span, hint=hint)
 
 
+def _without_refs(stmt: Statement) -> Statement:
+    """The statement without its `@tap` positionals (the tensors it reads), for binding its arguments."""
+    positionals = tuple(v for v in stmt.positionals if v.kind != "ref")
+    return Statement(stmt.name, stmt.name_span, positionals, stmt.options, stmt.span)
+
+
 @dataclass
 class _Tensor:
     """A tensor during checking: the layer that made it (or the model input), shape, dtype, mask."""
@@ -855,6 +903,9 @@ class _Tensor:
     dtype: str
     mask_origin: Layer | None
     layer: Layer | None
+    #: The attention layer that read this masked tensor: Keras's MultiHeadAttention deletes the
+    #: mask of the tensors it reads, so a later reader would see none.
+    mask_taken_by: Layer | None = None
 
     @staticmethod
     def unknown() -> _Tensor:

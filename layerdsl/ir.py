@@ -32,13 +32,14 @@ class Layer:
     input_masked: bool = False  # a Keras mask arrives with the input (embedding mask_zero, masking)
     output_masked: bool = False  # the output carries a mask on to the next layer
     #: Names of the layers whose outputs this layer reads (``"input"`` is the model input);
-    #: one name for ordinary layers, several for merges (add, concat, ...).
+    #: one name for ordinary layers, several for merges (add, concat, ...), two for cross-attention
+    #: (the query, then the memory its keys and values come from).
     inputs: tuple[str, ...] = ()
     #: The block call chain this layer came from, outermost first (block instance names).
     block: tuple[str, ...] = ()
     #: The block definitions of that chain, one per instance (``("stage", "conv_bn")``).
     block_defs: tuple[str, ...] = ()
-    #: For merges, the shape of each input, in order.
+    #: For merges and cross-attention, the shape of each input, in order.
     input_shapes: tuple[Shape, ...] = ()
     #: The statement as written, before a block's parameters were bound (``conv2d filters k``);
     #: equal to ``source`` outside blocks. Safe for comments, like ``source``.

@@ -116,6 +116,9 @@ class LayerSpec:
     wraps: ClassVar[tuple[str, ...]] = ()
     #: Merges (add, concat, ...) read several tensors: see ``merge_shape``.
     merge: ClassVar[bool] = False
+    #: Reads an optional second tensor from a tap (``attention 8 64 @memory``: cross-attention's
+    #: keys and values); ``validate`` and ``weights`` then receive its shape as ``memory=``.
+    reads_memory: ClassVar[bool] = False
     #: The diagram category (colour) of the layer, one of ``CATEGORIES``. Every spec sets it.
     category: ClassVar[str]
     #: Reads the Keras mask to compute its output: a recurrent layer skips masked timesteps,
@@ -167,7 +170,9 @@ class LayerSpec:
 
 
 #: Diagram categories, each drawn in its own colour (``LayerSpec.category``).
-CATEGORIES = ("conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "merge", "other")
+CATEGORIES = (
+    "conv", "pool", "dense", "activation", "norm", "reshape", "embedding", "recurrent", "attention", "merge", "other"
+)
 
 
 def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | None = None) -> None:
@@ -175,8 +180,11 @@ def _require_rank(kind: str, shape: Shape, rank: int, what: str, hint: str | Non
         raise ShapeError(f"`{kind}` needs a {what} input, but receives shape {shape_text(shape)}", hint=hint)
 
 
-def _flatten_hint(kind: str) -> str:
-    return f"add `flatten` before `{kind}`: a dense layer after a convolution or pooling needs `flatten`"
+def _flatten_hint(kind: str, shape: Shape) -> str:
+    return (
+        f"add `flatten` before `{kind}`: a dense layer after a convolution or pooling needs `flatten`; "
+        f"for a dense layer on each pixel, use `conv2d N 1` ({shape[-1]} channels in, N out)"
+    )
 
 
 # --- core layers -----------------------------------------------------------------------
@@ -201,13 +209,13 @@ class Dense(LayerSpec):
     )
 
     def output_shape(self, args: Args, shape: Shape) -> Shape:
-        if len(shape) == 3:
-            raise ShapeError(
-                f"`dense` needs a 1-D input (features), but receives shape {shape_text(shape)}",
-                hint=_flatten_hint("dense"),
-            )
+        # On a (timesteps, features) sequence it acts on the last axis, as Keras's Dense on 3-D input.
         if len(shape) not in (1, 2):
-            raise ShapeError(f"`dense` needs a 1-D input (features), but receives shape {shape_text(shape)}")
+            raise ShapeError(
+                f"`dense` needs a 1-D input (features) or a 2-D sequence (timesteps x features), but receives "
+                f"shape {shape_text(shape)}",
+                hint=_flatten_hint("dense", shape) if len(shape) == 3 else None,
+            )
         return (*shape[:-1], args["units"])
 
     def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
@@ -439,15 +447,33 @@ class Activation(LayerSpec):
     category = "activation"
     per_feature = True
     doc = "An activation function as a layer; softmax acts on the last (channel) axis."
-    params = (Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),)
+    params = (
+        Param("function", "choice", positional=True, choices=ACTIVATIONS, doc="activation name"),
+        Param("approximate", "bool", default=False, doc="gelu only: Keras's tanh approximation, not the exact erf"),
+    )
 
     def __init__(self, fixed: str | None = None) -> None:
         self.fixed = fixed
-        if fixed is not None:
-            self.params = ()  # `relu` takes no arguments; `activation relu` takes one
+        if fixed is not None:  # `relu` takes no arguments; `activation relu` takes the name
+            self.params = tuple(p for p in Activation.params if p.name == "approximate" and fixed == "gelu")
 
     def fixed_args(self) -> dict[str, Any]:
         return {"function": self.fixed} if self.fixed else {}
+
+    def complete(self, values: dict[str, Any]) -> None:
+        values.setdefault("approximate", False)
+
+    def validate(self, args: Args, shape: Shape) -> None:
+        if args["approximate"] and args["function"] != "gelu":
+            raise ShapeError(
+                f"`approximate=true` is an option of `gelu` only, not of `{args['function']}`", option="approximate"
+            )
+
+
+def activation_function(args: Args) -> str:
+    """The function an `activation` layer computes, as the backends' activation tables name it: its
+    name, or ``gelu_approximate`` for `gelu approximate=true` (keras-nlp's name for that function)."""
+    return "gelu_approximate" if args.get("approximate") else str(args["function"])
 
 
 # --- sequences ---------------------------------------------------------------------------
@@ -1218,6 +1244,154 @@ class UpSample1D(LayerSpec):
         return (shape[0] * args["size"], shape[1])
 
 
+# --- sequence layers transformers need ------------------------------------------------------
+
+
+def _sequence_only(kind: str, shape: Shape) -> None:
+    _require_rank(kind, shape, 2, "2-D (timesteps x features)", hint=_sequence_hint(kind, shape))
+
+
+class PositionEmbedding(LayerSpec):
+    kind = "posembed"
+    keras_type = "PositionEmbedding"
+    category = "embedding"
+    doc = (
+        "A learned position embedding added to a (timesteps, features) sequence: `x + embeddings`, one row "
+        "per position (keras-io's position Embedding, ViT's pos_embedding)."
+    )
+    supports_mask = True
+    params = (Param("init", "choice", default="uniform", choices=INITIALIZERS, doc="embeddings initializer"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        return shape
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("embeddings", shape, True, args["init"]),)
+
+
+class ClassToken(LayerSpec):
+    kind = "classtoken"
+    keras_type = "ClassToken"
+    category = "embedding"
+    doc = (
+        "Prepends one learned vector to a sequence (ViT's class token): (T, F) -> (T + 1, F); with a mask, "
+        "the new first position is unmasked."
+    )
+    supports_mask = True
+    params = (
+        Param(
+            "init", "choice", default="zeros", choices=tuple(i for i in INITIALIZERS if i != "orthogonal"),
+            doc="token initializer",
+        ),
+    )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        return (shape[0] + 1, shape[1])
+
+    def weights(self, args: Args, shape: Shape) -> tuple[Weight, ...]:
+        return (Weight("token", (shape[-1],), True, args["init"]),)
+
+
+class Select(LayerSpec):
+    kind = "select"
+    keras_type = "Select"
+    category = "reshape"
+    doc = "One position of a sequence, (T, F) -> (F,): `select 0` the first (a class token), `select -1` the last."
+    supports_mask = True  # and drops it: the result is no sequence
+    params = (Param("index", "int", positional=True, doc="the position; negative counts from the end"),)
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _sequence_only(self.kind, shape)
+        index = args["index"]
+        if not -shape[0] <= index < shape[0]:
+            raise ShapeError(
+                f"`select {index}` is out of range for a sequence of length {shape[0]}",
+                hint=f"choose an index from {-shape[0]} to {shape[0] - 1}",
+                option="index",
+            )
+        return (shape[1],)
+
+    def output_mask(self, args: Args, masked: bool) -> bool:
+        return False
+
+
+# --- attention ----------------------------------------------------------------------------
+
+
+class Attention(LayerSpec):
+    """Keras ``MultiHeadAttention``: queries from the current tensor, keys and values from it too
+    (self-attention) or from an optional ``@tap`` (cross-attention); output projected back to the
+    query's features. Weights in Keras's layout: ``query_kernel`` (F, H, Dk) ... ``output_bias`` (F,)."""
+
+    kind = "attention"
+    keras_type = "MultiHeadAttention"
+    category = "attention"
+    doc = (
+        "Multi-head dot-product attention (Keras `MultiHeadAttention`): `attention HEADS KEY_DIM` on the "
+        "current sequence, or `attention HEADS KEY_DIM @memory` reading keys and values from a tap."
+    )
+    reads_memory = True
+    supports_mask = True
+    takes_mask = True
+    params = (
+        positive("heads", positional=True, doc="number of attention heads"),
+        positive("key_dim", positional=True, doc="size of each head's queries and keys"),
+        positive("value_dim", default=None, doc="size of each head's values (default: key_dim)"),
+        Param("dropout", "float", default=0.0, low=0, high=1, doc="dropout rate on the attention probabilities"),
+        Param("bias", "bool", default=True, doc="add biases to the four projections"),
+        Param("causal", "bool", default=False, doc="each position attends only to itself and earlier ones"),
+        Param("init", "choice", default="glorot_uniform", choices=INITIALIZERS, doc="kernel initializer"),
+        Param("bias_init", "choice", default="zeros", choices=INITIALIZERS, doc="bias initializer"),
+    )
+
+    def validate(self, args: Args, shape: Shape, memory: Shape | None = None) -> None:
+        _require_rank("attention", shape, 2, "2-D (timesteps x features)", hint=_attention_hint(shape))
+        if memory is not None and len(memory) != 2:
+            raise ShapeError(
+                f"`attention` reads keys and values of shape (timesteps, features), but the memory has shape "
+                f"{shape_text(memory)}",
+                hint=_attention_hint(memory),
+            )
+        if args["causal"] and memory is not None and memory[0] != shape[0]:
+            raise ShapeError(
+                f"`attention causal=true` masks position t from later ones, which needs a memory as long as the "
+                f"query, but the query has {shape[0]} steps and the memory {memory[0]}",
+                option="causal",
+            )
+
+    def output_shape(self, args: Args, shape: Shape) -> Shape:
+        _require_rank("attention", shape, 2, "2-D (timesteps x features)", hint=_attention_hint(shape))
+        return shape
+
+    def weights(self, args: Args, shape: Shape, memory: Shape | None = None) -> tuple[Weight, ...]:
+        features, heads, key_dim = shape[-1], args["heads"], args["key_dim"]
+        value_dim = args["value_dim"] or key_dim
+        source = (memory or shape)[-1]
+        out: list[Weight] = []
+        for name, rows, width in (
+            ("query", features, key_dim),
+            ("key", source, key_dim),
+            ("value", source, value_dim),
+        ):
+            out.append(Weight(f"{name}_kernel", (rows, heads, width), True, args["init"]))
+            if args["bias"]:
+                out.append(Weight(f"{name}_bias", (heads, width), True, args["bias_init"]))
+        out.append(Weight("output_kernel", (heads, value_dim, features), True, args["init"]))
+        if args["bias"]:
+            out.append(Weight("output_bias", (features,), True, args["bias_init"]))
+        return tuple(out)
+
+
+def _attention_hint(shape: Shape) -> str | None:
+    if len(shape) == 1:
+        return "`attention` reads a sequence (timesteps x features): use `input TxF`, or an `embedding` for token ids"
+    if len(shape) == 3:
+        return "for an image, make a sequence of patches first: `conv2d F P stride=P`, then `reshape` to (patches x F), as ViT does"
+    return None
+
+
 # --- the registry ------------------------------------------------------------------------
 
 #: DSL name -> spec. Names other than a spec's own kind are aliases (`relu` is `activation relu`).
@@ -1265,6 +1439,10 @@ REGISTRY: dict[str, LayerSpec] = {
     "cropping2d": Cropping2D(),
     "cropping1d": Cropping1D(),
     "upsample1d": UpSample1D(),
+    "posembed": PositionEmbedding(),
+    "classtoken": ClassToken(),
+    "select": Select(),
+    "attention": Attention(),
 }
 
 #: Statement names that are directives, not layers.

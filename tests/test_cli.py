@@ -47,7 +47,10 @@ def test_check_invalid_file_exits_1_with_located_message(bad):
     result = run("check", str(bad))
     assert result.returncode == 1
     err = result.stderr.decode()
-    assert err.splitlines()[0] == f"{bad}:3:1: error: `dense` needs a 1-D input (features), but receives shape (6, 6, 4)"
+    assert err.splitlines()[0] == (
+        f"{bad}:3:1: error: `dense` needs a 1-D input (features) or a 2-D sequence (timesteps x features), "
+        "but receives shape (6, 6, 4)"
+    )
     assert "    dense 10\n    ^~~~~\n" in err
     assert "hint: add `flatten` before `dense`" in err
     assert "Traceback" not in err

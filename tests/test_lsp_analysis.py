@@ -29,7 +29,7 @@ def test_diagnose_wraps_the_first_error_with_its_span_hint_and_notes():
     (d,) = diagnose("input 6x6x1\nconv2d 4 3\ndense 10\n", "bad.layers")
     assert d == Diagnostic(
         severity="error",
-        message="`dense` needs a 1-D input (features), but receives shape (4, 4, 4)",
+        message="`dense` needs a 1-D input (features) or a 2-D sequence (timesteps x features), but receives shape (4, 4, 4)",
         hint=d.hint,
         notes=("the input shape (4, 4, 4) comes from `conv2d` on line 2",),
         line=3, column=1, end_line=3, end_column=6,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import codegen, ir
 from ..codegen import Code, Hint, call, ident, layer_comment, literal, module_docstring, py, shape_comment
 from ..errors import BackendError
-from ..specs import REGISTRY
+from ..specs import REGISTRY, activation_function
 from . import structure
 from .base import IR_ATTRIBUTE, Backend, missing_framework
 from .structure import Fragment, Scope, Variant
@@ -52,6 +52,8 @@ class LayerCall:
     #: A layer applied to the input first, on a line of its own (``ZeroPadding2D`` for a
     #: convolution's `pad=1`, as keras.applications writes it).
     before: LayerCall | None = None
+    #: Keywords of the layer's call on its inputs (``use_causal_mask=True``).
+    applied: tuple[tuple[str, Any], ...] = ()
 
     def code(self) -> Code:
         """The call on one line."""
@@ -190,8 +192,10 @@ def _batchnorm(layer: ir.Layer, ctx: Emission) -> LayerCall:
 
 
 def _activation(layer: ir.Layer, ctx: Emission) -> LayerCall:
-    # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form.
-    return keras_layer("layers.Activation", layer.args["function"], name=ctx.name)
+    # Keras's own functions, as named: leaky_relu has slope 0.2, gelu is the exact (erf) form;
+    # gelu's tanh form is a registered function of the generated file (a string cannot name it).
+    function = activation_function(layer.args)
+    return keras_layer("layers.Activation", Code(function) if function in DEFINITIONS else function, name=ctx.name)
 
 
 def _embedding(layer: ir.Layer, ctx: Emission) -> LayerCall:
@@ -383,6 +387,19 @@ def _layerscale(layer: ir.Layer, ctx: Emission) -> LayerCall:
     return keras_layer("LayerScale", float(layer.args["init"]), name=ctx.name)
 
 
+def _posembed(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    options = _options(layer, {"init": "uniform"}, {"init": "embeddings_initializer"})
+    return keras_layer("PositionEmbedding", **options, name=ctx.name)
+
+
+def _classtoken(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("ClassToken", **_options(layer, {"init": "zeros"}, {"init": "token_initializer"}), name=ctx.name)
+
+
+def _select(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    return keras_layer("Select", layer.args["index"], name=ctx.name)
+
+
 def _cropping2d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     top, bottom, left, right = (layer.args[side] for side in ("top", "bottom", "left", "right"))
     return keras_layer("layers.Cropping2D", ((top, bottom), (left, right)), name=ctx.name)
@@ -396,10 +413,35 @@ def _upsample1d(layer: ir.Layer, ctx: Emission) -> LayerCall:
     return keras_layer("layers.UpSampling1D", layer.args["size"], name=ctx.name)
 
 
-#: Layers without a core Keras class, written into the generated file (by IR kind). Registered as
-#: serializable, so a saved `.keras` file loads under safe_mode once this module is imported.
+
+
+def _attention(layer: ir.Layer, ctx: Emission) -> LayerCall:
+    args = layer.args
+    options: dict[str, Any] = {}
+    if args["value_dim"] is not None:
+        options["value_dim"] = args["value_dim"]
+    if _given(layer, "dropout", 0.0):
+        options["dropout"] = float(args["dropout"])
+    if _given(layer, "bias", True):
+        options["use_bias"] = args["bias"]
+    if _given(layer, "init", "glorot_uniform"):
+        options["kernel_initializer"] = args["init"]
+    if args["bias"] and _given(layer, "bias_init", "zeros"):
+        options["bias_initializer"] = args["bias_init"]
+    applied = (("use_causal_mask", True),) if args["causal"] else ()
+    return LayerCall(
+        "layers.MultiHeadAttention",
+        (),
+        {"num_heads": args["heads"], "key_dim": args["key_dim"], **options, "name": ctx.name},
+        applied=applied,
+    )
+
+
+#: Layers and functions without a core Keras name, written into the generated file (by the name they
+#: define). Registered as serializable, so a saved `.keras` file loads under safe_mode once the
+#: generated module is imported, and ``from_keras`` knows them by their registered names.
 DEFINITIONS: dict[str, str] = {
-    "layerscale": '''\
+    "LayerScale": '''\
 @keras.saving.register_keras_serializable(package="layerdsl")
 class LayerScale(layers.Layer):
     """A learned scale per channel (ConvNeXt's layer scale): x * gamma."""
@@ -419,7 +461,100 @@ class LayerScale(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "init_value": self.init_value}
 ''',
+    "PositionEmbedding": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class PositionEmbedding(layers.Layer):
+    """A learned position embedding added to a (timesteps, features) sequence; masks pass."""
+
+    def __init__(self, embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        steps, features = input_shape[-2:]
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(steps, features), initializer=self.embeddings_initializer
+        )
+
+    def call(self, x):
+        return x + self.embeddings
+
+    def get_config(self):
+        initializer = keras.initializers.serialize(self.embeddings_initializer)
+        return {**super().get_config(), "embeddings_initializer": initializer}
+''',
+    "ClassToken": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class ClassToken(layers.Layer):
+    """Prepends a learned vector to a sequence (ViT's class token); masks gain an unmasked step."""
+
+    def __init__(self, token_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.token_initializer = keras.initializers.get(token_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            name="token", shape=(input_shape[-1],), initializer=self.token_initializer
+        )
+
+    def call(self, x):
+        batch, _, features = keras.ops.shape(x)
+        token = keras.ops.broadcast_to(keras.ops.cast(self.token, x.dtype), (batch, 1, features))
+        return keras.ops.concatenate([token, x], axis=1)
+
+    def compute_mask(self, x, mask=None):
+        if mask is None:
+            return None
+        return keras.ops.pad(mask, [(0, 0), (1, 0)], constant_values=True)
+
+    def get_config(self):
+        initializer = keras.initializers.serialize(self.token_initializer)
+        return {**super().get_config(), "token_initializer": initializer}
+''',
+    "Select": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+class Select(layers.Layer):
+    """One position of a sequence: (timesteps, features) -> (features,); -1 is the last."""
+
+    def __init__(self, index, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+        self.supports_masking = True
+
+    def call(self, x):
+        return x[:, self.index]
+
+    def compute_mask(self, x, mask=None):
+        return None  # one position is no sequence
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+''',
+    "gelu_approximate": '''\
+@keras.saving.register_keras_serializable(package="layerdsl")
+def gelu_approximate(x):
+    """gelu's tanh approximation (Keras's default is the exact erf form)."""
+    return keras.activations.gelu(x, approximate=True)
+''',
 }
+
+#: IR kind -> the definition it is written as.
+_DEFINED_KINDS = {
+    "layerscale": "LayerScale",
+    "posembed": "PositionEmbedding",
+    "classtoken": "ClassToken",
+    "select": "Select",
+}
+
+
+def _definition(layer: ir.Layer) -> str | None:
+    """The generated definition the layer needs, if any."""
+    if layer.kind == "activation":
+        function = activation_function(layer.args)
+        return function if function in DEFINITIONS else None
+    return _DEFINED_KINDS.get(layer.kind)
 
 
 #: IR kind -> a function rendering the Keras layer constructor.
@@ -466,6 +601,10 @@ EMITTERS: dict[str, Emitter] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "posembed": _posembed,
+    "classtoken": _classtoken,
+    "select": _select,
+    "attention": _attention,
 }
 
 
@@ -514,6 +653,15 @@ class KerasBackend(Backend):
             # both directions hold a `kernel`, `recurrent_kernel`...: prefix them as the IR does
             directions = (("forward", keras_layer.forward_layer), ("backward", keras_layer.backward_layer))
             variables = {f"{d}_{v.name}": v for d, sublayer in directions for v in sublayer.weights}
+        elif layer.kind == "attention":
+            # four EinsumDense sublayers, each with its `kernel` and `bias`: `query_kernel`...
+            projections = {
+                "query": keras_layer.query_dense,
+                "key": keras_layer.key_dense,
+                "value": keras_layer.value_dense,
+                "output": keras_layer.output_dense,
+            }
+            variables = {f"{p}_{v.name}": v for p, sublayer in projections.items() for v in sublayer.weights}
         else:
             variables = {v.name: v for v in keras_layer.weights}
         missing = [w.name for w in layer.weights if w.name not in variables]
@@ -547,7 +695,7 @@ class KerasBackend(Backend):
 #: Layers whose `activation=` takes an activation that straight follows them.
 _FUSABLE = frozenset({"dense", "conv1d", "conv2d", "depthwiseconv2d", "separableconv2d", "conv2dtranspose"})
 #: Names the generated code uses for itself: never a variable, parameter or function of the model's.
-_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", "LayerScale"})
+_RESERVED = frozenset({"x", "inputs", "keras", "layers", "build_model", "name", "range", "i", "j", *DEFINITIONS})
 _LOOP_INDEXES = ("i", "j")
 
 
@@ -636,8 +784,9 @@ class _Writer:
             "import keras",
             "from keras import layers",
         ]
-        for kind in sorted({layer.kind for layer in self.model.layers} & DEFINITIONS.keys()):
-            lines += ["", "", *DEFINITIONS[kind].rstrip("\n").split("\n")]
+        used = {_definition(layer) for layer in self.model.layers}
+        for definition in (name for name in DEFINITIONS if name in used):
+            lines += ["", "", *DEFINITIONS[definition].rstrip("\n").split("\n")]
         for definition in self.definitions:
             lines += ["", "", *definition]
         lines += ["", "", "def build_model():"]
@@ -989,7 +1138,13 @@ class _Writer:
         if layer_call.before is not None:
             lines.append(f"x = {layer_call.before.code()}({sources[0]})")
             sources = ["x"]
-        argument = "[" + ", ".join(sources) + "]" if REGISTRY[layer.kind].merge else sources[0]
+        spec = REGISTRY[layer.kind]
+        if spec.merge:
+            argument = "[" + ", ".join(sources) + "]"
+        elif spec.reads_memory:  # query, then keys and values: `mha(x, x)` is self-attention
+            argument = ", ".join([sources[0], sources[-1], *(f"{k}={py(v)}" for k, v in layer_call.applied)])
+        else:
+            argument = sources[0]
         lines.append(f"{target} = {layer_call.code()}({argument})")
         return lines
 
@@ -1084,6 +1239,7 @@ def _fusable(layer: ir.Layer, activation: ir.Layer | None) -> bool:
         and layer.kind in _FUSABLE
         and layer.args["activation"] == "linear"
         and not activation.input_masked
+        and not activation.args.get("approximate")  # a layer of its own, as from_keras reads it back
     )
 
 

@@ -41,7 +41,7 @@ from ..codegen import (
     shape_comment,
 )
 from ..initializers import segments
-from ..specs import REGISTRY, padding_1d, spatial_padding
+from ..specs import REGISTRY, activation_function, padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
 from .structure import Fragment, Scope, Variant, self_contained, unify, unify_iterations
 
@@ -215,7 +215,7 @@ def _global_pool(runtime_class: str) -> Emitter:
 
 
 def _activation_layer(layer: ir.Layer, ctx: Emission) -> Code:
-    return call(ctx.use("Activation"), ctx.use(layer.args["function"]))
+    return call(ctx.use("Activation"), ctx.use(activation_function(layer.args)))
 
 
 def _concat(layer: ir.Layer, ctx: Emission) -> Code:
@@ -319,6 +319,12 @@ EMITTERS: dict[str, Emitter] = {
     "cropping2d": _cropping2d,
     "cropping1d": lambda layer, ctx: call(ctx.use("Cropping"), ((layer.args["start"], layer.args["end"]),)),
     "upsample1d": lambda layer, ctx: call(ctx.use("UpSample1D"), layer.args["size"]),
+    "posembed": lambda layer, ctx: call(ctx.use("PositionEmbedding"), **ctx.weights),
+    "classtoken": lambda layer, ctx: call(ctx.use("ClassToken"), **ctx.weights),
+    "select": lambda layer, ctx: call(ctx.use("Select"), layer.args["index"]),
+    "attention": lambda layer, ctx: call(
+        ctx.use("Attention"), **ctx.weights, **({"causal": True} if layer.args["causal"] else {})
+    ),
 }
 
 
@@ -856,8 +862,12 @@ def _forward_lines(layer: ir.Layer, attribute: str, sources: str, target: str) -
         return [f"mask = {sources} != 0  # token id 0 is padding", f"{target} = {attribute}({sources})"]
     if layer.kind == "masking":
         return [f"{target}, mask = {attribute}({sources})"]
+    if layer.input_masked and REGISTRY[layer.kind].reads_memory:  # the keys' mask, after query and memory
+        return [f"{target} = {attribute}({sources}, mask=mask)"]
     if layer.input_masked and REGISTRY[layer.kind].takes_mask:  # the runtime layer takes it second
         return [f"{target} = {attribute}({sources}, mask)"]
+    if layer.kind == "classtoken" and layer.input_masked:
+        return [f"{target} = {attribute}({sources})", "mask = np.pad(mask, ((0, 0), (1, 0)), constant_values=True)"]
     return [f"{target} = {attribute}({sources})"]
 
 

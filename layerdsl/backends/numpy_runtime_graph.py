@@ -8,7 +8,7 @@ the source of exactly the pieces a model uses into its generated file.
 
 import numpy as np
 
-from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, windows
+from .numpy_runtime import Conv1D, Conv2D, Layer, linear, pad, softmax, windows
 
 
 def aligned(inputs):
@@ -294,3 +294,91 @@ class UpSample1D(Layer):
 
     def __call__(self, x):
         return x.repeat(self.size, axis=1)
+
+
+class PositionEmbedding(Layer):
+    def __init__(self, embeddings, name=None):
+        super().__init__(embeddings=embeddings, name=name)
+
+    def __call__(self, x):
+        return x + self.embeddings
+
+
+class ClassToken(Layer):
+    def __init__(self, token, name=None):
+        super().__init__(token=token, name=name)
+
+    def __call__(self, x):
+        return np.concatenate([np.broadcast_to(self.token, (len(x), 1, x.shape[-1])), x], axis=1)
+
+
+class Select(Layer):
+    def __init__(self, index, name=None):
+        self.index = index
+        super().__init__(name=name)
+
+    def __call__(self, x):
+        return x[:, self.index]
+
+
+class Attention(Layer):
+    """Keras's MultiHeadAttention at inference: one GEMM per projection, heads an axis of (N, H, T, D).
+    Keys at masked or (``causal``) later steps get no weight; ``mask`` is the keys' and values' mask."""
+
+    query_bias = key_bias = value_bias = output_bias = 0.0
+
+    def __init__(
+        self,
+        query_kernel,
+        key_kernel,
+        value_kernel,
+        output_kernel,
+        query_bias=None,
+        key_bias=None,
+        value_bias=None,
+        output_bias=None,
+        causal=False,
+        name=None,
+    ):
+        self.causal = causal
+        weights = dict(query_kernel=query_kernel, query_bias=query_bias, key_kernel=key_kernel, key_bias=key_bias)
+        weights.update(value_kernel=value_kernel, value_bias=value_bias, output_kernel=output_kernel)
+        super().__init__(**weights, output_bias=output_bias, name=name)
+
+    def refresh(self):
+        super().refresh()
+        self.heads, key_dim = self.query_kernel.shape[1:]
+        scale = np.float32(1.0 / np.sqrt(key_dim))  # folded into the query projection, as Keras scales the query
+        self.query = self.matrix(self.query_kernel, self.query_bias, scale)
+        self.key = self.matrix(self.key_kernel, self.key_bias)
+        self.value = self.matrix(self.value_kernel, self.value_bias)
+        self.output = (self.output_kernel.reshape(-1, self.output_kernel.shape[-1]), np.ravel(self.output_bias))
+
+    @staticmethod
+    def matrix(kernel, bias, factor=1.0):
+        """An (F, H, D) kernel and (H, D) bias as the (F, H * D) matrix and vector of one GEMM."""
+        return kernel.reshape(len(kernel), -1) * factor, np.ravel(bias) * factor
+
+    @staticmethod
+    def project(x, projection):
+        kernel, bias = projection
+        y = x.reshape(-1, x.shape[-1]) @ kernel  # (N * T, out): one GEMM
+        y += bias
+        return y.reshape(*x.shape[:-1], -1)
+
+    def split_heads(self, x, projection):
+        """(N, T, F) -> (N, H, T, D)."""
+        y = self.project(x, projection)
+        return y.reshape(*y.shape[:-1], self.heads, -1).transpose(0, 2, 1, 3)
+
+    def __call__(self, x, memory=None, mask=None):
+        memory = x if memory is None else memory
+        query, key = self.split_heads(x, self.query), self.split_heads(memory, self.key)
+        scores = query @ key.transpose(0, 1, 3, 2)  # (N, H, T, S)
+        keep = np.tri(x.shape[1], memory.shape[1], dtype=bool) if self.causal else None
+        if mask is not None:
+            keep = mask[:, None, None, :] if keep is None else keep & mask[:, None, None, :]
+        if keep is not None:
+            scores = np.where(keep, scores, np.float32(-1e9))  # as Keras's masked softmax
+        heads = softmax(scores) @ self.split_heads(memory, self.value)  # (N, H, T, Dv)
+        return self.project(heads.transpose(0, 2, 1, 3).reshape(*x.shape[:-1], -1), self.output)

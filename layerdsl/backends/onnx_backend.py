@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..errors import BackendError
-from ..specs import padding_1d, spatial_padding
+from ..specs import activation_function, padding_1d, spatial_padding
 from .base import Backend, missing_framework, validated_weights
 
 if TYPE_CHECKING:
@@ -118,6 +118,14 @@ def _gelu(g: _Graph, x: str, axis: int, name: str | None) -> str:
     return g.op("Mul", [g.op("Mul", [x, g.scalar(0.5)]), one_plus], name=name)
 
 
+def _gelu_approximate(g: _Graph, x: str, axis: int, name: str | None) -> str:
+    # Keras's approximate=True: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))).
+    cubed = g.op("Mul", [g.op("Mul", [x, x]), x])
+    inner = g.op("Add", [x, g.op("Mul", [cubed, g.scalar(0.044715)])])
+    one_plus = g.op("Add", [g.op("Tanh", [g.op("Mul", [inner, g.scalar(0.7978845608028654)])]), g.scalar(1.0)])
+    return g.op("Mul", [g.op("Mul", [x, g.scalar(0.5)]), one_plus], name=name)
+
+
 def _unary(op_type: str, **attrs: Any) -> ActivationEmitter:
     return lambda g, x, axis, name: g.op(op_type, [x], name=name, **attrs)
 
@@ -131,6 +139,7 @@ ACTIVATIONS: dict[str, ActivationEmitter] = {
     "elu": _unary("Elu", alpha=1.0),
     "selu": _unary("Selu"),  # ONNX's default constants are Keras's
     "gelu": _gelu,
+    "gelu_approximate": _gelu_approximate,
     "softplus": _unary("Softplus"),
     "softsign": _unary("Softsign"),
     "leaky_relu": _unary("LeakyRelu", alpha=0.2),  # Keras 3's negative_slope
@@ -480,7 +489,7 @@ def _passthrough(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
 
 def _activation_layer(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     x, layout = e.any_layout(layer)
-    function = layer.args["function"]
+    function = activation_function(layer.args)
     if function == "linear":
         return _named(e, layer, x), layout
     return _activate(e.g, function, x, layout, name=layer.name), layout
@@ -815,6 +824,32 @@ def _layerscale(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     return e.g.op("Mul", [e.x(layer), e.const(layer, "gamma", e.w(layer, "gamma"))], name=layer.name), LAST
 
 
+def _posembed(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    return e.g.op("Add", [e.x(layer), e.const(layer, "embeddings", e.w(layer, "embeddings"))], name=layer.name), LAST
+
+
+def _classtoken(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    """The (F,) token expanded to (N, 1, F) and put first; a mask gets an unmasked first step."""
+    import numpy as np
+
+    g, x = e.g, e.x(layer)
+    batch = g.op("Shape", [x], start=0, end=1)
+    token = e.const(layer, "token", e.w(layer, "token").reshape(1, 1, -1))
+    tokens = g.op("Expand", [token, g.op("Concat", [batch, g.ints([1, 1])], axis=0)])
+    mask = e.mask(layer)
+    if mask is not None:
+        unmasked = g.op("Expand", [g.const("true", np.ones((1, 1), dtype=bool)), g.op("Concat", [batch, g.ints([1])], axis=0)])
+        e.masks[layer.name] = g.op("Concat", [unmasked, mask], name=f"{layer.name}_mask", axis=1)
+    return g.op("Concat", [tokens, x], name=layer.name, axis=1), LAST
+
+
+def _select(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    import numpy as np
+
+    index = e.g.const(f"{layer.name}.index", np.asarray(layer.args["index"], dtype=np.int64))  # a scalar: the axis goes
+    return e.g.op("Gather", [e.x(layer), index], name=layer.name, axis=1), LAST
+
+
 def _crop(e: _Emission, layer: ir.Layer, axes: list[int], sides: list[tuple[int, int]], layout: str) -> tuple[str, str]:
     sizes = layer.input_shape[:-1]
     starts = [start for start, _ in sides]
@@ -839,6 +874,47 @@ def _upsample1d(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
     scales = e.g.const(f"{layer.name}.scales", np.array([1, layer.args["size"], 1], dtype=np.float32))
     options = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
     return e.g.op("Resize", [e.x(layer), "", scales], name=layer.name, **options), LAST
+
+
+def _attention(layer: ir.Layer, e: _Emission) -> tuple[str, str]:
+    """Keras's MultiHeadAttention: a MatMul per projection, heads an axis of (N, H, T, D); keys at
+    masked or (``causal``) later steps get -1e9 for a score, as in Keras's softmax."""
+    import numpy as np
+
+    g, args = e.g, layer.args
+    heads = args["heads"]
+    query_in = e.x(layer)
+    memory_in = e.x(layer, index=1) if len(layer.inputs) > 1 else query_in
+    scale = np.float32(1.0 / np.sqrt(args["key_dim"]))  # folded into the query projection
+
+    def project(x: str, name: str, perm: list[int], factor: Any = 1.0) -> str:
+        kernel = e.w(layer, f"{name}_kernel")
+        y = g.op("MatMul", [x, e.const(layer, f"{name}_kernel", (kernel.reshape(len(kernel), -1) * factor))])
+        if args["bias"]:
+            y = g.op("Add", [y, e.const(layer, f"{name}_bias", e.w(layer, f"{name}_bias").reshape(-1) * factor)])
+        return g.transpose(g.op("Reshape", [y, g.ints([0, 0, heads, -1])]), perm)
+
+    query = project(query_in, "query", [0, 2, 1, 3], scale)  # (N, H, T, Dk)
+    key = project(memory_in, "key", [0, 2, 3, 1])  # (N, H, Dk, S)
+    value = project(memory_in, "value", [0, 2, 1, 3])  # (N, H, S, Dv)
+    scores = g.op("MatMul", [query, key])  # (N, H, T, S)
+    keep = None
+    if args["causal"]:
+        steps = layer.input_shape[0]
+        keep = g.const(f"{layer.name}.causal", np.tri(steps, steps, dtype=bool))
+    mask = e.mask(layer)
+    if mask is not None:
+        keys = g.op("Unsqueeze", [mask, g.ints([1, 2])])  # (N, 1, 1, S)
+        keep = keys if keep is None else g.op("And", [keep, keys])
+    if keep is not None:
+        scores = g.op("Where", [keep, scores, g.scalar(-1e9)])
+    heads_out = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), value])  # (N, H, T, Dv)
+    merged = g.op("Reshape", [g.transpose(heads_out, [0, 2, 1, 3]), g.ints([0, 0, -1])])
+    output_kernel = e.w(layer, "output_kernel")
+    y = g.op("MatMul", [merged, e.const(layer, "output_kernel", output_kernel.reshape(-1, output_kernel.shape[-1]))])
+    if args["bias"]:
+        y = g.op("Add", [y, e.const(layer, "output_bias", e.w(layer, "output_bias"))])
+    return _named(e, layer, y), LAST
 
 
 def _channel_axis(rank: int, axis: int, layout: str) -> int:
@@ -928,6 +1004,10 @@ EMITTERS: dict[str, Emitter] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "posembed": _posembed,
+    "classtoken": _classtoken,
+    "select": _select,
+    "attention": _attention,
 }
 
 #: IR kind -> why ONNX cannot express it. Every kind in the registry exports today.

@@ -132,6 +132,7 @@ _ACTIVATIONS = {
     "elu": "F.elu({x})",
     "selu": "F.selu({x})",
     "gelu": "F.gelu({x})",  # exact (erf) form, Keras's default
+    "gelu_approximate": 'F.gelu({x}, approximate="tanh")',  # `gelu approximate=true`
     "softplus": "F.softplus({x})",
     "softsign": "F.softsign({x})",
     "leaky_relu": "F.leaky_relu({x}, negative_slope=0.2)",  # Keras's slope, not torch's 0.01
@@ -577,7 +578,7 @@ def _batchnorm(layer: ir.Layer, ctx: _Context) -> _Piece:
 
 
 def _activation(layer: ir.Layer, ctx: _Context) -> _Piece:
-    function = layer.args["function"]
+    function = specs.activation_function(layer.args)
     if function == "linear":
         return _Piece()  # the identity: only its comment shows
     return _Piece(forward=[f"x = {_activate(function, 'x', layer.input_shape)}"])
@@ -882,6 +883,54 @@ def _layerscale(layer: ir.Layer, ctx: _Context) -> _Piece:
     )
 
 
+def _attention(layer: ir.Layer, ctx: _Context) -> _Piece:
+    """torch's ``nn.MultiheadAttention`` where it computes Keras's layer (heads x key_dim = features,
+    value_dim = key_dim); otherwise the file's own ``MultiHeadAttention``, one Linear per projection.
+    Masked keys and (``causal``) later steps get -1e9 added to their scores, as Keras's softmax does."""
+    args, a = layer.args, ctx.attr
+    features, heads, key_dim = layer.input_shape[-1], args["heads"], args["key_dim"]
+    value_dim = args["value_dim"] or key_dim
+    memory_features = layer.input_shapes[1][-1] if len(layer.inputs) > 1 else features
+    query, memory = (ctx.inputs[0], ctx.inputs[1]) if len(ctx.inputs) > 1 else ("x", "x")
+    options: dict[str, Any] = {"dropout": args["dropout"]} if args["dropout"] else {}
+    if not args["bias"]:
+        options["bias"] = False
+    if heads * key_dim != features or value_dim != key_dim:
+        if memory_features != features:
+            options["memory_features"] = memory_features
+        keywords: dict[str, Any] = {"mask": Code("mask")} if layer.input_masked else {}
+        if args["causal"]:
+            keywords["causal"] = True
+        projections = ("query", "key", "value", "output")
+        return _Piece(
+            init=[f"self.{a} = {call('MultiHeadAttention', ctx.hint(features), heads, key_dim, value_dim, **options)}"],
+            forward=[f"x = {call(f'self.{a}', Code(query), Code(memory), **keywords)}"],
+            tensors={f"{p}_{w}": f"{a}.{p}.{w.replace('kernel', 'weight')}" for p in projections for w in ("kernel", "bias")},
+            helpers={"MultiHeadAttention"},
+        )
+    separate = memory_features != features  # torch then keeps q/k/v_proj_weight apart
+    if separate:
+        options.update(kdim=memory_features, vdim=memory_features)
+    masks, lines = {}, []
+    if layer.input_masked:
+        lines.append(f"padding = (~mask).to({query}.dtype) * -1e9  # masked keys get no weight, as in Keras")
+        masks["key_padding_mask"] = Code("padding")
+    if args["causal"]:
+        steps = f"{query}.shape[1], {memory}.shape[1]"
+        lines.append(f"causal = {query}.new_full(({steps}), -1e9).triu(1)  # later steps get no weight, as in Keras")
+        masks["attn_mask"] = Code("causal")
+    attend = call(f"self.{a}", Code(query), Code(memory), Code(memory), **masks, need_weights=False)
+    piece = _Piece(
+        init=[f"self.{a} = {call('nn.MultiheadAttention', ctx.hint(features), heads, **options, batch_first=True)}"],
+        forward=[*lines, f"x = {attend}[0]"],
+        tensors={"output_kernel": f"{a}.out_proj.weight", "output_bias": f"{a}.out_proj.bias"},
+    )
+    for i, name in enumerate(("query", "key", "value")):
+        piece.tensors[f"{name}_kernel"] = f"{a}.{name[0]}_proj_weight" if separate else f"{a}.in_proj_weight.chunk(3)[{i}]"
+        piece.tensors[f"{name}_bias"] = f"{a}.in_proj_bias.chunk(3)[{i}]"  # [bq; bk; bv] either way
+    return piece
+
+
 def _cropping2d(layer: ir.Layer, ctx: _Context) -> _Piece:
     args = layer.args
     height, width = layer.input_shape[:2]
@@ -897,6 +946,34 @@ def _cropping1d(layer: ir.Layer, ctx: _Context) -> _Piece:
 
 def _upsample1d(layer: ir.Layer, ctx: _Context) -> _Piece:
     return _Piece(forward=[f"x = x.repeat_interleave({py(layer.args['size'])}, dim=1)"])
+
+
+def _posembed(layer: ir.Layer, ctx: _Context) -> _Piece:
+    # the model's own parameter, (1, T, F) as torchvision's ViT holds its pos_embedding
+    embeddings = ctx.attr
+    steps, features = layer.input_shape
+    return _Piece(
+        init=[f"self.{embeddings} = nn.Parameter(torch.empty(1, {py(steps)}, {py(ctx.hint(features))}))"],
+        forward=[f"x = x + self.{embeddings}  # learned position embedding"],
+        tensors={"embeddings": embeddings},
+    )
+
+
+def _classtoken(layer: ir.Layer, ctx: _Context) -> _Piece:
+    # (1, 1, F), expanded over the batch and prepended, as torchvision's ViT does its class_token
+    token = ctx.attr
+    piece = _Piece(
+        init=[f"self.{token} = nn.Parameter(torch.zeros(1, 1, {py(ctx.hint(layer.input_shape[-1]))}))"],
+        forward=[f"x = torch.cat([self.{token}.expand(x.shape[0], -1, -1), x], dim=1)"],
+        tensors={"token": token},
+    )
+    if layer.input_masked:
+        piece.forward.append("mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)  # the token counts")
+    return piece
+
+
+def _select(layer: ir.Layer, ctx: _Context) -> _Piece:
+    return _Piece(forward=[f"x = x[:, {py(layer.args['index'])}]"])
 
 
 #: IR kind -> emitter(layer, context) -> _Piece.
@@ -943,6 +1020,10 @@ EMITTERS: dict[str, Callable[[ir.Layer, _Context], _Piece]] = {
     "cropping2d": _cropping2d,
     "cropping1d": _cropping1d,
     "upsample1d": _upsample1d,
+    "posembed": _posembed,
+    "classtoken": _classtoken,
+    "select": _select,
+    "attention": _attention,
 }
 
 
@@ -1097,8 +1178,8 @@ class _Module:
 _RESERVED_VARIABLES = (
     frozenset(keyword.kwlist)
     | frozenset(dir(builtins))
-    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block"}
-    | {"max_norm_", "variance_scaling_", "rnn_scan"}  # the helpers
+    | {"self", "x", "i", "mask", "forward", "backward", "weights", "torch", "nn", "F", "block", "padding", "causal"}
+    | {"max_norm_", "variance_scaling_", "rnn_scan", "MultiHeadAttention"}  # the helpers
 )
 
 
@@ -1230,7 +1311,7 @@ class _Planner:
         self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
         self.classes: list[tuple[str, str]] = []
         #: never a block class's name: the model's class, `F` (torch.nn.functional), Python's builtins
-        self.class_names = {codegen.camel_case(model.name), "F", *dir(builtins)}
+        self.class_names = {_model_class(model), "F", "MultiHeadAttention", *dir(builtins)}
         body = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.root = self._build(body, None)
         self.root.inputs = list(model.input_names)
@@ -1502,7 +1583,7 @@ class _Planner:
                 and unit.reads == (before.tensor,)
                 and uses.get(before.tensor) == [i]
             ):
-                fused[i - 1] = unit.layer.args["function"]
+                fused[i - 1] = specs.activation_function(unit.layer.args)
 
         # A run of 1-D convolutions and pools stays in torch's (N, C, T): one transpose in, one out.
         def runs_1d(j: int) -> bool:
@@ -1706,6 +1787,36 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 #: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
 #: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
 #: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
+_ATTENTION_HELPER = '''\
+class MultiHeadAttention(nn.Module):
+    """Keras's MultiHeadAttention: queries from `x`, keys and values from `memory`, one Linear per
+    projection. Keys where `mask` (N, S) is False, and with `causal` later steps, get no weight."""
+
+    def __init__(self, features, heads, key_dim, value_dim, memory_features=None, dropout=0.0, bias=True):
+        super().__init__()
+        memory_features = memory_features or features
+        self.heads, self.scale = heads, key_dim**-0.5
+        self.query = nn.Linear(features, heads * key_dim, bias=bias)
+        self.key = nn.Linear(memory_features, heads * key_dim, bias=bias)
+        self.value = nn.Linear(memory_features, heads * value_dim, bias=bias)
+        self.output = nn.Linear(heads * value_dim, features, bias=bias)
+        self.dropout = nn.Dropout(dropout)  # on the attention probabilities, as Keras
+
+    def forward(self, x, memory, mask=None, causal=False):
+        n, t, s = x.shape[0], x.shape[1], memory.shape[1]
+        query = self.query(x).view(n, t, self.heads, -1).transpose(1, 2) * self.scale
+        key = self.key(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        value = self.value(memory).view(n, s, self.heads, -1).transpose(1, 2)
+        scores = query @ key.transpose(2, 3)  # (N, heads, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], -1e9)
+        if causal:
+            scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=x.device).triu(1), -1e9)
+        heads = self.dropout(scores.softmax(dim=-1)) @ value  # (N, heads, T, value_dim)
+        return self.output(heads.transpose(1, 2).reshape(n, t, -1))
+'''
+
+
 _SCAN_HELPER = '''\
 def rnn_scan(
     cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
@@ -1782,6 +1893,14 @@ def _short(value: float) -> float:
     return float(f"{value:.9g}")
 
 
+#: Kinds whose torch tensor is the Keras weight as it is (behind leading axes of one): its
+#: initializer's limits come from the Keras shape, not from torch's (out, in) reading of it.
+#: Kinds whose Keras weight shape gives other fans than their torch tensor's: the limits are written out
+#: (an attention kernel's fans are those of its (F, heads, dim) Keras kernel).
+_OWN_LAYOUT = frozenset({"embedding", "posembed", "classtoken", "attention"})
+_LEADING_ONES = frozenset({"posembed", "classtoken"})
+
+
 def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     """``reset_parameters`` line drawing ``self.<path>`` from Keras's distribution for ``weight``.
 
@@ -1796,7 +1915,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
             return call("nn.init.constant_", target, dist.value)
         return call("nn.init.ones_" if dist.value == 1.0 else "nn.init.zeros_", target)
     kind, name = kind_and_name(layer, weight)
-    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind != "embedding":
+    if kind in _LEADING_ONES:  # (1, T, F) and (1, 1, F) hold the Keras weight
+        target = Code(f"self.{path}[0]" if kind == "posembed" else f"self.{path}[0, 0]")
+    if weight.initializer in initializers._VARIANCE_SCALING and len(weight.shape) >= 2 and kind not in _OWN_LAYOUT:
         if weight.initializer in _TORCH_INITIALIZERS and not depthwise(kind, name):
             function, kwargs = _TORCH_INITIALIZERS[weight.initializer]
             return f"{call(function, target, **kwargs)}  # Keras {weight.initializer}"
@@ -1813,6 +1934,9 @@ def _init_line(path: str, weight: ir.Weight, layer: ir.Layer) -> str:
     else:  # orthogonal: torch's (out, in) is Keras's matrix transposed, the same distribution
         line = call("nn.init.orthogonal_", target, gain=dist.gain)
     return f"{line}  # Keras {weight.initializer}"
+
+
+_CHUNK = re.compile(r"chunk\((\d+)\)\[(\d+)\]")
 
 
 def _paths(target: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -1904,9 +2028,15 @@ def _write_methods(w: codegen.SourceWriter, module: _Module, *, is_model: bool) 
                     w.line(line)
 
 
+def _model_class(model: ir.Model) -> str:
+    name = codegen.camel_case(model.name)
+    # a model called `multi_head_attention` must not shadow the file's own attention module
+    return name if name != "MultiHeadAttention" else codegen.ident(name + "_")
+
+
 def _source(model: ir.Model) -> str:
     plan = _plan(model)
-    class_name = codegen.camel_case(model.name)
+    class_name = _model_class(model)
     units = [unit for module, _ in plan.root.walk() for unit in module.units]
     lines = [line for unit in units for line in (*unit.init, *unit.forward, *unit.reset)]
     scans = any("rnn_scan" in unit.piece.helpers for unit in units)
@@ -1927,6 +2057,8 @@ def _source(model: ir.Model) -> str:
         functions.append(_VARIANCE_SCALING_HELPER)
     if scans:
         functions.append(_SCAN_HELPER)
+    if any("MultiHeadAttention" in unit.piece.helpers for unit in units):
+        functions.append(_ATTENTION_HELPER)
     for function in functions:
         for line in function.splitlines():
             w.line(line)
@@ -1982,7 +2114,8 @@ class TorchBackend(Backend):
                 for path in _paths(piece.tensors[weight.name]):
                     tensor = obj
                     for part in f"{module_path}{path}".split("."):
-                        tensor = getattr(tensor, part)
+                        chunk = _CHUNK.fullmatch(part)  # a third of nn.MultiheadAttention's in_proj_weight
+                        tensor = tensor.chunk(int(chunk[1]))[int(chunk[2])] if chunk else getattr(tensor, part)
                     tensors.append(tensor)
                 order = permutation(shape) if shape is not None and feature_indexed(layer, weight) else None
                 yield f"{layer.name}.{weight.name}", tensors, layer, weight, order

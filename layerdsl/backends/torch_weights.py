@@ -59,6 +59,10 @@ def depthwise(kind: str, name: str) -> bool:
 def to_torch(layer: ir.Layer, weight: ir.Weight, array: np.ndarray) -> list[np.ndarray]:
     """A canonical array as the torch tensor(s) it fills: two for GRU's (input, recurrent) bias rows."""
     kind, name = kind_and_name(layer, weight)
+    if kind == "attention":  # Keras (in, heads, dim) and (heads, dim, out) kernels -> torch's (out, in)
+        if name == "output_kernel":
+            return [array.reshape(-1, array.shape[-1]).T]
+        return [array.reshape(len(array), -1).T if name.endswith("_kernel") else array.reshape(-1)]
     if kind == "gru":
         array = _swap_gates(array)
     if depthwise(kind, name):  # output channel c * multiplier + m, as in Keras
@@ -77,10 +81,14 @@ def to_keras(layer: ir.Layer, weight: ir.Weight, arrays: list[np.ndarray]) -> np
 
     kind, name = kind_and_name(layer, weight)
     array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+    if kind == "attention":
+        return (array.T if name.endswith("_kernel") else array).reshape(weight.shape)
     if depthwise(kind, name):
         return array[:, 0].transpose(1, 2, 0).reshape(weight.shape)
     if name in _KERNELS:
         array = array.transpose(np.argsort(_KERNEL_AXES[array.ndim]))
+    if kind in ("posembed", "classtoken"):  # torch's (1, T, F) and (1, 1, F)
+        array = array.reshape(weight.shape)
     return _swap_gates(array) if kind == "gru" else array
 
 

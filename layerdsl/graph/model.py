@@ -245,6 +245,7 @@ COLOURS = {
     "reshape": ("#475569", "#f8fafc"),
     "embedding": ("#a16207", "#fefce8"),
     "recurrent": ("#be123c", "#fff1f2"),
+    "attention": ("#db2777", "#fdf2f8"),
     "merge": ("#0e7490", "#ecfeff"),
     "other": ("#475569", "#f8fafc"),
 }

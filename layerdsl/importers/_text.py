@@ -48,6 +48,10 @@ def statement_text(stmt: Statement, name: str | None, refs: Sequence[str] = ()) 
         inner = stmt.args["layer"]
         parts += [inner, *_arguments_text(inner, stmt.args["inner"])]
         parts += _arguments_text(stmt.kind, {k: v for k, v in stmt.args.items() if k not in ("layer", "inner")})
+    elif REGISTRY[stmt.kind].reads_memory:  # `attention 8 64 @memory`: the tensor it reads after its sizes
+        arguments = _arguments_text(stmt.kind, stmt.args)
+        positional = [part for part in arguments if "=" not in part]
+        parts = [stmt.kind, *positional, *(f"@{ref}" for ref in refs), *arguments[len(positional) :]]
     else:
         parts += _arguments_text(stmt.kind, stmt.args)
     if name is not None:

@@ -34,12 +34,20 @@ _KERAS_INITIALIZERS = {
 
 #: Keras activation names layerdsl knows under another name.
 _KERAS_ACTIVATION_ALIASES = {"swish": "silu", "hard_silu": "hard_swish"}
+#: Registered functions that are gelu's tanh form: the generated file's, and keras-nlp's (keras-hub's).
+_GELU_APPROXIMATE = frozenset({"layerdsl>gelu_approximate", "keras_nlp>gelu_approximate", "keras_hub>gelu_approximate"})
+
+
+def _activation_name(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("config") if isinstance(value.get("config"), str) else None
+    return value if isinstance(value, str) else None
 
 
 def _keras_activation(value: Any) -> str:
-    name = value if isinstance(value, str) else None
-    if name is None and isinstance(value, dict):
-        name = value.get("config") if isinstance(value.get("config"), str) else None
+    name = _activation_name(value)
+    if name in _GELU_APPROXIMATE:
+        raise Refused("its activation is gelu's tanh form, which layerdsl writes as a layer: `gelu approximate=true`")
     if name is None:
         raise Refused(f"activation {value!r} is not a built-in Keras activation")
     name = _KERAS_ACTIVATION_ALIASES.get(name, name)
@@ -222,6 +230,8 @@ def _keras_batchnorm(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
 
 
 def _keras_activation_layer(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if _activation_name(k.get("activation")) in _GELU_APPROXIMATE:
+        return "gelu", {"approximate": True}
     return _keras_activation(k.get("activation")), {}
 
 
@@ -347,6 +357,35 @@ def _keras_concatenate(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
 
 
 #: Keras class name -> converter(config reader) -> (DSL name, arguments).
+def _keras_attention(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.none("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+    if k.get("output_shape") is not None:
+        raise Refused("output_shape is set; layerdsl's attention projects back to the query's features")
+    if k.get("attention_axes") not in (None, [1], (1,), 1, [-2], (-2,), -2):
+        raise Refused(f"attention_axes={k.get('attention_axes')!r}: layerdsl attends over the time axis")
+    if k.get("use_gate") or k.get("sliding_window") is not None:
+        raise Refused("gated or sliding-window attention is not in layerdsl")
+    call = k.layer._inbound_nodes[0].arguments
+    for keyword in ("attention_mask", "query_mask", "value_mask", "key_mask", "return_attention_scores"):
+        if call.kwargs.get(keyword) not in (None, False):
+            raise Refused(f"it is called with {keyword}=; layerdsl takes masks from the inputs (mask_zero, masking)")
+    heads, key_dim = int(k.get("num_heads")), int(k.get("key_dim"))
+    args: dict[str, Any] = {
+        "heads": heads,
+        "key_dim": key_dim,
+        "dropout": float(k.get("dropout", 0.0)),
+        "bias": bool(k.get("use_bias", True)),
+        "causal": bool(call.kwargs.get("use_causal_mask", False)),
+        "init": k.initializer("kernel_initializer", "glorot_uniform"),
+    }
+    value_dim = k.get("value_dim")
+    if value_dim is not None and int(value_dim) != key_dim:
+        args["value_dim"] = int(value_dim)
+    if args["bias"]:
+        args["bias_init"] = k.initializer("bias_initializer", "zeros")
+    return "attention", args
+
+
 _KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]] = {
     "Dense": _keras_dense,
     "Conv2D": _keras_conv("conv2d"),
@@ -378,7 +417,38 @@ _KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]
     "Multiply": _keras_merge("multiply"),
     "Average": _keras_merge("average"),
     "Concatenate": _keras_concatenate,
+    "MultiHeadAttention": _keras_attention,
 }
+
+
+#: The layers a layerdsl-generated Keras file defines, by the name they are registered under
+#: (``layerdsl>NAME``): read only as that, never as another library's class of the same name.
+_LAYERDSL_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]] = {
+    "LayerScale": lambda k: ("layerscale", {"init": float(k.get("init_value"))}),
+    "PositionEmbedding": lambda k: ("posembed", {"init": k.initializer("embeddings_initializer", "uniform")}),
+    "ClassToken": lambda k: ("classtoken", {"init": k.initializer("token_initializer", "zeros")}),
+    "Select": lambda k: ("select", {"index": int(k.get("index"))}),
+}
+
+
+def _converter(layer: Any) -> Callable[[_KerasLayer], tuple[str, dict[str, Any]]] | None:
+    import keras
+
+    package, _, registered = keras.saving.get_registered_name(type(layer)).rpartition(">")
+    if package == "layerdsl":
+        return _LAYERDSL_CONVERTERS.get(registered)
+    return _KERAS_CONVERTERS.get(type(layer).__name__)
+
+
+def _attention_inputs(layer: Any) -> list[Any]:
+    """MultiHeadAttention's query, and its value when that is another tensor (key = value)."""
+    call = layer._inbound_nodes[0].arguments
+    named = ("query", "value", "key")
+    given = {**dict(zip(named, call.args, strict=False)), **{k: v for k, v in call.kwargs.items() if k in named}}
+    query, value, key = given.get("query"), given.get("value"), given.get("key")
+    if key is not None and key is not value:
+        raise _keras_error(layer, "its keys come from another tensor than its values; layerdsl reads both from one")
+    return [query] if value is query else [query, value]
 
 
 _MERGES = frozenset({"Add", "Multiply", "Average", "Concatenate"})
@@ -406,9 +476,12 @@ def _keras_graph(model: Any) -> tuple[list[Any], list[tuple[Any, ...]], list[Any
         nodes = layer._inbound_nodes
         if len(nodes) != 1:
             raise _keras_error(layer, f"it is called {len(nodes)} times; layerdsl layers are called once")
-        tensors = [t for t in keras.tree.flatten(nodes[0].arguments.args) if hasattr(t, "_keras_history")]
+        if type(layer).__name__ == "MultiHeadAttention":
+            tensors = _attention_inputs(layer)
+        else:
+            tensors = [t for t in keras.tree.flatten(nodes[0].arguments.args) if hasattr(t, "_keras_history")]
         producers = tuple(t._keras_history.operation for t in tensors)
-        if len(producers) != 1 and type(layer).__name__ not in _MERGES:
+        if len(producers) != 1 and type(layer).__name__ not in (*_MERGES, "MultiHeadAttention"):
             raise _keras_error(layer, f"it takes {len(producers)} inputs; only merges (Add, Concatenate, ...) take several")
         for producer in producers:
             if id(producer) not in seen:
@@ -448,6 +521,10 @@ def _keras_variables(layer: Any) -> dict[str, Any]:
     if type(layer).__name__ == "Bidirectional":
         directions = (("forward", layer.forward_layer), ("backward", layer.backward_layer))
         return {f"{d}_{v.name}": v for d, sub in directions for v in sub.weights}
+    if type(layer).__name__ == "MultiHeadAttention":
+        projections = {"query": layer.query_dense, "key": layer.key_dense, "value": layer.value_dense}
+        projections["output"] = layer.output_dense
+        return {f"{p}_{v.name}": v for p, sub in projections.items() for v in sub.weights}
     return {v.name: v for v in layer.weights}
 
 
@@ -489,7 +566,7 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     add_inputs(0)
     for index, (layer, inputs) in enumerate(zip(layers, reads, strict=True)):
         add_inputs(index)
-        converter = _KERAS_CONVERTERS.get(type(layer).__name__)
+        converter = _converter(layer)
         if converter is None:
             raise _keras_error(layer, f"layerdsl has no {type(layer).__name__.lower()}")
         reader = _KerasLayer(layer, notes)
@@ -545,7 +622,7 @@ IMPORTABLE = {
     "zeropad2d": "ZeroPadding2D",
     "dropout": "Dropout",
     "batchnorm": "BatchNormalization",
-    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU",
+    "activation": "Activation, ReLU, Softmax, LeakyReLU, ELU; Activation(gelu_approximate) as gelu approximate=true",
     "embedding": "Embedding",
     "masking": "Masking",
     "lstm": "LSTM",
@@ -556,6 +633,11 @@ IMPORTABLE = {
     "multiply": "Multiply",
     "average": "Average",
     "concat": "Concatenate",
+    "layerscale": "the LayerScale a layerdsl Keras file defines (registered as layerdsl>LayerScale)",
+    "posembed": "the PositionEmbedding a layerdsl Keras file defines (registered as layerdsl>PositionEmbedding)",
+    "classtoken": "the ClassToken a layerdsl Keras file defines (registered as layerdsl>ClassToken)",
+    "select": "the Select a layerdsl Keras file defines (registered as layerdsl>Select)",
+    "attention": "MultiHeadAttention (self-attention `mha(x, x)`, cross-attention `mha(x, memory)`)",
 }
 #: DSL kind -> why ``from_keras`` does not read it.
 NOT_IMPORTABLE = {
@@ -568,7 +650,6 @@ NOT_IMPORTABLE = {
     "permute": "no converter for Permute yet",
     "rescaling": "no converter for Rescaling yet",
     "normalization": "no converter for Normalization yet",
-    "layerscale": "Keras has no layer-scale class; layerdsl's generated LayerScale is not read back yet",
     "cropping2d": "no converter for Cropping2D yet",
     "cropping1d": "no converter for Cropping1D yet",
     "upsample1d": "no converter for UpSampling1D yet",

@@ -100,8 +100,8 @@ def _torch_functions() -> tuple[dict[Any, _TorchFunction], dict[str, _TorchFunct
             raise Refused("layerdsl's elu has alpha 1")
 
     def gelu(node: Any, rank: int) -> None:
-        if _arg(node, 1, "approximate", "none") != "none":
-            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+        if _arg(node, 1, "approximate", "none") != "none":  # "tanh" is a layer of its own: `is_tanh_gelu`
+            raise Refused("layerdsl's gelu is the exact (erf) form, or tanh's (`gelu approximate=true`) as a layer")
 
     def softplus(node: Any, rank: int) -> None:
         if _arg(node, 1, "beta", 1.0) != 1.0:
@@ -161,7 +161,7 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
         return "elu"
     if type(module) is nn.GELU:
         if module.approximate != "none":
-            raise Refused("layerdsl's gelu is the exact (erf) form: approximate='none'")
+            raise Refused(f"approximate={module.approximate!r}: layerdsl's gelu is the exact or the tanh form")
         return "gelu"
     if type(module) is nn.Softplus:
         if module.beta != 1.0:
@@ -260,10 +260,17 @@ class _TorchImporter:
                     tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
                     index += 1
                     continue
-                if len(inputs) != 1:
-                    raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
-                self.current = tensors[inputs[0]]
-                used = self.step(index, module)
+                if type(module).__name__ == "MultiheadAttention" and len(inputs) == 2:  # cross-attention
+                    query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
+                    if key is not value:
+                        raise Refused("its keys and values come from different tensors; layerdsl reads both from one")
+                    self.current = tensors[query]
+                    used = self.attention(index, module, memory=tensors[value])
+                else:
+                    if len(inputs) != 1:
+                        raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
+                    self.current = tensors[inputs[0]]
+                    used = self.step(index, module)
             except Refused as exc:
                 raise ModelImportError(f"cannot import layer {label}: {exc}") from None
             tensors[self.nodes[index + used - 1]] = self.current
@@ -317,13 +324,15 @@ class _TorchImporter:
         node, after = self.nodes[index], self.nodes[index + 1]
         return after if node in after.all_input_nodes and len(node.users) == 1 else None
 
-    def add(self, index: int, kind: str, args: dict[str, Any], source: Any = None, **extra: Any) -> None:
-        """A statement for the node at ``index``, reading the current tensor (and becoming it)."""
+    def add(
+        self, index: int, kind: str, args: dict[str, Any], source: Any = None, reads: tuple[int, ...] = (), **extra: Any
+    ) -> None:
+        """A statement for the node at ``index``, reading the current tensor (then ``reads``) and becoming it."""
         node = self.nodes[index]
         module = self.module(node)
         wanted = node.target.replace(".", "_") if module is not None else None
         stmt = Statement(kind, args, _torch_label(node, module), wanted if valid_name(wanted) else None, source, **extra)
-        self.current = self.graph.add(stmt, (self.current,))
+        self.current = self.graph.add(stmt, (self.current, *reads))
 
     def in_shape(self, index: int) -> tuple[int, ...]:
         return _torch_shape(self.nodes[index].all_input_nodes[0])
@@ -340,6 +349,15 @@ class _TorchImporter:
         if entry.check is not None:
             entry.check(node, rank)
         return entry.kind
+
+    def is_tanh_gelu(self, node: Any, module: Any | None) -> bool:
+        """`nn.GELU(approximate="tanh")` or `F.gelu(x, approximate="tanh")`: `gelu approximate=true`."""
+        import torch.nn.functional as F
+        from torch import nn
+
+        if module is not None:
+            return type(module) is nn.GELU and module.approximate == "tanh"
+        return node.op == "call_function" and node.target is F.gelu and _arg(node, 1, "approximate", "none") == "tanh"
 
     def fused_activation(self, index: int, args: dict[str, Any]) -> int:
         """Fold an activation *function* right after a dense or conv into its `activation=`."""
@@ -379,6 +397,9 @@ class _TorchImporter:
             raise Refused("x.flip(1) must come right before a recurrent layer (it means go_backwards)")
         if module is not None:
             return self.module_step(index, module, rank)
+        if self.is_tanh_gelu(node, module):
+            self.add(index, "gelu", {"approximate": True})
+            return 1
         activation = self.activation_of(node, rank)
         if activation is not None:
             self.add(index, activation, {})
@@ -543,6 +564,9 @@ class _TorchImporter:
         from torch import nn
 
         kind = type(module)
+        if self.is_tanh_gelu(self.nodes[index], module):
+            self.add(index, "gelu", {"approximate": True})
+            return 1
         activation = _torch_activation_module(module, rank)
         if activation is not None:
             if kind is nn.Softplus and module.threshold < 20:
@@ -554,6 +578,8 @@ class _TorchImporter:
             return 1
         if kind is nn.Identity:
             return 1
+        if kind is nn.MultiheadAttention:
+            return self.attention(index, module)
         if kind is nn.Linear:
             args = {"units": module.out_features, "bias": module.bias is not None}
             used = self.fused_activation(index, args)
@@ -779,6 +805,34 @@ class _TorchImporter:
         self.add(index, "embedding", {"vocab": module.num_embeddings, "dim": module.embedding_dim}, module)
         return 1
 
+    def attention(self, index: int, module: Any, memory: int | None = None) -> int:
+        """`self.attn(x, x, x, need_weights=False)[0]` (self-attention) or `self.attn(x, m, m, ...)[0]`
+        (cross-attention on ``memory``), as Keras's MultiHeadAttention."""
+        node = self.nodes[index]
+        if not module.batch_first:
+            raise Refused("batch_first=False reads (T, N, F); layerdsl sequences are (N, T, F): use batch_first=True")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise Refused("add_bias_kv and add_zero_attn have no Keras equivalent")
+        query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
+        if key is not value or (memory is None and query is not key):
+            raise Refused("layerdsl reads keys and values from one tensor: `attn(x, x, x)` or `attn(x, m, m)`")
+        for keyword, position in (("key_padding_mask", 3), ("attn_mask", 5)):
+            if _arg(node, position, keyword) is not None:
+                raise Refused(f"{keyword} is a tensor layerdsl does not read; its masks come from mask_zero / masking")
+        if _arg(node, 6, "average_attn_weights", True) is not True or _arg(node, 7, "is_causal", False):
+            raise Refused("only the attention output is imported, without is_causal")
+        output = self.following(index)
+        if output is None or output.target is not operator.getitem or output.args[1] != 0:
+            raise Refused("only its output (`attn(x, x, x)[0]`) can be imported, not the attention weights")
+        args = {
+            "heads": module.num_heads,
+            "key_dim": module.head_dim,
+            "dropout": float(module.dropout),
+            "bias": module.in_proj_bias is not None,
+        }
+        self.add(index, "attention", args, module, reads=() if memory is None else (memory,))
+        return 2
+
     def recurrent(self, index: int, module: Any, rank: int) -> int:
         from torch import nn
 
@@ -917,6 +971,16 @@ def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarra
             # Keras's GRU (reset_after) keeps both biases as rows; LSTM and SimpleRNN have one, their sum
             return [b_ih, b_hh] if kind == "gru" else [b_ih + b_hh]
         return [state[f"weight_{'ih' if name == 'kernel' else 'hh'}{suffix}"]]
+    if kind == "attention":  # nn.MultiheadAttention: q, k, v thirds of in_proj_weight, then out_proj
+        part = name.split("_")[0]
+        if part == "output":
+            return [state[f"out_proj.{'weight' if name.endswith('kernel') else 'bias'}"]]
+        third = ("query", "key", "value").index(part)
+        if name.endswith("bias"):
+            return [state["in_proj_bias"].reshape(3, -1)[third]]
+        if "in_proj_weight" in state:
+            return [state["in_proj_weight"].reshape(3, -1, state["in_proj_weight"].shape[-1])[third]]
+        return [state[f"{part[0]}_proj_weight"]]
     names = {
         "kernel": "weight",
         "bias": "bias",
@@ -999,8 +1063,8 @@ IMPORTABLE = {
     "zeropad2d": "nn.ZeroPad2d, nn.ConstantPad2d(value=0)",
     "dropout": "nn.Dropout",
     "batchnorm": "nn.BatchNorm1d, nn.BatchNorm2d",
-    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU, nn.Softplus, nn.Softsign, "
-    "nn.LeakyReLU, nn.SiLU, and their functions",
+    "activation": "nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.ELU, nn.SELU, nn.GELU (approximate='tanh' too), "
+    "nn.Softplus, nn.Softsign, nn.LeakyReLU, nn.SiLU, and their functions",
     "embedding": "nn.Embedding",
     "lstm": "nn.LSTM",
     "gru": "nn.GRU",
@@ -1009,6 +1073,7 @@ IMPORTABLE = {
     "add": "x + y (a residual), torch.add",
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
+    "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1030,4 +1095,7 @@ NOT_IMPORTABLE = {
     "subtract": "x - y is not read yet",
     "maximum": "torch.maximum is not read yet",
     "minimum": "torch.minimum is not read yet",
+    "posembed": "a bare nn.Parameter added in forward is not read yet",
+    "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
+    "select": "indexing x[:, i] is not read yet",
 }

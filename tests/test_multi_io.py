@@ -96,6 +96,22 @@ concat @w
 dense 3
 """
 
+#: Cross-attention whose queries and memory are two model inputs, and two outputs.
+CROSS_ATTENTION = """\
+input 4x8 name=queries
+input 6x3 name=memory
+@queries
+attention 2 4 @memory
+tap att
+globalavgpool1d
+dense 2
+tap cls
+@att
+dense 1
+tap per_step
+output @cls @per_step
+"""
+
 
 def test_two_inputs_are_named_inputs_in_the_ir():
     model = layerdsl.parse(TWO_INPUTS)
@@ -126,7 +142,9 @@ def test_a_single_input_model_is_unchanged():
 
 
 @pytest.mark.parametrize(
-    "text", [TWO_INPUTS, TWO_OUTPUTS, GRAPH, IMAGES, MASKED], ids=["two_inputs", "two_outputs", "graph", "images", "masked"]
+    "text",
+    [TWO_INPUTS, TWO_OUTPUTS, GRAPH, IMAGES, MASKED, CROSS_ATTENTION],
+    ids=["two_inputs", "two_outputs", "graph", "images", "masked", "cross_attention"],
 )
 def test_backends_agree_with_transferred_weights(text):
     pytest.importorskip("torch")
@@ -382,14 +400,16 @@ def test_from_keras_imports_several_inputs_and_outputs(make):
             np.testing.assert_allclose(a, np.asarray(b), atol=1e-5, rtol=1e-4)
 
 
-def test_from_keras_round_trips_the_keras_model_the_backend_builds():
+@pytest.mark.parametrize("text", [GRAPH, CROSS_ATTENTION], ids=["graph", "cross_attention"])
+def test_from_keras_round_trips_the_keras_model_the_backend_builds(text):
     pytest.importorskip("keras")
-    model = layerdsl.parse(GRAPH)
+    model = layerdsl.parse(text)
     live = layerdsl.build(model, "keras")
     layerdsl.set_weights(live, random_weights(model))
     imported = layerdsl.from_keras(live)
     assert imported.model.total_params == model.total_params
-    assert imported.model.input_names == ("features", "context")
+    assert imported.model.input_names == model.input_names
+    assert [imported.model.tensor_shape(o) for o in imported.model.outputs] == list(model.output_shapes)
     x = random_input(model)
     for a, b in zip(run("keras", live, model, x), run("numpy", _built(imported), imported.model, x), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -446,7 +446,14 @@ NUMPY_CASES = [
     ("MLP 784-512-512-10", "mlp", 256, 1.2),
     ("MNIST convnet", "mnist_convnet", 64, 1.5),
     ("masked LSTM (sentiment: 80 steps, 64 units)", "sentiment", 32, 1.5),
+    ("encoder (4 layers, 128 features, 4 heads, 64 steps)", "small_encoder", 8, 1.5),
 ]
+
+
+def _case_file(name: str) -> Path:
+    """An example, or a model kept with the benchmarks (``small_encoder``)."""
+    own = HERE / f"{name}.layers"
+    return own if own.is_file() else EXAMPLES / f"{name}.layers"
 
 
 def build_numpy_with(runtime_path: Path, model):  # type: ignore[no-untyped-def]
@@ -529,7 +536,7 @@ def _numpy_cases(settings: Settings, threads: int | None, table: Table, dense: T
     for label, name, batch, goal in NUMPY_CASES:
         if settings.quick:
             batch = min(batch, 2)
-        model = layerdsl.load(EXAMPLES / f"{name}.layers")
+        model = layerdsl.load(_case_file(name))
         weights = testing.random_weights(model)
         x = testing.random_input(model, batch=batch)
         np_model = layerdsl.build(model, target="numpy")

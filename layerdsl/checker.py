@@ -731,7 +731,9 @@ class _Checker:
                 hint="layerdsl's cross-attention takes a mask only when the query and the memory share it; "
                 "consume the mask first (globalavgpool1d, a recurrent layer) or mask both alike",
             )
-        if masked and (not spec.supports_mask or (len(inputs) > 1 and not spec.reads_memory)):
+        if masked and spec.merge:
+            self._check_merged_masks(stmt, inputs, origins)
+        if masked and (not spec.supports_mask or (len(inputs) > 1 and not spec.reads_memory and not spec.merge)):
             origin = origins[0]
             raise LayerCheckError(
                 f"`{stmt.name}` cannot use the mask made by `{origin.source}` on line {origin.span.line}",
@@ -819,6 +821,42 @@ class _Checker:
         if layer.output_masked:
             mask_origin = origins[0] if origins else layer
         return _Tensor(name, out_shape, "float32", mask_origin, layer)
+
+    @staticmethod
+    def _check_merged_masks(stmt: Statement, inputs: list[_Tensor], origins: list[Layer]) -> None:
+        """A merge carries a mask on only where every input has it: Keras's elementwise merges drop
+        the mask when an input has none, and its Concatenate ORs the masks, counting an unmasked input
+        as every step present. Every backend holds one mask per chain, so the inputs must share it."""
+        first = origins[0]
+        other = next((o for o in origins if o is not first), None)
+        if other is not None:
+            raise LayerCheckError(
+                f"`{stmt.name}` merges tensors masked by different layers: `{first.source}` on line "
+                f"{first.span.line} and `{other.source}` on line {other.span.line}",
+                span=stmt.name_span,
+                hint="layerdsl carries one mask through a merge; make both masks in one layer, or consume one "
+                "first (globalavgpool1d, a recurrent layer)",
+            )
+        if len(origins) != len(inputs):
+            keras = "Concatenate would count every step as present" if stmt.name == "concat" else (
+                "merge layers drop the mask when one of their inputs has none"
+            )
+            raise LayerCheckError(
+                f"`{stmt.name}` joins a tensor masked by `{first.source}` on line {first.span.line} with an unmasked "
+                f"one: Keras's {keras}, and the padding would count as data downstream",
+                span=stmt.name_span,
+                hint="mask every input alike, or consume the mask before the merge (globalavgpool1d, a recurrent "
+                "layer)",
+            )
+        if stmt.name == "concat":
+            # Keras ORs a concatenation's masks with ops that take the layer's default name
+            # (`concatenate`), and then refuses to build the model; layerdsl keeps to the merges it can build.
+            raise LayerCheckError(
+                f"`concat` joins sequences masked by `{first.source}` on line {first.span.line}; layerdsl carries a "
+                "mask through add, multiply, average, subtract, maximum and minimum, not a concatenation",
+                span=stmt.name_span,
+                hint="consume the mask before the concat (globalavgpool1d, a recurrent layer), or add the branches",
+            )
 
     def _written(self, stmt: Statement) -> str:
         """The statement as written in its block (one per definition, however many instances)."""

@@ -794,6 +794,7 @@ class GlobalAvgPool2D(_GlobalPool):
 class _ElementwiseMerge(LayerSpec):
     category = "merge"
     merge = True
+    supports_mask = True  # the checker lets a mask through only where every masked input shares it
     params = ()
 
     def merge_shape(self, args: Args, shapes: tuple[Shape, ...]) -> Shape:

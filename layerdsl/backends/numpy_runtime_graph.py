@@ -224,9 +224,14 @@ class LayerNorm(Layer):
         super().__init__(gamma=gamma, beta=beta, name=name)
 
     def __call__(self, x):
-        mean = x.mean(axis=-1, keepdims=True)
-        variance = np.square(x - mean).mean(axis=-1, keepdims=True)
-        return (x - mean) / np.sqrt(variance + np.float32(self.eps)) * self.gamma + self.beta
+        y = x - x.mean(axis=-1, keepdims=True)
+        variance = np.einsum("...i,...i->...", y, y)[..., None]  # sum of squares, no squared copy
+        variance /= np.float32(x.shape[-1])
+        variance += np.float32(self.eps)
+        y /= np.sqrt(variance)  # in place from here on: one array, however long the sequence
+        y *= self.gamma
+        y += self.beta
+        return y
 
 
 class Reshape(Layer):

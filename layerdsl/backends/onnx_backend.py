@@ -237,7 +237,8 @@ class _Emission:
             self.ranks[layer.name] = len(layer.output_shape) + 1
             self.tensors[layer.name] = {layout if self.ranks[layer.name] >= 3 else LAST: out}
             if layer.output_masked and layer.name not in self.masks:
-                self.masks[layer.name] = self.masks[self.sources(layer)[0]]
+                # a merge's masked inputs share one mask (the checker says so); unmasked ones add nothing
+                self.masks[layer.name] = next(self.masks[s] for s in self.sources(layer) if s in self.masks)
             self.previous = layer.name
         g.layer = None
         graph_outputs = []

@@ -112,6 +112,21 @@ tap per_step
 output @cls @per_step
 """
 
+#: Two masks alive at once: the first chain's is read after the second chain made and used its own.
+TWO_MASKS = """\
+input 10 dtype=int32 name=ids
+embedding 50 6 mask_zero=true
+tap tok
+input 7 dtype=int32 name=chars
+embedding 20 6 mask_zero=true
+gru 5
+tap c
+@tok
+globalavgpool1d
+concat @c
+dense 3
+"""
+
 
 def test_two_inputs_are_named_inputs_in_the_ir():
     model = layerdsl.parse(TWO_INPUTS)
@@ -143,8 +158,8 @@ def test_a_single_input_model_is_unchanged():
 
 @pytest.mark.parametrize(
     "text",
-    [TWO_INPUTS, TWO_OUTPUTS, GRAPH, IMAGES, MASKED, CROSS_ATTENTION],
-    ids=["two_inputs", "two_outputs", "graph", "images", "masked", "cross_attention"],
+    [TWO_INPUTS, TWO_OUTPUTS, GRAPH, IMAGES, MASKED, TWO_MASKS, CROSS_ATTENTION],
+    ids=["two_inputs", "two_outputs", "graph", "images", "masked", "two_masks", "cross_attention"],
 )
 def test_backends_agree_with_transferred_weights(text):
     pytest.importorskip("torch")
@@ -447,3 +462,11 @@ def test_one_named_input_reads_as_a_tensor_in_every_backend(text):
     assert model.input_names == ("feats",) and model.layers[0].inputs == ("feats",)
     assert 'keras.Input(shape=(4,), name="feats")' in layerdsl.compile(model, "keras")
     assert_backends_agree(model)
+
+
+def test_masks_from_two_chains_get_a_variable_each():
+    torch_source = layerdsl.compile(TWO_MASKS, "torch")
+    assert "mask_embedding = ids != 0" in torch_source and "mask_embedding_1 = chars != 0" in torch_source
+    numpy_source = layerdsl.compile(TWO_MASKS, "numpy")
+    assert "mask_embedding = ids != 0" in numpy_source and ", mask_embedding)" in numpy_source
+    assert "mask_embedding" not in layerdsl.compile(MASKED.replace("embedding 20 6 mask_zero=true", "embedding 20 6"), "torch")

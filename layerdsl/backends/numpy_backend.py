@@ -43,7 +43,16 @@ from ..codegen import (
 from ..initializers import segments
 from ..specs import REGISTRY, activation_function, padding_1d, spatial_padding
 from .base import IR_ATTRIBUTE, Backend
-from .structure import Fragment, Scope, Variant, self_contained, unify, unify_iterations
+from .structure import (
+    Fragment,
+    Scope,
+    Variant,
+    mask_variables,
+    rename_variable,
+    self_contained,
+    unify,
+    unify_iterations,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -487,6 +496,7 @@ class _Generator:
         self.body: tuple[ir.Node, ...] = model.body or tuple(ir.LayerNode(layer) for layer in model.layers)
         self.used: set[str] = set()
         self.shapes = {**{i.name: i.shape for i in model.inputs}, **{layer.name: layer.output_shape for layer in model.layers}}
+        self.masks = mask_variables(model)
         self.readers: dict[str, set[str]] = {}
         for layer in model.layers:
             for name in layer.inputs:
@@ -745,9 +755,9 @@ class _Generator:
                     forward.append(f"    {target} = {sources}")
                 forward += [f"    for block in self.{step.attribute}:", f"        {target} = block({target})"]
             elif step.layer is not None:
-                forward += [
-                    f"    {line}" for line in _forward_lines(step.layer, f"self.{step.attribute}", sources, target)
-                ]
+                lines = _forward_lines(step.layer, f"self.{step.attribute}", sources, target)
+                mask = self.masks.get(step.layer.name, "mask")  # several masks alive at once: one variable each
+                forward += [f"    {line}" for line in rename_variable(lines, "mask", mask)]
             else:
                 forward.append(f"    {target} = self.{step.attribute}({sources})")
         if len(outputs) > 1:

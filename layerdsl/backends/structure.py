@@ -21,9 +21,11 @@ a hole that grows by a fixed step becomes ``start + i * step`` (DenseNet's growi
 
 from __future__ import annotations
 
+import io
 import itertools
 import keyword
 import re
+import tokenize
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,3 +403,54 @@ def self_contained(node: ir.BlockCall | ir.Repeat) -> bool:
     )
     inside = produced(body)
     return reads(body) <= inside | {node.input} and node.output in inside | {node.input}
+
+
+# --- masks: which layer's mask each layer reads ------------------------------------------------
+
+
+def _makes_mask(layer: ir.Layer) -> bool:
+    return (layer.kind == "embedding" and bool(layer.args["mask_zero"])) or layer.kind == "masking"
+
+
+def mask_variables(model: ir.Model) -> dict[str, str]:
+    """Layer name -> the variable holding the mask it makes or reads, where masks made by several
+    layers are alive in one forward pass (one per input chain, say): ``mask_<the layer that made it>``.
+    Empty when at most one layer makes masks: the generated code then calls it ``mask``."""
+    origin: dict[str, str] = {}  # tensor -> the layer whose mask travels with it
+    uses: dict[str, str] = {}
+    for layer in model.layers:
+        carried = [origin[name] for name in layer.inputs if name in origin]
+        if _makes_mask(layer):
+            origin[layer.name] = uses[layer.name] = layer.name
+            continue
+        if layer.input_masked and carried:
+            uses[layer.name] = carried[-1]  # attention reads its keys' mask, from the memory it reads last
+        if layer.output_masked and carried:
+            origin[layer.name] = carried[0]  # the query's, for attention
+    if len(set(uses.values())) <= 1:
+        return {}
+    return {name: f"mask_{made_by}" for name, made_by in uses.items()}
+
+
+def rename_variable(lines: list[str], old: str, new: str) -> list[str]:
+    """Lines of Python with the variable ``old`` called ``new`` (attributes and keywords ``old=`` kept)."""
+    if old == new:
+        return lines
+    out = []
+    for line in lines:
+        tokens = list(tokenize.generate_tokens(io.StringIO(line).readline))
+        edits, depth, previous = [], 0, None
+        for k, token in enumerate(tokens):
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+            elif token.type == tokenize.NAME and token.string == old and previous != ".":
+                following = tokens[k + 1].string if k + 1 < len(tokens) else ""
+                if not (following == "=" and depth > 0):  # `f(mask=...)` names a parameter
+                    edits.append(token.start[1])
+            previous = token.string
+        for column in reversed(edits):
+            line = line[:column] + new + line[column + len(old) :]
+        out.append(line)
+    return out

@@ -1306,6 +1306,7 @@ class _Planner:
         self.keras_order, self.permuted = _flatten_orders(model, self.consumers)
         self.output = _output_name(model)
         self.outputs = _output_names(model)
+        self.masks = structure.mask_variables(model)  # several masks alive at once: one variable each
         self.tap_names: dict[str, str] = {}
         self.uniform = False
         self.instances: dict[str, list[_Module]] = {}  # block -> its instances with a class, in model order
@@ -1675,7 +1676,9 @@ class _Planner:
                         channels_first=(unit.reads[0] in channels_first, unit.tensor in channels_first),
                     )
                     piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
-                    init, forward = piece.init, piece.forward
+                    init, forward = piece.init, structure.rename_variable(
+                        piece.forward, "mask", self.masks.get(layer.name, "mask")
+                    )
                     unit.reset = _reset_lines(layer, piece)
                     unit.constraint = [piece.constraint] if piece.constraint else []
                     comment = codegen.layer_comment(layer, torch_shape(layer.output_shape))

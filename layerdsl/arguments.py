@@ -151,13 +151,15 @@ def bind_wrapper(stmt: Statement, spec: LayerSpec) -> dict[str, Any]:
     values["__spans__"].update(inner_spans)
     return values
 
+
 def identifier(value: Value, what: str, emitted: bool = True) -> str:
     """A validated name; ``emitted`` names become Python identifiers in generated code."""
     if value.kind != "name" or not _IDENTIFIER.match(str(value.value)):
         raise LayerCheckError(f"{what} must be a name (letters, digits, `_`)", span=value.span)
     name = str(value.value)
     if emitted and (keyword.iskeyword(name) or name.startswith("__") or name in RESERVED_NAMES):
-        raise LayerCheckError(f"`{name}` cannot be a {what}: it is reserved", span=value.span)
+        article = "an" if what[0] in "aeiou" else "a"
+        raise LayerCheckError(f"`{name}` cannot be {article} {what}: it is reserved", span=value.span)
     if len(name) > 200:
         raise LayerCheckError(f"{what} is longer than 200 characters", span=value.span)
     return name

@@ -167,3 +167,65 @@ def test_mutated_examples_parse_or_fail_cleanly(data):
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_checks(example):
     layerdsl.load(example)
+
+
+# --- transformers and several inputs/outputs (issue 10) -------------------------------------
+
+
+@st.composite
+def transformer_program(draw):
+    """One to three named inputs, each a chain of sequence layers (attention, possibly across
+    chains, position embeddings, class tokens, dense on sequences, merges with other chains),
+    and an `output` of some of the tensors: mostly valid, with the odd wrong size or name."""
+    features = draw(st.sampled_from([4, 6, 8]))
+    steps = draw(st.integers(1, 6))
+    lines, tensors = [], []
+    for i in range(draw(st.integers(1, 3))):
+        name = f"in{i}"
+        if draw(st.booleans()):
+            lines.append(f"input {steps} dtype=int32 name={name}")
+            lines.append(f"embedding 11 {features}" + draw(st.sampled_from(["", " mask_zero=true"])))
+        else:
+            lines.append(f"input {draw(st.sampled_from([steps, steps + 1]))}x{features} name={name}")
+        tensors.append(name)
+        for _ in range(draw(st.integers(0, 4))):
+            heads, key_dim = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+            lines.append(draw(st.sampled_from([
+                f"attention {heads} {key_dim}",
+                f"attention {heads} {key_dim} causal=true",
+                f"attention {heads} {key_dim} value_dim={draw(st.integers(1, 4))} bias=false",
+                f"attention {heads} {key_dim} @{draw(st.sampled_from(tensors))}",
+                "posembed", "classtoken", "layernorm", f"dense {features}", "gelu approximate=true",
+                f"add @{draw(st.sampled_from(tensors))}", f"concat @{draw(st.sampled_from(tensors))}",
+                f"residual {{ attention {heads} {key_dim} | dropout 0.1 }}",
+                f"select {draw(st.integers(-steps, steps))}",
+            ])))
+        tap = f"t{i}"
+        lines.append(f"tap {tap}")
+        tensors.append(tap)
+    chosen = draw(st.lists(st.sampled_from(tensors), min_size=1, max_size=3, unique=True))
+    lines.append("output " + " ".join(f"@{t}" for t in chosen))
+    return "\n".join(lines)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(transformer_program())
+def test_transformer_programs_compile_and_run_with_the_checked_shapes(text):
+    import numpy as np
+
+    from layerdsl import testing
+
+    try:
+        model = layerdsl.parse(text, "fuzz.layers")
+    except layerdsl.LayerDSLError as exc:
+        assert exc.line is not None, exc.render()
+        return
+    for target in ("keras", "torch", "numpy"):
+        ast.parse(layerdsl.compile(model, target))
+    live = layerdsl.build(model, target="numpy")
+    x = testing.random_input(model, batch=2, padding="random")
+    outputs = testing.outputs_of(testing.run("numpy", live, model, x))
+    assert len(outputs) == len(model.outputs)
+    for y, shape in zip(outputs, model.output_shapes, strict=True):
+        assert y.shape == (2, *shape)
+        assert y.dtype == np.float32

@@ -72,6 +72,7 @@ CODE_RUNNERS = {
 def user_names(model: layerdsl.Model) -> set[str]:
     """The names a user chose that generated code may use: checked identifiers only."""
     names = {model.name} | {layer.name for layer in model.layers} | {b for layer in model.layers for b in layer.block}
+    names |= {model_input.name for model_input in model.inputs}  # checked like layer names
     # Inside a block's class, a layer goes by its name within the block: `os_1_eval` is `eval`.
     names |= {layer.name.removeprefix(layer.block[-1] + "_") for layer in model.layers if layer.block}
     # Block parameters and taps name a block's arguments and the variables that hold tapped tensors,
@@ -190,8 +191,8 @@ def test_building_and_running_hostile_programs_runs_no_user_code(name, tmp_path,
         if target == "torch":
             pytest.importorskip("torch")
         live = layerdsl.build(model, target)
-        outputs = testing.run(target, live, model, testing.random_input(model, batch=2))
-        assert outputs.shape == (2, *model.output_shape)
+        outputs = testing.outputs_of(testing.run(target, live, model, testing.random_input(model, batch=2)))
+        assert [y.shape for y in outputs] == [(2, *shape) for shape in model.output_shapes]
     assert list(tmp_path.iterdir()) == []
 
 

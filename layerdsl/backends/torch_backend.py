@@ -1787,9 +1787,8 @@ def max_norm_(weight: torch.Tensor, max_value: float, dim: int | tuple[int, ...]
 '''
 
 
-#: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
-#: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
-#: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
+#: Keras's MultiHeadAttention where nn.MultiheadAttention cannot hold it (heads x key_dim other than
+#: the features, value_dim other than key_dim): written into the generated file once.
 _ATTENTION_HELPER = '''\
 class MultiHeadAttention(nn.Module):
     """Keras's MultiHeadAttention: queries from `x`, keys and values from `memory`, one Linear per
@@ -1820,6 +1819,9 @@ class MultiHeadAttention(nn.Module):
 '''
 
 
+#: Keras's recurrent layers step by step, for what torch's fused modules cannot express: masks of
+#: any pattern, other activations, GRU reset_after=false. It reads one direction of the layer's
+#: torch module (``module.all_weights[i]``), so parameters stay where torch keeps them.
 _SCAN_HELPER = '''\
 def rnn_scan(
     cell, x, mask, weights, activation=torch.tanh, recurrent_activation=torch.sigmoid, reset_after=True, reverse=False
@@ -1968,9 +1970,20 @@ def _reset_lines(layer: ir.Layer, piece: _Piece) -> list[str]:
     ):
         return [f"self.{owner}.reset_parameters()  # Keras's ones and zeros"]
     lines = []
+    tensors = dict(piece.tensors)
+    for kind in ("kernel", "bias"):  # nn.MultiheadAttention's in_proj: one draw when its thirds draw alike
+        thirds = [w for w in layer.weights if w.name in (f"query_{kind}", f"key_{kind}", f"value_{kind}")]
+        whole = str(tensors.get(f"query_{kind}", "")).removesuffix(".chunk(3)[0]")
+        if len(thirds) == 3 and whole.endswith("in_proj_" + ("weight" if kind == "kernel" else "bias")) and len(
+            {(w.shape, w.initializer) for w in thirds}
+        ) == 1:
+            tensors[f"query_{kind}"] = whole
+            del tensors[f"key_{kind}"], tensors[f"value_{kind}"]
     for weight in layer.weights:
+        if weight.name not in tensors:
+            continue
         pieces = initializers.segments(weight.initializer, weight.shape[-1] if weight.shape else 1)
-        for path in _paths(piece.tensors[weight.name]):
+        for path in _paths(tensors[weight.name]):
             if len(pieces) == 1:
                 lines.append(_init_line(path, weight, layer))
                 continue

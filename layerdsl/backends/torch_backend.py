@@ -1484,10 +1484,12 @@ class _Planner:
     # --- the code of one module ----------------------------------------------------------------
 
     def _meaning(self, value: Any, scope: structure.Scope | None, words: set[str] | None = None) -> str | None:
-        """The one block parameter (among ``words``, if given) whose value ``value`` is, if any."""
+        """The one block parameter (among ``words``, if given) whose value ``value`` is, if any;
+        ``in_channels`` only where the statement names it (`dense in_channels`)."""
         if scope is None:
             return None
-        names = [n for n in scope.values if n not in ("in_channels", "in_features")]
+        derived = ("in_channels", "in_features")
+        names = [n for n in scope.values if n not in derived or (words is not None and n in words)]
         return _only([n for n in names if (words is None or n in words) and _equal(value, scope.values[n])])
 
     def _written(self, span: ir.Span) -> str:

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 LINE_WIDTH = 100  # generated lines longer than this are wrapped as black would
 
 
+#: What a block function calls the channel count of its input, read off the input tensor.
+_IN_CHANNELS = "in_channels"
+
+
 @dataclass(frozen=True)
 class LayerCall:
     """A Keras layer constructor call: ``layers.Dense(10, activation="relu", name="dense")``.
@@ -935,14 +939,23 @@ class _Writer:
                     set(definition.signature),
                 )
             fragments.append(Fragment.of("\n".join([parameter, *lines, f"return {output}"]), holes))
-            scopes.append(Scope(dict(instance.args), dict(definition.defaults), instance.instance))
+            # A size that is the input's channel count in every instance is read off the input in the
+            # function (`in_channels = inputs.shape[-1]`), as keras.applications does, not passed in.
+            values = dict(instance.args)
+            if _IN_CHANNELS not in definition.signature:  # a parameter of that name takes precedence
+                values[_IN_CHANNELS] = self.model.tensor_shape(instance.input)[-1]
+            scopes.append(Scope(values, dict(definition.defaults), instance.instance))
         variants = structure.unify(fragments, scopes, reserved=_RESERVED | self.function_names)
         for number, variant in enumerate(variants):
+            parameter, *body = variant.text.split("\n")
+            if _IN_CHANNELS not in definition.signature and any(p.name == _IN_CHANNELS for p in variant.parameters):
+                body.insert(0, f"{_IN_CHANNELS} = {parameter}.shape[-1]")
+                kept = tuple(p for p in variant.parameters if p.name != _IN_CHANNELS)
+                variant = dataclasses.replace(variant, text="\n".join([parameter, *body]), parameters=kept)
             # (a block named `keras` or `layers` must not hide the modules: `keras_1`)
             taken = (self.function_names - {block} if number == 0 else self.function_names) | _RESERVED
             name = _free_name(block if number == 0 else f"{block}_{number + 1}", taken)
             self.function_names.add(name)
-            parameter, *body = variant.text.split("\n")
             signature = [parameter] + [
                 f"{ident(p.name)}={literal(p.default)}" if p.has_default else ident(p.name) for p in variant.parameters
             ]

@@ -88,6 +88,7 @@ def test_keras_normalization_with_per_channel_constants_imports_them_as_weights(
 
 TORCH_KINDS = {
     "layernorm": "input 5x6\nlayernorm eps=1e-05\ndense 3\nlayernorm scale=false center=false\nlayernorm center=false\n",
+    "layernorm_image": "input 4x4x3\nconv2d 3 1\nlayernorm eps=0.01\nlayernorm center=false scale=false\n",
     "upsample2d": "input 3x4x2\nconv2d 2 1\nupsample2d\nupsample2d 2x3 interpolation=bilinear\n",
     "subtract_maximum_minimum": "input 5\nsubtract { dense 5 } { dense 5 activation=relu }\nmaximum { } { dense 5 }\n"
     "minimum { dense 5 } { }\n",
@@ -105,6 +106,31 @@ def test_torch_round_trip_of_each_newly_importable_kind(text):
     assert [y.kind for y in imported.model.layers] == [y.kind for y in model.layers]
     assert imported.model.total_params == model.total_params
     assert_same_outputs("torch", original, model, imported, random_input(model, batch=3))
+
+
+def _torch_refusals():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Scaled(nn.Module):
+        def forward(self, x):
+            return torch.sub(x, x.tanh(), alpha=2)
+
+    return [
+        (nn.Sequential(nn.LayerNorm((4, 3))), (4, 3), "normalized_shape=(4, 3): layerdsl's layernorm normalizes the last"),
+        (nn.Sequential(nn.LayerNorm(5)), (3, 5, 5), "on (N, C, H, W) it normalizes the last axis, the width"),
+        (nn.Sequential(nn.Upsample(scale_factor=2, mode="bicubic")), (1, 3, 3), "mode='bicubic'"),
+        (nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), (1, 3, 3), "align_corners=True"),
+        (nn.Sequential(nn.Upsample(size=(5, 5))), (1, 3, 3), "its output 5x5 is not a whole multiple of its 3x3 input"),
+        (Scaled(), (4,), "alpha=2: layerdsl's subtract has no scale"),
+    ]
+
+
+def test_torch_modules_the_language_cannot_express_are_refused_with_the_reason():
+    for module, shape, message in _torch_refusals():
+        with pytest.raises(layerdsl.ModelImportError) as info:
+            layerdsl.from_torch(module, shape)
+        assert message in str(info.value)
 
 
 # --- the transformer examples, as the Keras backend builds them -------------------------------------

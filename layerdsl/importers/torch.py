@@ -178,6 +178,17 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
 _NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus"})
 
 
+def _layernorm_args(module: Any, features: int) -> dict[str, Any]:
+    """nn.LayerNorm over the last axis: elementwise_affine=False is neither gamma nor beta, bias=False no beta."""
+    if tuple(module.normalized_shape) != (features,):
+        raise Refused(
+            f"normalized_shape={tuple(module.normalized_shape)}: layerdsl's layernorm normalizes the last axis "
+            f"alone ({features} features)"
+        )
+    affine = bool(module.elementwise_affine)
+    return {"eps": float(module.eps), "scale": affine, "center": affine and module.bias is not None}
+
+
 def _ceil_mode_pad(sizes: tuple[int, ...], pool: tuple[int, int], stride: tuple[int, int]) -> str:
     """`valid` or `same` where a ceil_mode pool (without padding) gives the same windows, or refuse.
 
@@ -299,19 +310,24 @@ class _TorchImporter:
             # the DSL's axes are channels-last, as Keras's: (N, C, H, W) dim 1 is axis -1
             axis = {1: -1, 2: 1, 3: 2}[dim] if rank == 4 else (-1 if dim == rank - 1 else dim)
             return "concat", {"axis": axis}, parts
-        adds = (operator.add, operator.iadd, torch.add)
-        muls = (operator.mul, operator.imul, torch.mul)
-        if node.op == "call_function" and node.target in adds + muls:
-            kind = "add" if node.target in adds else "multiply"
-        elif node.op == "call_method" and node.target in ("add", "add_", "mul", "mul_"):
-            kind = "add" if node.target.startswith("add") else "multiply"
+        functions = {
+            operator.add: "add", operator.iadd: "add", torch.add: "add",
+            operator.mul: "multiply", operator.imul: "multiply", torch.mul: "multiply",
+            operator.sub: "subtract", operator.isub: "subtract", torch.sub: "subtract",
+            torch.maximum: "maximum", torch.minimum: "minimum",
+        }  # fmt: skip
+        methods = {"add": "add", "mul": "multiply", "sub": "subtract", "maximum": "maximum", "minimum": "minimum"}
+        if node.op == "call_function" and node.target in functions:
+            kind = functions[node.target]
+        elif node.op == "call_method" and node.target.rstrip("_") in methods:
+            kind = methods[node.target.rstrip("_")]
         else:
             return None
         parts = list(node.args[:2])
         if not all(hasattr(p, "op") for p in parts):
             raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
         if node.kwargs.get("alpha", 1) != 1:
-            raise Refused("torch.add with alpha: layerdsl's add has no scale")
+            raise Refused(f"alpha={node.kwargs['alpha']}: layerdsl's {kind} has no scale")
         shapes = [_torch_shape(p) for p in parts]
         if len(set(shapes)) != 1:
             raise Refused(f"it broadcasts {' and '.join(str(s[1:]) for s in shapes)}; layerdsl's {kind} takes equal shapes")
@@ -428,6 +444,8 @@ class _TorchImporter:
         ):
             self.go_backwards = True
             return 1
+        if self.is_movedim(node, (1, -1)) and rank == 4:
+            return self.channels_last_layernorm(index)
         pooled = self.global_pool(node, rank)
         if pooled is not None:
             self.add(index, pooled, {})
@@ -607,9 +625,53 @@ class _TorchImporter:
             return self.recurrent(index, module, rank)
         if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
             return self.adaptive_pool(index, "avg" if kind is nn.AdaptiveAvgPool2d else "max")
+        if kind is nn.LayerNorm:
+            if rank == 4:
+                raise Refused(
+                    "on (N, C, H, W) it normalizes the last axis, the width; layerdsl's layernorm normalizes "
+                    "each pixel's channels: x.movedim(1, -1), then the LayerNorm, then .movedim(-1, 1)"
+                )
+            self.add(index, "layernorm", _layernorm_args(module, self.in_shape(index)[-1]), module)
+            return 1
+        if kind is nn.Upsample:
+            return self.upsample(index, module)
         if kind is nn.Conv1d:
             raise Refused("torch's Conv1d reads (N, C, T) where layerdsl's conv1d reads (N, T, C) sequences")
         raise Refused(f"layerdsl has no {kind.__name__.lower()}")
+
+    @staticmethod
+    def is_movedim(node: Any, dims: tuple[int, int]) -> bool:
+        if node.op != "call_method" or node.target != "movedim" or len(node.args) < 3:
+            return False
+        return tuple(d % 4 for d in node.args[1:3]) == tuple(d % 4 for d in dims)
+
+    def channels_last_layernorm(self, index: int) -> int:
+        """`x.movedim(1, -1)`, nn.LayerNorm, `.movedim(-1, 1)`: each pixel normalized over its channels."""
+        from torch import nn
+
+        norm = self.following(index)
+        module = self.module(norm) if norm is not None else None
+        back = self.following(index + 1) if type(module) is nn.LayerNorm else None
+        if back is None or not self.is_movedim(back, (-1, 1)):
+            raise Refused("only x.movedim(1, -1), nn.LayerNorm, .movedim(-1, 1) can be imported (a channels-last norm)")
+        self.add(index + 1, "layernorm", _layernorm_args(module, self.in_shape(index)[1]), module)
+        return 3
+
+    def upsample(self, index: int, module: Any) -> int:
+        """nn.Upsample on (N, C, H, W) by whole factors: nearest, or bilinear without align_corners (TensorFlow's)."""
+        shape, out = self.in_shape(index), _torch_shape(self.nodes[index])
+        if len(shape) != 4:
+            raise Refused("layerdsl's upsample2d reads images (N, C, H, W)")
+        if module.mode not in ("nearest", "bilinear") or (module.mode == "bilinear" and module.align_corners):
+            raise Refused(
+                f"mode={module.mode!r}, align_corners={module.align_corners}: layerdsl's upsample2d is nearest, "
+                "or bilinear with align_corners=False"
+            )
+        size = tuple(o // i for o, i in zip(out[2:], shape[2:], strict=True))
+        if tuple(i * f for i, f in zip(shape[2:], size, strict=True)) != out[2:]:
+            raise Refused(f"its output {out[2]}x{out[3]} is not a whole multiple of its {shape[2]}x{shape[3]} input")
+        self.add(index, "upsample2d", {"size": size, "interpolation": module.mode})
+        return 1
 
     def conv2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]]) -> int:
         if module.padding_mode != "zeros":
@@ -1074,6 +1136,11 @@ IMPORTABLE = {
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
     "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across",
+    "layernorm": "nn.LayerNorm over the last axis; on images between x.movedim(1, -1) and .movedim(-1, 1)",
+    "upsample2d": "nn.Upsample by whole factors: nearest, or bilinear with align_corners=False",
+    "subtract": "x - y, torch.sub",
+    "maximum": "torch.maximum",
+    "minimum": "torch.minimum",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1082,8 +1149,6 @@ NOT_IMPORTABLE = {
     "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
     "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
     "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
-    "upsample2d": "no converter for nn.Upsample yet",
-    "layernorm": "no converter for nn.LayerNorm yet",
     "reshape": "view/reshape import only as a flatten",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
     "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
@@ -1092,9 +1157,6 @@ NOT_IMPORTABLE = {
     "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
     "cropping1d": "slicing x[:, a:b] is not read yet",
     "upsample1d": "x.repeat_interleave is not read yet",
-    "subtract": "x - y is not read yet",
-    "maximum": "torch.maximum is not read yet",
-    "minimum": "torch.minimum is not read yet",
     "posembed": "a bare nn.Parameter added in forward is not read yet",
     "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
     "select": "indexing x[:, i] is not read yet",

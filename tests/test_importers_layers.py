@@ -92,6 +92,9 @@ TORCH_KINDS = {
     "upsample2d": "input 3x4x2\nconv2d 2 1\nupsample2d\nupsample2d 2x3 interpolation=bilinear\n",
     "subtract_maximum_minimum": "input 5\nsubtract { dense 5 } { dense 5 activation=relu }\nmaximum { } { dense 5 }\n"
     "minimum { dense 5 } { }\n",
+    "sequences": "input 9x3\ndense 4\ncropping1d 2\ncropping1d start=1 end=0\nupsample1d 3\nselect -2\n",
+    "select_first": "input 6x3\nlstm 4 return_sequences=true\nselect 0\n",
+    "cropping2d": "input 8x9x2\nconv2d 3 1\ncropping2d 1x2\ncropping2d top=1 right=2\nconv2d 2 1\n",
 }
 
 

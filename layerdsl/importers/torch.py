@@ -178,6 +178,44 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
 _NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus"})
 
 
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _whole(key: Any) -> bool:
+    return key == slice(None)
+
+
+def _span(key: Any, size: int, what: str) -> tuple[int, int]:
+    """(cut at the start, cut at the end) of a step-1 slice along an axis of ``size``."""
+    if not isinstance(key, slice) or key.step not in (None, 1):
+        raise Refused(f"layerdsl crops {what} with a plain slice a:b")
+    start, stop, _ = key.indices(size)
+    if stop <= start:
+        raise Refused(f"the slice leaves no {what}")
+    return start, size - stop
+
+
+def _slicing(key: Any, shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    """`x[:, i]` (select), `x[:, a:b]` (cropping1d) on (N, T, F); `x[:, :, a:b, c:d]` (cropping2d) on images."""
+    key = key if isinstance(key, tuple) else (key,)
+    rank = len(shape)
+    if rank == 3 and len(key) >= 2 and _whole(key[0]) and all(_whole(k) for k in key[2:]):
+        if isinstance(key[1], int):
+            return "select", {"index": key[1]}
+        start, end = _span(key[1], shape[1], "timesteps")
+        return "cropping1d", {"crop": start} if start == end else {"start": start, "end": end}
+    if rank == 4 and len(key) == 4 and _whole(key[0]) and _whole(key[1]):
+        (top, bottom), (left, right) = _span(key[2], shape[2], "rows"), _span(key[3], shape[3], "columns")
+        return "cropping2d", zeropad_args(((top, bottom), (left, right)), symmetric="crop")
+    raise Refused(
+        "layerdsl reads indexing as x[:, i] (select), x[:, a:b] (cropping1d) on sequences and "
+        "x[:, :, a:b, c:d] (cropping2d) on images"
+    )
+
+
 def _layernorm_args(module: Any, features: int) -> dict[str, Any]:
     """nn.LayerNorm over the last axis: elementwise_affine=False is neither gamma nor beta, bias=False no beta."""
     if tuple(module.normalized_shape) != (features,):
@@ -446,6 +484,16 @@ class _TorchImporter:
             return 1
         if self.is_movedim(node, (1, -1)) and rank == 4:
             return self.channels_last_layernorm(index)
+        if node.op == "call_function" and node.target is operator.getitem:
+            kind, args = _slicing(node.args[1], self.in_shape(index))
+            self.add(index, kind, args)
+            return 1
+        if node.target in ("repeat_interleave", getattr(_torch(), "repeat_interleave", None)) and rank == 3:
+            repeats, dim = _arg(node, 1, "repeats"), _arg(node, 2, "dim")
+            if not isinstance(repeats, int) or dim is None or dim % 3 != 1:
+                raise Refused("layerdsl's upsample1d is x.repeat_interleave(N, dim=1): a whole factor along time")
+            self.add(index, "upsample1d", {"size": repeats})
+            return 1
         pooled = self.global_pool(node, rank)
         if pooled is not None:
             self.add(index, pooled, {})
@@ -1141,6 +1189,10 @@ IMPORTABLE = {
     "subtract": "x - y, torch.sub",
     "maximum": "torch.maximum",
     "minimum": "torch.minimum",
+    "upsample1d": "x.repeat_interleave(N, dim=1) on (N, T, F)",
+    "cropping1d": "x[:, a:b] on (N, T, F)",
+    "cropping2d": "x[:, :, a:b, c:d] on images",
+    "select": "x[:, i] on (N, T, F)",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1154,10 +1206,6 @@ NOT_IMPORTABLE = {
     "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
     "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
     "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
-    "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
-    "cropping1d": "slicing x[:, a:b] is not read yet",
-    "upsample1d": "x.repeat_interleave is not read yet",
     "posembed": "a bare nn.Parameter added in forward is not read yet",
     "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
-    "select": "indexing x[:, i] is not read yet",
 }

@@ -5,7 +5,7 @@ examples the Keras backend builds, a hand-written core-Keras encoder, and `layer
 import numpy as np
 import pytest
 from test_importers import assert_same_outputs, randomize, signature
-from test_transformers import MASKED, TEXT, VIT, padded_ids, reduced
+from test_transformers import MASKED, TEXT, VIT, padded_ids, reduced, torchvision_vit
 
 import layerdsl
 from layerdsl import cli
@@ -95,6 +95,9 @@ TORCH_KINDS = {
     "sequences": "input 9x3\ndense 4\ncropping1d 2\ncropping1d start=1 end=0\nupsample1d 3\nselect -2\n",
     "select_first": "input 6x3\nlstm 4 return_sequences=true\nselect 0\n",
     "cropping2d": "input 8x9x2\nconv2d 3 1\ncropping2d 1x2\ncropping2d top=1 right=2\nconv2d 2 1\n",
+    "reshape": "input 4x6\nreshape 3x8\nreshape 2x12\n",
+    "reshape_image": "input 4x4x2\nconv2d 3 1\nreshape 8x6\n",
+    "posembed_classtoken": "input 5x4\nclasstoken\nposembed\ndense 3\nselect -1\n",
 }
 
 
@@ -178,6 +181,42 @@ def test_reduced_vit_round_trips_through_from_keras():
     x = np.random.default_rng(5).standard_normal((2, 32, 32, 3)).astype("float32")
     imported = assert_keras_round_trip(reduced(VIT), x)
     assert [y.kind for y in imported.model.layers][:4] == ["conv2d", "reshape", "classtoken", "posembed"]
+
+
+def test_reduced_vit_round_trips_through_from_torch():
+    pytest.importorskip("torch")
+    model = layerdsl.parse(reduced(VIT))
+    original = layerdsl.build(model, "torch")
+    layerdsl.set_weights(original, random_weights(model))
+    imported = layerdsl.from_torch(original, (3, 32, 32))
+    assert layerdsl.parse(imported.text) == imported.model
+    assert imported.model.total_params == model.total_params
+    assert _kinds(imported.model) == _kinds(model)
+    x = np.random.default_rng(6).standard_normal((2, 32, 32, 3)).astype("float32")
+    assert_same_outputs("torch", original, model, imported, x)
+
+
+def test_torchvision_style_vit_imports_with_equal_outputs():
+    """torchvision's own forward: x.reshape(n, C, -1).permute(0, 2, 1), the class token expanded and
+    prepended, `x + self.pos_embedding`, pre-norm blocks, x[:, 0]."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    reference = torchvision_vit(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                                num_classes=10).eval()  # fmt: skip
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    imported = layerdsl.from_torch(reference, (3, 32, 32))
+    assert imported.text.split("\n")[2:6] == ["conv2d 64 8 stride=8 name=conv_proj", "reshape 16x64", "classtoken",
+                                              "posembed name=pos_embedding"]  # fmt: skip
+    assert imported.model.total_params == sum(p.numel() for p in reference.parameters())
+    x = np.random.default_rng(7).standard_normal((2, 32, 32, 3)).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    for target in ("numpy", "keras"):
+        live = layerdsl.build(imported.model, target)
+        layerdsl.set_weights(live, imported.weights)
+        np.testing.assert_allclose(run(target, live, imported.model, x), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_hand_written_core_keras_encoder_imports_with_equal_outputs():

@@ -287,14 +287,21 @@ class _TorchImporter:
         graph = self.gm.graph
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]  # one: _trace checks
         skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
-        self.nodes = [n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n)]
+        # a class token expanded over the batch is read with the torch.cat that prepends it
+        self.nodes = [
+            n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n) and self.token(n) is None
+        ]
         tensors = {placeholders[0]: INPUT}  # fx node -> the graph tensor holding its value
         index = 0
         while index < len(self.nodes):
             node = self.nodes[index]
             module = self.module(node)
             label = _torch_label(node, module)
-            inputs = [n for n in node.all_input_nodes if not self.is_size_query(n) and n.op != "get_attr"]
+            inputs = [
+                n
+                for n in node.all_input_nodes
+                if not self.is_size_query(n) and n.op != "get_attr" and self.token(n) is None
+            ]
             missing = [n for n in inputs if n not in tensors]
             if missing:
                 raise ModelImportError(
@@ -302,10 +309,10 @@ class _TorchImporter:
                     "layerdsl imports as one layer"
                 )
             try:
-                merge = self.merge(node)
+                merge = self.parameter_step(node) or self.merge(node)
                 if merge is not None:
-                    kind, args, merged = merge
-                    stmt = Statement(kind, args, label)
+                    kind, args, merged, *held = merge
+                    stmt = Statement(kind, args, label, *held)
                     tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
                     index += 1
                     continue
@@ -334,6 +341,54 @@ class _TorchImporter:
                 "the module flips its output along time (x.flip(1)) with no recurrent layer after it"
             )
         return self.graph, tensors[output.args[0]]
+
+    def parameter(self, node: Any) -> Any | None:
+        """The nn.Parameter a `get_attr` node reads (None for a buffer or another node)."""
+        if getattr(node, "op", None) != "get_attr":
+            return None
+        try:
+            return self.gm.get_parameter(node.target)
+        except AttributeError:
+            return None
+
+    def token(self, node: Any) -> Any | None:
+        """The get_attr node of `self.token.expand(n, -1, -1)`, a (1, 1, F) parameter over the batch; else None."""
+        if node.op != "call_method" or node.target != "expand" or not node.args:
+            return None
+        parameter = self.parameter(node.args[0])
+        return node.args[0] if parameter is not None and parameter.dim() == 3 and parameter.shape[:2] == (1, 1) else None
+
+    def parameter_step(self, node: Any) -> tuple[str, dict[str, Any], list[Any], str | None, Any] | None:
+        """`x + self.pos` with a (1, T, F) parameter (posembed), `torch.cat([self.token.expand(n, -1, -1), x],
+        dim=1)` (classtoken): (kind, arguments, the node it reads, the parameter's name, its holder); else None."""
+        import torch
+        from torch import nn
+
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            parts = list(node.args[0])
+            first = self.token(parts[0]) if len(parts) == 2 and hasattr(parts[0], "op") else None
+            if first is None:
+                return None
+            if _arg(node, 1, "dim", 0) % 3 != 1 or len(_torch_shape(node)) != 3:
+                raise Refused("a class token is prepended along time: torch.cat([token.expand(n, -1, -1), x], dim=1)")
+            kind, held, read = "classtoken", first, parts[1]
+        elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2:
+            params = [self.parameter(p) for p in node.args]
+            if sum(p is not None for p in params) != 1 or node.kwargs:
+                return None
+            held, read = (node.args[0], node.args[1]) if params[0] is not None else (node.args[1], node.args[0])
+            shape = _torch_shape(read)
+            if len(shape) != 3 or tuple(self.parameter(held).shape) != (1, *shape[1:]):
+                raise Refused(
+                    f"it adds a parameter of shape {tuple(self.parameter(held).shape)} to {shape[1:]}; layerdsl reads "
+                    "a learned position embedding: a (1, T, F) parameter added to an (N, T, F) sequence"
+                )
+            kind = "posembed"
+        else:
+            return None
+        wanted = held.target.replace(".", "_")
+        holder = nn.ParameterDict({"weight": self.parameter(held)})  # state_dict() as a module's
+        return kind, {}, [read], wanted if valid_name(wanted) else None, holder
 
     def merge(self, node: Any) -> tuple[str, dict[str, Any], list[Any]] | None:
         """(DSL merge, arguments, the nodes it reads) for `torch.cat`, `+` or `*` of tensors; None otherwise."""
@@ -472,6 +527,28 @@ class _TorchImporter:
                 # channels-last then flatten: Keras's feature order (layerdsl's own torch output)
                 self.add(index, "flatten", {}, flatten_order="keras")
                 return 2
+            if after is not None and after.op == "call_method" and after.target in ("reshape", "view"):
+                target = _torch_shape(after)[1:]
+                if len(target) != 3:  # channels-last, then reshaped as Keras reshapes (not to an image)
+                    self.add(index, "reshape", {"target": target})
+                    return 2
+        if node.op == "call_method" and node.target in ("reshape", "view") and rank == 4:
+            (_, channels, height, width), after = self.in_shape(index), self.following(index)
+            swapped = (
+                after is not None
+                and after.op == "call_method"
+                and after.target in ("permute", "transpose")
+                and _dims(after.args[1:]) in ((0, 2, 1), (1, 2), (2, 1))
+            )
+            if _torch_shape(node)[1:] == (channels, height * width) and swapped:
+                # torchvision's ViT: x.reshape(n, C, H * W).permute(0, 2, 1), the pixels row by row
+                self.add(index, "reshape", {"target": (height * width, channels)})
+                return 2
+        if node.op == "call_method" and node.target in ("reshape", "view") and rank != 4:
+            target = _torch_shape(node)[1:]
+            if len(target) != 3:  # a sequence or vector, in one order in both frameworks
+                self.add(index, "reshape", {"target": target})
+                return 1
         if node.op == "call_method" and node.target == "transpose" and rank == 3 and self.swaps_time(node):
             return self.channels_first_1d(index)
         if (
@@ -1099,6 +1176,7 @@ def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarra
         "moving_mean": "running_mean",
         "moving_variance": "running_var",
         "embeddings": "weight",
+        "token": "weight",
     }
     return [state[names[name]]]
 
@@ -1193,6 +1271,10 @@ IMPORTABLE = {
     "cropping1d": "x[:, a:b] on (N, T, F)",
     "cropping2d": "x[:, :, a:b, c:d] on images",
     "select": "x[:, i] on (N, T, F)",
+    "reshape": "x.reshape / x.view of a sequence or vector, or after x.permute(0, 2, 3, 1) (not to an image); "
+    "x.reshape(n, C, -1).permute(0, 2, 1) of an image",
+    "posembed": "x + self.pos, a (1, T, F) nn.Parameter (torchvision's ViT pos_embedding)",
+    "classtoken": "torch.cat([self.token.expand(n, -1, -1), x], dim=1), a (1, 1, F) nn.Parameter",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1201,11 +1283,8 @@ NOT_IMPORTABLE = {
     "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
     "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
     "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
-    "reshape": "view/reshape import only as a flatten",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
     "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
     "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
     "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
-    "posembed": "a bare nn.Parameter added in forward is not read yet",
-    "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
 }

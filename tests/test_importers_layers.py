@@ -98,6 +98,8 @@ TORCH_KINDS = {
     "reshape": "input 4x6\nreshape 3x8\nreshape 2x12\n",
     "reshape_image": "input 4x4x2\nconv2d 3 1\nreshape 8x6\n",
     "posembed_classtoken": "input 5x4\nclasstoken\nposembed\ndense 3\nselect -1\n",
+    "conv2dtranspose": "input 4x5x3\nconv2dtranspose 5 3 stride=2 pad=same\nconv2dtranspose 2 2 bias=false activation=relu\n"
+    "conv2dtranspose 2 4 stride=2 pad=same\nconv2dtranspose 2 1 stride=3\n",
 }
 
 
@@ -129,6 +131,8 @@ def _torch_refusals():
         (nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), (1, 3, 3), "align_corners=True"),
         (nn.Sequential(nn.Upsample(size=(5, 5))), (1, 3, 3), "its output 5x5 is not a whole multiple of its 3x3 input"),
         (Scaled(), (4,), "alpha=2: layerdsl's subtract has no scale"),
+        (nn.Sequential(nn.ConvTranspose2d(1, 2, 3, padding=2)), (1, 5, 5), "give neither TensorFlow's `valid` nor `same`"),
+        (nn.Sequential(nn.Flatten(), nn.Unflatten(1, (2, 4))), (8,), "layerdsl has no unflatten"),
     ]
 
 

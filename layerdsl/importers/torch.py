@@ -760,6 +760,8 @@ class _TorchImporter:
             return 1
         if kind is nn.Upsample:
             return self.upsample(index, module)
+        if kind is nn.ConvTranspose2d:
+            return self.conv_transpose(index, module)
         if kind is nn.Conv1d:
             raise Refused("torch's Conv1d reads (N, C, T) where layerdsl's conv1d reads (N, T, C) sequences")
         raise Refused(f"layerdsl has no {kind.__name__.lower()}")
@@ -781,6 +783,40 @@ class _TorchImporter:
             raise Refused("only x.movedim(1, -1), nn.LayerNorm, .movedim(-1, 1) can be imported (a channels-last norm)")
         self.add(index + 1, "layernorm", _layernorm_args(module, self.in_shape(index)[1]), module)
         return 3
+
+    def conv_transpose(self, index: int, module: Any) -> int:
+        """nn.ConvTranspose2d whose padding and output_padding (and a last row or column sliced off) give
+        TensorFlow's `valid` or `same` output, as the torch backend writes `conv2dtranspose`."""
+        from ..backends.torch_backend import _transpose_padding
+
+        if module.groups != 1 or tuple(module.dilation) != (1, 1) or module.padding_mode != "zeros":
+            raise Refused("layerdsl's conv2dtranspose has no groups, dilation or non-zero padding modes")
+        sizes = self.in_shape(index)[2:]
+        kernel, stride = tuple(module.kernel_size), tuple(module.stride)
+        crop, used = (False, False), 1
+        after = self.following(index)
+        if after is not None and after.op == "call_function" and after.target is operator.getitem:
+            key = after.args[1]
+            ends = (slice(None), slice(None, -1))
+            if isinstance(key, tuple) and len(key) == 4 and all(_whole(k) for k in key[:2]) and all(
+                k in ends for k in key[2:]
+            ):
+                crop, used = (key[2] != slice(None), key[3] != slice(None)), 2
+        given = tuple(zip(module.padding, module.output_padding, crop, strict=True))
+        for pad in ("valid", "same"):
+            out = [n * s if pad == "same" else n * s + max(k - s, 0) for n, k, s in zip(sizes, kernel, stride, strict=True)]
+            if given == tuple(map(_transpose_padding, sizes, out, kernel, stride)):
+                break
+        else:
+            raise Refused(
+                f"padding={tuple(module.padding)}, output_padding={tuple(module.output_padding)} on a "
+                f"{sizes[0]}x{sizes[1]} input give neither TensorFlow's `valid` nor `same` output"
+            )
+        args = {"filters": module.out_channels, "kernel": kernel, "stride": stride, "pad": pad,
+                "bias": module.bias is not None}  # fmt: skip
+        used += self.fused_activation(index + used - 1, args) - 1
+        self.add(index, "conv2dtranspose", args, module)
+        return used
 
     def upsample(self, index: int, module: Any) -> int:
         """nn.Upsample on (N, C, H, W) by whole factors: nearest, or bilinear without align_corners (TensorFlow's)."""
@@ -1275,6 +1311,7 @@ IMPORTABLE = {
     "x.reshape(n, C, -1).permute(0, 2, 1) of an image",
     "posembed": "x + self.pos, a (1, T, F) nn.Parameter (torchvision's ViT pos_embedding)",
     "classtoken": "torch.cat([self.token.expand(n, -1, -1), x], dim=1), a (1, 1, F) nn.Parameter",
+    "conv2dtranspose": "nn.ConvTranspose2d where its padding gives TensorFlow's `valid` or `same` output",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1282,7 +1319,6 @@ NOT_IMPORTABLE = {
     "average": "torch has no averaging merge; (x + y) / 2 is arithmetic with a constant",
     "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
     "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
-    "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
     "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
     "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",

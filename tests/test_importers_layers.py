@@ -98,6 +98,9 @@ TORCH_KINDS = {
     "reshape": "input 4x6\nreshape 3x8\nreshape 2x12\n",
     "reshape_image": "input 4x4x2\nconv2d 3 1\nreshape 8x6\n",
     "posembed_classtoken": "input 5x4\nclasstoken\nposembed\ndense 3\nselect -1\n",
+    "rescaling": "input 6\nrescaling 0.5 offset=-1.0\nrescaling 2.0\ndense 2\n",
+    "layerscale": "input 4x4x3\nconv2d 3 1\nlayerscale\n",
+    "layerscale_sequence": "input 5x4\nlayerscale\ndense 2\n",
     "conv2dtranspose": "input 4x5x3\nconv2dtranspose 5 3 stride=2 pad=same\nconv2dtranspose 2 2 bias=false activation=relu\n"
     "conv2dtranspose 2 4 stride=2 pad=same\nconv2dtranspose 2 1 stride=3\n",
 }

@@ -184,6 +184,10 @@ def _torch() -> Any:
     return torch
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _whole(key: Any) -> bool:
     return key == slice(None)
 
@@ -289,7 +293,7 @@ class _TorchImporter:
         skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
         # a class token expanded over the batch is read with the torch.cat that prepends it
         self.nodes = [
-            n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n) and self.token(n) is None
+            n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n) and not self.held(n)
         ]
         tensors = {placeholders[0]: INPUT}  # fx node -> the graph tensor holding its value
         index = 0
@@ -300,7 +304,7 @@ class _TorchImporter:
             inputs = [
                 n
                 for n in node.all_input_nodes
-                if not self.is_size_query(n) and n.op != "get_attr" and self.token(n) is None
+                if not self.is_size_query(n) and n.op != "get_attr" and not self.held(n)
             ]
             missing = [n for n in inputs if n not in tensors]
             if missing:
@@ -351,6 +355,17 @@ class _TorchImporter:
         except AttributeError:
             return None
 
+    def held(self, node: Any) -> bool:
+        """A parameter made ready for the step that reads it (an expanded class token, a per-channel view)."""
+        return self.token(node) is not None or self.channel_vector(node) is not None
+
+    def channel_vector(self, node: Any) -> Any | None:
+        """The get_attr node of `self.gamma[:, None, None]`, a (C,) parameter lined up with image channels."""
+        if node.op != "call_function" or node.target is not operator.getitem or node.args[1] != (slice(None), None, None):
+            return None
+        parameter = self.parameter(node.args[0])
+        return node.args[0] if parameter is not None and parameter.dim() == 1 else None
+
     def token(self, node: Any) -> Any | None:
         """The get_attr node of `self.token.expand(n, -1, -1)`, a (1, 1, F) parameter over the batch; else None."""
         if node.op != "call_method" or node.target != "expand" or not node.args:
@@ -372,6 +387,21 @@ class _TorchImporter:
             if _arg(node, 1, "dim", 0) % 3 != 1 or len(_torch_shape(node)) != 3:
                 raise Refused("a class token is prepended along time: torch.cat([token.expand(n, -1, -1), x], dim=1)")
             kind, held, read = "classtoken", first, parts[1]
+        elif node.op == "call_function" and node.target in (operator.mul, torch.mul) and len(node.args) == 2:
+            views = [self.channel_vector(p) if hasattr(p, "op") else None for p in node.args]
+            vectors = [v if v is not None else p for v, p in zip(views, node.args, strict=True)]
+            params = [self.parameter(v) if hasattr(v, "op") else None for v in vectors]
+            if sum(p is not None for p in params) != 1:
+                return None
+            held, read = (vectors[0], node.args[1]) if params[0] is not None else (vectors[1], node.args[0])
+            shape = _torch_shape(read)
+            channels = shape[1] if len(shape) == 4 else shape[-1]
+            image = len(shape) == 4
+            if tuple(self.parameter(held).shape) != (channels,) or image != any(v is not None for v in views):
+                raise Refused(
+                    "layerdsl reads a layer scale as x * gamma with a (C,) parameter (gamma[:, None, None] on images)"
+                )
+            kind = "layerscale"
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2:
             params = [self.parameter(p) for p in node.args]
             if sum(p is not None for p in params) != 1 or node.kwargs:
@@ -388,6 +418,11 @@ class _TorchImporter:
             return None
         wanted = held.target.replace(".", "_")
         holder = nn.ParameterDict({"weight": self.parameter(held)})  # state_dict() as a module's
+        if kind == "layerscale":
+            self.notes.append(
+                f"{_torch_label(node, None)}: a layer scale's starting value is not in the module; the text uses "
+                "layerscale's default (the imported weights are exact)"
+            )
         return kind, {}, [read], wanted if valid_name(wanted) else None, holder
 
     def merge(self, node: Any) -> tuple[str, dict[str, Any], list[Any]] | None:
@@ -417,6 +452,8 @@ class _TorchImporter:
         else:
             return None
         parts = list(node.args[:2])
+        if kind == "multiply" and _number(parts[1]) and hasattr(parts[0], "op"):
+            return None  # `x * scale`: a rescaling, read as a step
         if not all(hasattr(p, "op") for p in parts):
             raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
         if node.kwargs.get("alpha", 1) != 1:
@@ -559,6 +596,14 @@ class _TorchImporter:
         ):
             self.go_backwards = True
             return 1
+        if node.op == "call_function" and node.target in (operator.mul, _torch().mul) and _number(node.args[1]):
+            args, used = {"scale": float(node.args[1])}, 1
+            after = self.following(index)
+            if after is not None and after.op == "call_function" and after.target in (operator.add, _torch().add):
+                if after.args[0] is node and _number(after.args[1]) and not after.kwargs:
+                    args["offset"], used = float(after.args[1]), 2
+            self.add(index, "rescaling", args)
+            return used
         if self.is_movedim(node, (1, -1)) and rank == 4:
             return self.channels_last_layernorm(index)
         if node.op == "call_function" and node.target is operator.getitem:
@@ -1312,6 +1357,8 @@ IMPORTABLE = {
     "posembed": "x + self.pos, a (1, T, F) nn.Parameter (torchvision's ViT pos_embedding)",
     "classtoken": "torch.cat([self.token.expand(n, -1, -1), x], dim=1), a (1, 1, F) nn.Parameter",
     "conv2dtranspose": "nn.ConvTranspose2d where its padding gives TensorFlow's `valid` or `same` output",
+    "rescaling": "x * scale, x * scale + offset (numbers)",
+    "layerscale": "x * self.gamma, a (C,) nn.Parameter (gamma[:, None, None] on images)",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1320,7 +1367,5 @@ NOT_IMPORTABLE = {
     "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
     "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
-    "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
     "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
-    "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
 }

@@ -178,12 +178,6 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
 _NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus"})
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -291,7 +285,7 @@ class _TorchImporter:
         graph = self.gm.graph
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]  # one: _trace checks
         skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
-        # a class token expanded over the batch is read with the torch.cat that prepends it
+        # a parameter made ready for a step (an expanded class token, a per-channel view) is read with that step
         self.nodes = [
             n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n) and not self.held(n)
         ]
@@ -452,7 +446,7 @@ class _TorchImporter:
         else:
             return None
         parts = list(node.args[:2])
-        if kind == "multiply" and _number(parts[1]) and hasattr(parts[0], "op"):
+        if kind == "multiply" and len(parts) == 2 and _number(parts[1]) and hasattr(parts[0], "op"):
             return None  # `x * scale`: a rescaling, read as a step
         if not all(hasattr(p, "op") for p in parts):
             raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
@@ -537,6 +531,8 @@ class _TorchImporter:
     # one step: a node, or a short run of nodes that is one layer; returns how many nodes it used
 
     def step(self, index: int, module: Any | None) -> int:
+        import torch
+
         node = self.nodes[index]
         rank = len(self.in_shape(index))
         if self.go_backwards and not self.is_recurrent(module):
@@ -596,10 +592,10 @@ class _TorchImporter:
         ):
             self.go_backwards = True
             return 1
-        if node.op == "call_function" and node.target in (operator.mul, _torch().mul) and _number(node.args[1]):
-            args, used = {"scale": float(node.args[1])}, 1
+        if node.op == "call_function" and node.target in (operator.mul, torch.mul) and _number(node.args[-1]):
+            args, used = {"scale": float(node.args[-1])}, 1
             after = self.following(index)
-            if after is not None and after.op == "call_function" and after.target in (operator.add, _torch().add):
+            if after is not None and after.op == "call_function" and after.target in (operator.add, torch.add):
                 if after.args[0] is node and _number(after.args[1]) and not after.kwargs:
                     args["offset"], used = float(after.args[1]), 2
             self.add(index, "rescaling", args)
@@ -610,7 +606,7 @@ class _TorchImporter:
             kind, args = _slicing(node.args[1], self.in_shape(index))
             self.add(index, kind, args)
             return 1
-        if node.target in ("repeat_interleave", getattr(_torch(), "repeat_interleave", None)) and rank == 3:
+        if node.target in ("repeat_interleave", torch.repeat_interleave) and rank == 3:
             repeats, dim = _arg(node, 1, "repeats"), _arg(node, 2, "dim")
             if not isinstance(repeats, int) or dim is None or dim % 3 != 1:
                 raise Refused("layerdsl's upsample1d is x.repeat_interleave(N, dim=1): a whole factor along time")

@@ -1,11 +1,13 @@
 """Keras 3 models -> `.layers` text plus canonical weights.
 
 ``from_keras`` reads a Sequential model, or a functional one whose layers form
-a graph with one input and one output: chains, and branches that meet at
-``Add``, ``Multiply``, ``Average`` or ``Concatenate`` (written as nested bodies
-or taps by ``_graph``). Each Keras layer becomes one statement, with only the
-options that differ from the DSL's defaults. Keras's layout is canonical, so the
-weights are copied as they are.
+a graph: chains, and branches that meet at a merge (``Add``, ``Concatenate``,
+``Subtract``...), written as nested bodies or taps by ``_graph``, with one
+``input`` per model input and ``output @a @b`` for several outputs. It reads
+every layer the language has a Keras class for (``IMPORTABLE``), so a model the
+Keras backend builds imports back. Each Keras layer becomes one statement, with
+only the options that differ from the DSL's defaults. Keras's layout is
+canonical, so the weights are copied as they are.
 """
 
 from __future__ import annotations

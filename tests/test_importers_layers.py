@@ -55,6 +55,7 @@ def test_keras_round_trip_of_each_newly_importable_kind(text):
     np.testing.assert_allclose(fresh(x), run("keras", original, model, x), atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 def test_keras_layers_the_language_cannot_express_are_refused_by_name():
     cases = [
         (layers.LayerNormalization(axis=1, name="norm_time"), (5, 6),

@@ -86,10 +86,11 @@ def single(value: Any) -> int:
     return int(n)
 
 
-def zeropad_args(padding: tuple[tuple[int, int], tuple[int, int]]) -> dict[str, Any]:
+def zeropad_args(padding: tuple[tuple[int, int], tuple[int, int]], symmetric: str = "pad") -> dict[str, Any]:
+    """`zeropad2d` (or, with ``symmetric="crop"``, `cropping2d`) arguments for ((top, bottom), (left, right))."""
     (top, bottom), (left, right) = padding
     if (top, left) == (bottom, right):
-        return {"pad": (top, left)}
+        return {symmetric: (top, left)}
     sides = {"top": top, "bottom": bottom, "left": left, "right": right}
     return {side: n for side, n in sides.items() if n}  # sides left out are zero
 

@@ -164,7 +164,7 @@ class _Nester:
 
     def merge(self, fork: int, merge: int, allowed: set[int]) -> _Merge:
         stmt = self.graph.statement(merge)
-        if stmt is None or stmt.kind not in ("add", "multiply", "average", "concat"):
+        if stmt is None or stmt.kind not in ("add", "multiply", "average", "subtract", "maximum", "minimum", "concat"):
             raise _NotNested
         below = self.descendants(fork) & allowed
         bodies: list[list[_Item]] = []
@@ -185,8 +185,8 @@ class _Nester:
             bodies.append(self.region(fork, tensor, branch))
         if any(u != merge and u not in claimed for u in self.users[fork] if u in allowed):
             raise _NotNested
-        if stmt.kind == "concat":
-            return _Merge(merge, bodies, residual=False)  # concat's order is its output's order
+        if stmt.kind in ("concat", "subtract"):
+            return _Merge(merge, bodies, residual=False)  # their order is their output's order
         # the other merges are commutative: their bodies go in the order their layers were made
         first = [min(_order(body), default=merge) for body in bodies]
         if stmt.kind == "add" and len(bodies) == 2 and any(bodies) and merge not in self.no_residual:

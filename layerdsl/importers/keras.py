@@ -1,11 +1,13 @@
 """Keras 3 models -> `.layers` text plus canonical weights.
 
 ``from_keras`` reads a Sequential model, or a functional one whose layers form
-a graph with one input and one output: chains, and branches that meet at
-``Add``, ``Multiply``, ``Average`` or ``Concatenate`` (written as nested bodies
-or taps by ``_graph``). Each Keras layer becomes one statement, with only the
-options that differ from the DSL's defaults. Keras's layout is canonical, so the
-weights are copied as they are.
+a graph: chains, and branches that meet at a merge (``Add``, ``Concatenate``,
+``Subtract``...), written as nested bodies or taps by ``_graph``, with one
+``input`` per model input and ``output @a @b`` for several outputs. It reads
+every layer the language has a Keras class for (``IMPORTABLE``), so a model the
+Keras backend builds imports back. Each Keras layer becomes one statement, with
+only the options that differ from the DSL's defaults. Keras's layout is
+canonical, so the weights are copied as they are.
 """
 
 from __future__ import annotations
@@ -386,6 +388,132 @@ def _keras_attention(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
     return "attention", args
 
 
+# --- normalization, reshaping, the newer convolutions: each the inverse of keras_backend's emitter ---
+
+
+def _last_axis(k: _KerasLayer, what: str) -> None:
+    """Refuse an ``axis`` other than the last (Keras writes it -1, [-1], (-1,) or as rank - 1)."""
+    axis = k.get("axis", -1)
+    axes = list(axis) if isinstance(axis, list | tuple) else [axis]
+    rank = len(k.layer.input.shape)
+    if len(axes) != 1 or axes[0] not in (-1, rank - 1):
+        raise Refused(f"axis={axis!r}: layerdsl's {what} acts on the last axis only")
+
+
+def _keras_layernorm(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    _last_axis(k, "layernorm")
+    k.require("rms_scaling", (False,), "layerdsl's layernorm subtracts the mean (it has no RMS scaling)")
+    k.none("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+    for key, default in (("gamma_initializer", "ones"), ("beta_initializer", "zeros")):
+        if _keras_initializer(k.get(key)) != default:
+            k.notes.append(f"{k.label}: {key} is not {default}; the imported weights are exact")
+    return "layernorm", {"eps": float(k.get("epsilon")), "center": bool(k.get("center")), "scale": bool(k.get("scale"))}
+
+
+def _keras_reshape(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    # the output shape, not target_shape: Keras resolves a -1 there, layerdsl writes every size
+    return "reshape", {"target": tuple(int(d) for d in k.layer.output.shape[1:])}
+
+
+def _keras_permute(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    return "permute", {"dims": tuple(int(d) for d in k.get("dims"))}
+
+
+def _scalar(k: _KerasLayer, key: str, why: str) -> float:
+    value = k.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refused(f"{key}={value!r}: {why}")
+    return float(value)
+
+
+def _keras_rescaling(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    why = "layerdsl's rescaling takes one number for every channel"
+    return "rescaling", {"scale": _scalar(k, "scale", why), "offset": _scalar(k, "offset", why)}
+
+
+def _keras_normalization(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    _last_axis(k, "normalization")
+    k.require("invert", (False,), "layerdsl's normalization does not denormalize")
+    mean, variance = k.get("mean"), k.get("variance")
+    if mean is None:  # adapted or set: mean, variance and count are weights, as layerdsl's
+        return "normalization", {}
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (mean, variance)):
+        return "normalization", {"mean": float(mean), "variance": float(variance)}
+    k.notes.append(f"{k.label}: its per-channel constant mean and variance are imported as the weights mean and variance")
+    return "normalization", {}
+
+
+def _keras_cropping2d(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.channels_last()
+    (top, bottom), (left, right) = k.get("cropping")
+    return "cropping2d", zeropad_args(((int(top), int(bottom)), (int(left), int(right))), symmetric="crop")
+
+
+def _keras_cropping1d(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    start, end = (int(n) for n in k.get("cropping"))
+    return "cropping1d", {"crop": start} if start == end else {"start": start, "end": end}
+
+
+def _keras_upsample2d(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    k.channels_last()
+    k.require("interpolation", ("nearest", "bilinear"), "layerdsl's upsample2d fills nearest or bilinear")
+    return "upsample2d", {"size": pair(k.get("size")), "interpolation": k.get("interpolation")}
+
+
+def _keras_upsample1d(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    return "upsample1d", {"size": int(k.get("size"))}
+
+
+def _keras_fused(k: _KerasLayer, kernels: tuple[str, ...]) -> dict[str, Any]:
+    """Window, bias, initializer and activation arguments of DepthwiseConv2D, SeparableConv2D, Conv2DTranspose."""
+    k.channels_last()
+    k.require("padding", ("valid", "same"), "layerdsl pads valid or same")
+    k.none(
+        *(key.replace("initializer", "regularizer") for key in kernels),
+        *(key.replace("initializer", "constraint") for key in kernels),
+        "bias_regularizer",
+        "activity_regularizer",
+        "bias_constraint",
+    )
+    inits = [k.initializer(key, "glorot_uniform") for key in kernels]
+    if len(set(inits)) > 1:
+        k.notes.append(f"{k.label}: {' and '.join(kernels)} differ; the text uses {inits[0]} for both")
+    args: dict[str, Any] = {
+        "kernel": pair(k.get("kernel_size")),
+        "stride": pair(k.get("strides")),
+        "pad": k.get("padding"),
+        "bias": bool(k.get("use_bias", True)),
+        "init": inits[0],
+        "activation": _keras_activation(k.get("activation", "linear")),
+    }
+    if args["bias"]:
+        args["bias_init"] = k.initializer("bias_initializer", "zeros")
+    return args
+
+
+def _keras_depthwise(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    args = _keras_fused(k, ("depthwise_initializer",))
+    return "depthwiseconv2d", {**args, "multiplier": int(k.get("depth_multiplier")), "dilation": pair(k.get("dilation_rate"))}
+
+
+def _keras_separable(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    args = _keras_fused(k, ("depthwise_initializer", "pointwise_initializer"))
+    return "separableconv2d", {
+        "filters": int(k.get("filters")),
+        **args,
+        "multiplier": int(k.get("depth_multiplier")),
+        "dilation": pair(k.get("dilation_rate")),
+    }
+
+
+def _keras_transpose(k: _KerasLayer) -> tuple[str, dict[str, Any]]:
+    if k.get("output_padding") is not None:
+        raise Refused(f"output_padding={k.get('output_padding')!r}: layerdsl's conv2dtranspose has no output padding")
+    if pair(k.get("dilation_rate")) != (1, 1):
+        raise Refused(f"dilation_rate={k.get('dilation_rate')!r}: layerdsl's conv2dtranspose has no dilation")
+    return "conv2dtranspose", {"filters": int(k.get("filters")), **_keras_fused(k, ("kernel_initializer",))}
+
+
 _KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]] = {
     "Dense": _keras_dense,
     "Conv2D": _keras_conv("conv2d"),
@@ -418,6 +546,21 @@ _KERAS_CONVERTERS: dict[str, Callable[[_KerasLayer], tuple[str, dict[str, Any]]]
     "Average": _keras_merge("average"),
     "Concatenate": _keras_concatenate,
     "MultiHeadAttention": _keras_attention,
+    "Subtract": _keras_merge("subtract"),
+    "Maximum": _keras_merge("maximum"),
+    "Minimum": _keras_merge("minimum"),
+    "LayerNormalization": _keras_layernorm,
+    "Reshape": _keras_reshape,
+    "Permute": _keras_permute,
+    "Rescaling": _keras_rescaling,
+    "Normalization": _keras_normalization,
+    "Cropping2D": _keras_cropping2d,
+    "Cropping1D": _keras_cropping1d,
+    "UpSampling2D": _keras_upsample2d,
+    "UpSampling1D": _keras_upsample1d,
+    "DepthwiseConv2D": _keras_depthwise,
+    "SeparableConv2D": _keras_separable,
+    "Conv2DTranspose": _keras_transpose,
 }
 
 
@@ -451,7 +594,7 @@ def _attention_inputs(layer: Any) -> list[Any]:
     return [query] if value is query else [query, value]
 
 
-_MERGES = frozenset({"Add", "Multiply", "Average", "Concatenate"})
+_MERGES = frozenset({"Add", "Multiply", "Average", "Subtract", "Maximum", "Minimum", "Concatenate"})
 
 
 def _keras_error(layer: Any, reason: str) -> ModelImportError:
@@ -518,6 +661,8 @@ def _keras_input(model: Any, index: int = 0) -> tuple[tuple[int, ...], str]:
 
 
 def _keras_variables(layer: Any) -> dict[str, Any]:
+    from keras import ops
+
     if type(layer).__name__ == "Bidirectional":
         directions = (("forward", layer.forward_layer), ("backward", layer.backward_layer))
         return {f"{d}_{v.name}": v for d, sub in directions for v in sub.weights}
@@ -525,6 +670,10 @@ def _keras_variables(layer: Any) -> dict[str, Any]:
         projections = {"query": layer.query_dense, "key": layer.key_dense, "value": layer.value_dense}
         projections["output"] = layer.output_dense
         return {f"{p}_{v.name}": v for p, sub in projections.items() for v in sub.weights}
+    if type(layer).__name__ == "Normalization" and not layer.weights:  # per-channel constants (a note says so)
+        channels = layer.mean.shape[-1]
+        return {"mean": ops.reshape(layer.mean, (channels,)), "variance": ops.reshape(layer.variance, (channels,)),
+                "count": ops.zeros(())}  # fmt: skip
     return {v.name: v for v in layer.weights}
 
 
@@ -535,6 +684,7 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     its checked IR, and the weights in canonical layout. Raises ModelImportError
     naming the first layer that layerdsl cannot express.
     """
+    import keras
     import numpy as np
 
     notes: list[str] = []
@@ -587,7 +737,7 @@ def from_keras(model: Any, *, name: str | None = None) -> Imported:
     for stmt, layer in zip(statements, spec.layers, strict=True):
         variables = _keras_variables(stmt.source)
         for weight in layer.weights:
-            array = np.array(variables[weight.name].numpy(), dtype=np.float32)
+            array = np.array(keras.ops.convert_to_numpy(variables[weight.name]), dtype=np.float32)
             if array.shape != weight.shape:
                 raise ModelImportError(
                     f"cannot import layer {stmt.label}: weight {weight.name} has shape {array.shape}, "
@@ -638,22 +788,21 @@ IMPORTABLE = {
     "classtoken": "the ClassToken a layerdsl Keras file defines (registered as layerdsl>ClassToken)",
     "select": "the Select a layerdsl Keras file defines (registered as layerdsl>Select)",
     "attention": "MultiHeadAttention (self-attention `mha(x, x)`, cross-attention `mha(x, memory)`)",
+    "subtract": "Subtract",
+    "maximum": "Maximum",
+    "minimum": "Minimum",
+    "layernorm": "LayerNormalization over the last axis (without rms_scaling)",
+    "reshape": "Reshape",
+    "permute": "Permute",
+    "rescaling": "Rescaling with one scale and offset",
+    "normalization": "Normalization over the last axis: constants, or the weights mean, variance and count",
+    "cropping2d": "Cropping2D",
+    "cropping1d": "Cropping1D",
+    "upsample2d": "UpSampling2D (nearest or bilinear)",
+    "upsample1d": "UpSampling1D",
+    "depthwiseconv2d": "DepthwiseConv2D",
+    "separableconv2d": "SeparableConv2D",
+    "conv2dtranspose": "Conv2DTranspose (without output_padding or dilation)",
 }
-#: DSL kind -> why ``from_keras`` does not read it.
-NOT_IMPORTABLE = {
-    "depthwiseconv2d": "no converter for DepthwiseConv2D yet",
-    "separableconv2d": "no converter for SeparableConv2D yet",
-    "conv2dtranspose": "no converter for Conv2DTranspose yet",
-    "upsample2d": "no converter for UpSampling2D yet",
-    "layernorm": "no converter for LayerNormalization yet",
-    "reshape": "no converter for Reshape yet",
-    "permute": "no converter for Permute yet",
-    "rescaling": "no converter for Rescaling yet",
-    "normalization": "no converter for Normalization yet",
-    "cropping2d": "no converter for Cropping2D yet",
-    "cropping1d": "no converter for Cropping1D yet",
-    "upsample1d": "no converter for UpSampling1D yet",
-    "subtract": "no converter for Subtract yet",
-    "maximum": "no converter for Maximum yet",
-    "minimum": "no converter for Minimum yet",
-}
+#: DSL kind -> why ``from_keras`` does not read it (every kind has a Keras class it reads).
+NOT_IMPORTABLE: dict[str, str] = {}

@@ -178,6 +178,53 @@ def _torch_activation_module(module: Any, rank: int) -> str | None:
 _NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus"})
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(key: Any) -> bool:
+    return key == slice(None)
+
+
+def _span(key: Any, size: int, what: str) -> tuple[int, int]:
+    """(cut at the start, cut at the end) of a step-1 slice along an axis of ``size``."""
+    if not isinstance(key, slice) or key.step not in (None, 1):
+        raise Refused(f"layerdsl crops {what} with a plain slice a:b")
+    start, stop, _ = key.indices(size)
+    if stop <= start:
+        raise Refused(f"the slice leaves no {what}")
+    return start, size - stop
+
+
+def _slicing(key: Any, shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
+    """`x[:, i]` (select), `x[:, a:b]` (cropping1d) on (N, T, F); `x[:, :, a:b, c:d]` (cropping2d) on images."""
+    key = key if isinstance(key, tuple) else (key,)
+    rank = len(shape)
+    if rank == 3 and len(key) >= 2 and _whole(key[0]) and all(_whole(k) for k in key[2:]):
+        if isinstance(key[1], int):
+            return "select", {"index": key[1]}
+        start, end = _span(key[1], shape[1], "timesteps")
+        return "cropping1d", {"crop": start} if start == end else {"start": start, "end": end}
+    if rank == 4 and len(key) == 4 and _whole(key[0]) and _whole(key[1]):
+        (top, bottom), (left, right) = _span(key[2], shape[2], "rows"), _span(key[3], shape[3], "columns")
+        return "cropping2d", zeropad_args(((top, bottom), (left, right)), symmetric="crop")
+    raise Refused(
+        "layerdsl reads indexing as x[:, i] (select), x[:, a:b] (cropping1d) on sequences and "
+        "x[:, :, a:b, c:d] (cropping2d) on images"
+    )
+
+
+def _layernorm_args(module: Any, features: int) -> dict[str, Any]:
+    """nn.LayerNorm over the last axis: elementwise_affine=False is neither gamma nor beta, bias=False no beta."""
+    if tuple(module.normalized_shape) != (features,):
+        raise Refused(
+            f"normalized_shape={tuple(module.normalized_shape)}: layerdsl's layernorm normalizes the last axis "
+            f"alone ({features} features)"
+        )
+    affine = bool(module.elementwise_affine)
+    return {"eps": float(module.eps), "scale": affine, "center": affine and module.bias is not None}
+
+
 def _ceil_mode_pad(sizes: tuple[int, ...], pool: tuple[int, int], stride: tuple[int, int]) -> str:
     """`valid` or `same` where a ceil_mode pool (without padding) gives the same windows, or refuse.
 
@@ -238,14 +285,21 @@ class _TorchImporter:
         graph = self.gm.graph
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]  # one: _trace checks
         skipped = ("placeholder", "output", "get_attr")  # get_attr: a buffer an arithmetic step reads
-        self.nodes = [n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n)]
+        # a parameter made ready for a step (an expanded class token, a per-channel view) is read with that step
+        self.nodes = [
+            n for n in graph.nodes if n.op not in skipped and not self.is_size_query(n) and not self.held(n)
+        ]
         tensors = {placeholders[0]: INPUT}  # fx node -> the graph tensor holding its value
         index = 0
         while index < len(self.nodes):
             node = self.nodes[index]
             module = self.module(node)
             label = _torch_label(node, module)
-            inputs = [n for n in node.all_input_nodes if not self.is_size_query(n) and n.op != "get_attr"]
+            inputs = [
+                n
+                for n in node.all_input_nodes
+                if not self.is_size_query(n) and n.op != "get_attr" and not self.held(n)
+            ]
             missing = [n for n in inputs if n not in tensors]
             if missing:
                 raise ModelImportError(
@@ -253,10 +307,10 @@ class _TorchImporter:
                     "layerdsl imports as one layer"
                 )
             try:
-                merge = self.merge(node)
+                merge = self.parameter_step(node) or self.merge(node)
                 if merge is not None:
-                    kind, args, merged = merge
-                    stmt = Statement(kind, args, label)
+                    kind, args, merged, *held = merge
+                    stmt = Statement(kind, args, label, *held)
                     tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
                     index += 1
                     continue
@@ -286,6 +340,85 @@ class _TorchImporter:
             )
         return self.graph, tensors[output.args[0]]
 
+    def parameter(self, node: Any) -> Any | None:
+        """The nn.Parameter a `get_attr` node reads (None for a buffer or another node)."""
+        if getattr(node, "op", None) != "get_attr":
+            return None
+        try:
+            return self.gm.get_parameter(node.target)
+        except AttributeError:
+            return None
+
+    def held(self, node: Any) -> bool:
+        """A parameter made ready for the step that reads it (an expanded class token, a per-channel view)."""
+        return self.token(node) is not None or self.channel_vector(node) is not None
+
+    def channel_vector(self, node: Any) -> Any | None:
+        """The get_attr node of `self.gamma[:, None, None]`, a (C,) parameter lined up with image channels."""
+        if node.op != "call_function" or node.target is not operator.getitem or node.args[1] != (slice(None), None, None):
+            return None
+        parameter = self.parameter(node.args[0])
+        return node.args[0] if parameter is not None and parameter.dim() == 1 else None
+
+    def token(self, node: Any) -> Any | None:
+        """The get_attr node of `self.token.expand(n, -1, -1)`, a (1, 1, F) parameter over the batch; else None."""
+        if node.op != "call_method" or node.target != "expand" or not node.args:
+            return None
+        parameter = self.parameter(node.args[0])
+        return node.args[0] if parameter is not None and parameter.dim() == 3 and parameter.shape[:2] == (1, 1) else None
+
+    def parameter_step(self, node: Any) -> tuple[str, dict[str, Any], list[Any], str | None, Any] | None:
+        """`x + self.pos` with a (1, T, F) parameter (posembed), `torch.cat([self.token.expand(n, -1, -1), x],
+        dim=1)` (classtoken): (kind, arguments, the node it reads, the parameter's name, its holder); else None."""
+        import torch
+        from torch import nn
+
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            parts = list(node.args[0])
+            first = self.token(parts[0]) if len(parts) == 2 and hasattr(parts[0], "op") else None
+            if first is None:
+                return None
+            if _arg(node, 1, "dim", 0) % 3 != 1 or len(_torch_shape(node)) != 3:
+                raise Refused("a class token is prepended along time: torch.cat([token.expand(n, -1, -1), x], dim=1)")
+            kind, held, read = "classtoken", first, parts[1]
+        elif node.op == "call_function" and node.target in (operator.mul, torch.mul) and len(node.args) == 2:
+            views = [self.channel_vector(p) if hasattr(p, "op") else None for p in node.args]
+            vectors = [v if v is not None else p for v, p in zip(views, node.args, strict=True)]
+            params = [self.parameter(v) if hasattr(v, "op") else None for v in vectors]
+            if sum(p is not None for p in params) != 1:
+                return None
+            held, read = (vectors[0], node.args[1]) if params[0] is not None else (vectors[1], node.args[0])
+            shape = _torch_shape(read)
+            channels = shape[1] if len(shape) == 4 else shape[-1]
+            image = len(shape) == 4
+            if tuple(self.parameter(held).shape) != (channels,) or image != any(v is not None for v in views):
+                raise Refused(
+                    "layerdsl reads a layer scale as x * gamma with a (C,) parameter (gamma[:, None, None] on images)"
+                )
+            kind = "layerscale"
+        elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2:
+            params = [self.parameter(p) for p in node.args]
+            if sum(p is not None for p in params) != 1 or node.kwargs:
+                return None
+            held, read = (node.args[0], node.args[1]) if params[0] is not None else (node.args[1], node.args[0])
+            shape = _torch_shape(read)
+            if len(shape) != 3 or tuple(self.parameter(held).shape) != (1, *shape[1:]):
+                raise Refused(
+                    f"it adds a parameter of shape {tuple(self.parameter(held).shape)} to {shape[1:]}; layerdsl reads "
+                    "a learned position embedding: a (1, T, F) parameter added to an (N, T, F) sequence"
+                )
+            kind = "posembed"
+        else:
+            return None
+        wanted = held.target.replace(".", "_")
+        holder = nn.ParameterDict({"weight": self.parameter(held)})  # state_dict() as a module's
+        if kind == "layerscale":
+            self.notes.append(
+                f"{_torch_label(node, None)}: a layer scale's starting value is not in the module; the text uses "
+                "layerscale's default (the imported weights are exact)"
+            )
+        return kind, {}, [read], wanted if valid_name(wanted) else None, holder
+
     def merge(self, node: Any) -> tuple[str, dict[str, Any], list[Any]] | None:
         """(DSL merge, arguments, the nodes it reads) for `torch.cat`, `+` or `*` of tensors; None otherwise."""
         import torch
@@ -299,19 +432,26 @@ class _TorchImporter:
             # the DSL's axes are channels-last, as Keras's: (N, C, H, W) dim 1 is axis -1
             axis = {1: -1, 2: 1, 3: 2}[dim] if rank == 4 else (-1 if dim == rank - 1 else dim)
             return "concat", {"axis": axis}, parts
-        adds = (operator.add, operator.iadd, torch.add)
-        muls = (operator.mul, operator.imul, torch.mul)
-        if node.op == "call_function" and node.target in adds + muls:
-            kind = "add" if node.target in adds else "multiply"
-        elif node.op == "call_method" and node.target in ("add", "add_", "mul", "mul_"):
-            kind = "add" if node.target.startswith("add") else "multiply"
+        functions = {
+            operator.add: "add", operator.iadd: "add", torch.add: "add",
+            operator.mul: "multiply", operator.imul: "multiply", torch.mul: "multiply",
+            operator.sub: "subtract", operator.isub: "subtract", torch.sub: "subtract",
+            torch.maximum: "maximum", torch.minimum: "minimum",
+        }  # fmt: skip
+        methods = {"add": "add", "mul": "multiply", "sub": "subtract", "maximum": "maximum", "minimum": "minimum"}
+        if node.op == "call_function" and node.target in functions:
+            kind = functions[node.target]
+        elif node.op == "call_method" and node.target.rstrip("_") in methods:
+            kind = methods[node.target.rstrip("_")]
         else:
             return None
         parts = list(node.args[:2])
+        if kind == "multiply" and len(parts) == 2 and _number(parts[1]) and hasattr(parts[0], "op"):
+            return None  # `x * scale`: a rescaling, read as a step
         if not all(hasattr(p, "op") for p in parts):
             raise Refused(f"layerdsl's {kind} merges two tensors; it has no arithmetic with constants")
         if node.kwargs.get("alpha", 1) != 1:
-            raise Refused("torch.add with alpha: layerdsl's add has no scale")
+            raise Refused(f"alpha={node.kwargs['alpha']}: layerdsl's {kind} has no scale")
         shapes = [_torch_shape(p) for p in parts]
         if len(set(shapes)) != 1:
             raise Refused(f"it broadcasts {' and '.join(str(s[1:]) for s in shapes)}; layerdsl's {kind} takes equal shapes")
@@ -391,6 +531,8 @@ class _TorchImporter:
     # one step: a node, or a short run of nodes that is one layer; returns how many nodes it used
 
     def step(self, index: int, module: Any | None) -> int:
+        import torch
+
         node = self.nodes[index]
         rank = len(self.in_shape(index))
         if self.go_backwards and not self.is_recurrent(module):
@@ -418,6 +560,28 @@ class _TorchImporter:
                 # channels-last then flatten: Keras's feature order (layerdsl's own torch output)
                 self.add(index, "flatten", {}, flatten_order="keras")
                 return 2
+            if after is not None and after.op == "call_method" and after.target in ("reshape", "view"):
+                target = _torch_shape(after)[1:]
+                if len(target) != 3:  # channels-last, then reshaped as Keras reshapes (not to an image)
+                    self.add(index, "reshape", {"target": target})
+                    return 2
+        if node.op == "call_method" and node.target in ("reshape", "view") and rank == 4:
+            (_, channels, height, width), after = self.in_shape(index), self.following(index)
+            swapped = (
+                after is not None
+                and after.op == "call_method"
+                and after.target in ("permute", "transpose")
+                and _dims(after.args[1:]) in ((0, 2, 1), (1, 2), (2, 1))
+            )
+            if _torch_shape(node)[1:] == (channels, height * width) and swapped:
+                # torchvision's ViT: x.reshape(n, C, H * W).permute(0, 2, 1), the pixels row by row
+                self.add(index, "reshape", {"target": (height * width, channels)})
+                return 2
+        if node.op == "call_method" and node.target in ("reshape", "view") and rank != 4:
+            target = _torch_shape(node)[1:]
+            if len(target) != 3:  # a sequence or vector, in one order in both frameworks
+                self.add(index, "reshape", {"target": target})
+                return 1
         if node.op == "call_method" and node.target == "transpose" and rank == 3 and self.swaps_time(node):
             return self.channels_first_1d(index)
         if (
@@ -427,6 +591,26 @@ class _TorchImporter:
             and _dims(_arg(node, 1, "dims", ())) in ((1,), (-2,))
         ):
             self.go_backwards = True
+            return 1
+        if node.op == "call_function" and node.target in (operator.mul, torch.mul) and _number(node.args[-1]):
+            args, used = {"scale": float(node.args[-1])}, 1
+            after = self.following(index)
+            if after is not None and after.op == "call_function" and after.target in (operator.add, torch.add):
+                if after.args[0] is node and _number(after.args[1]) and not after.kwargs:
+                    args["offset"], used = float(after.args[1]), 2
+            self.add(index, "rescaling", args)
+            return used
+        if self.is_movedim(node, (1, -1)) and rank == 4:
+            return self.channels_last_layernorm(index)
+        if node.op == "call_function" and node.target is operator.getitem:
+            kind, args = _slicing(node.args[1], self.in_shape(index))
+            self.add(index, kind, args)
+            return 1
+        if node.target in ("repeat_interleave", torch.repeat_interleave) and rank == 3:
+            repeats, dim = _arg(node, 1, "repeats"), _arg(node, 2, "dim")
+            if not isinstance(repeats, int) or dim is None or dim % 3 != 1:
+                raise Refused("layerdsl's upsample1d is x.repeat_interleave(N, dim=1): a whole factor along time")
+            self.add(index, "upsample1d", {"size": repeats})
             return 1
         pooled = self.global_pool(node, rank)
         if pooled is not None:
@@ -607,9 +791,89 @@ class _TorchImporter:
             return self.recurrent(index, module, rank)
         if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
             return self.adaptive_pool(index, "avg" if kind is nn.AdaptiveAvgPool2d else "max")
+        if kind is nn.LayerNorm:
+            if rank == 4:
+                raise Refused(
+                    "on (N, C, H, W) it normalizes the last axis, the width; layerdsl's layernorm normalizes "
+                    "each pixel's channels: x.movedim(1, -1), then the LayerNorm, then .movedim(-1, 1)"
+                )
+            self.add(index, "layernorm", _layernorm_args(module, self.in_shape(index)[-1]), module)
+            return 1
+        if kind is nn.Upsample:
+            return self.upsample(index, module)
+        if kind is nn.ConvTranspose2d:
+            return self.conv_transpose(index, module)
         if kind is nn.Conv1d:
             raise Refused("torch's Conv1d reads (N, C, T) where layerdsl's conv1d reads (N, T, C) sequences")
         raise Refused(f"layerdsl has no {kind.__name__.lower()}")
+
+    @staticmethod
+    def is_movedim(node: Any, dims: tuple[int, int]) -> bool:
+        if node.op != "call_method" or node.target != "movedim" or len(node.args) < 3:
+            return False
+        return tuple(d % 4 for d in node.args[1:3]) == tuple(d % 4 for d in dims)
+
+    def channels_last_layernorm(self, index: int) -> int:
+        """`x.movedim(1, -1)`, nn.LayerNorm, `.movedim(-1, 1)`: each pixel normalized over its channels."""
+        from torch import nn
+
+        norm = self.following(index)
+        module = self.module(norm) if norm is not None else None
+        back = self.following(index + 1) if type(module) is nn.LayerNorm else None
+        if back is None or not self.is_movedim(back, (-1, 1)):
+            raise Refused("only x.movedim(1, -1), nn.LayerNorm, .movedim(-1, 1) can be imported (a channels-last norm)")
+        self.add(index + 1, "layernorm", _layernorm_args(module, self.in_shape(index)[1]), module)
+        return 3
+
+    def conv_transpose(self, index: int, module: Any) -> int:
+        """nn.ConvTranspose2d whose padding and output_padding (and a last row or column sliced off) give
+        TensorFlow's `valid` or `same` output, as the torch backend writes `conv2dtranspose`."""
+        from ..backends.torch_backend import _transpose_padding
+
+        if module.groups != 1 or tuple(module.dilation) != (1, 1) or module.padding_mode != "zeros":
+            raise Refused("layerdsl's conv2dtranspose has no groups, dilation or non-zero padding modes")
+        sizes = self.in_shape(index)[2:]
+        kernel, stride = tuple(module.kernel_size), tuple(module.stride)
+        crop, used = (False, False), 1
+        after = self.following(index)
+        if after is not None and after.op == "call_function" and after.target is operator.getitem:
+            key = after.args[1]
+            ends = (slice(None), slice(None, -1))
+            if isinstance(key, tuple) and len(key) == 4 and all(_whole(k) for k in key[:2]) and all(
+                k in ends for k in key[2:]
+            ):
+                crop, used = (key[2] != slice(None), key[3] != slice(None)), 2
+        given = tuple(zip(module.padding, module.output_padding, crop, strict=True))
+        for pad in ("valid", "same"):
+            out = [n * s if pad == "same" else n * s + max(k - s, 0) for n, k, s in zip(sizes, kernel, stride, strict=True)]
+            if given == tuple(map(_transpose_padding, sizes, out, kernel, stride)):
+                break
+        else:
+            raise Refused(
+                f"padding={tuple(module.padding)}, output_padding={tuple(module.output_padding)} on a "
+                f"{sizes[0]}x{sizes[1]} input give neither TensorFlow's `valid` nor `same` output"
+            )
+        args = {"filters": module.out_channels, "kernel": kernel, "stride": stride, "pad": pad,
+                "bias": module.bias is not None}  # fmt: skip
+        used += self.fused_activation(index + used - 1, args) - 1
+        self.add(index, "conv2dtranspose", args, module)
+        return used
+
+    def upsample(self, index: int, module: Any) -> int:
+        """nn.Upsample on (N, C, H, W) by whole factors: nearest, or bilinear without align_corners (TensorFlow's)."""
+        shape, out = self.in_shape(index), _torch_shape(self.nodes[index])
+        if len(shape) != 4:
+            raise Refused("layerdsl's upsample2d reads images (N, C, H, W)")
+        if module.mode not in ("nearest", "bilinear") or (module.mode == "bilinear" and module.align_corners):
+            raise Refused(
+                f"mode={module.mode!r}, align_corners={module.align_corners}: layerdsl's upsample2d is nearest, "
+                "or bilinear with align_corners=False"
+            )
+        size = tuple(o // i for o, i in zip(out[2:], shape[2:], strict=True))
+        if tuple(i * f for i, f in zip(shape[2:], size, strict=True)) != out[2:]:
+            raise Refused(f"its output {out[2]}x{out[3]} is not a whole multiple of its {shape[2]}x{shape[3]} input")
+        self.add(index, "upsample2d", {"size": size, "interpolation": module.mode})
+        return 1
 
     def conv2d(self, index: int, module: Any, padding: tuple[tuple[int, int], tuple[int, int]]) -> int:
         if module.padding_mode != "zeros":
@@ -989,6 +1253,7 @@ def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarra
         "moving_mean": "running_mean",
         "moving_variance": "running_var",
         "embeddings": "weight",
+        "token": "weight",
     }
     return [state[names[name]]]
 
@@ -1074,6 +1339,22 @@ IMPORTABLE = {
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
     "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across",
+    "layernorm": "nn.LayerNorm over the last axis; on images between x.movedim(1, -1) and .movedim(-1, 1)",
+    "upsample2d": "nn.Upsample by whole factors: nearest, or bilinear with align_corners=False",
+    "subtract": "x - y, torch.sub",
+    "maximum": "torch.maximum",
+    "minimum": "torch.minimum",
+    "upsample1d": "x.repeat_interleave(N, dim=1) on (N, T, F)",
+    "cropping1d": "x[:, a:b] on (N, T, F)",
+    "cropping2d": "x[:, :, a:b, c:d] on images",
+    "select": "x[:, i] on (N, T, F)",
+    "reshape": "x.reshape / x.view of a sequence or vector, or after x.permute(0, 2, 3, 1) (not to an image); "
+    "x.reshape(n, C, -1).permute(0, 2, 1) of an image",
+    "posembed": "x + self.pos, a (1, T, F) nn.Parameter (torchvision's ViT pos_embedding)",
+    "classtoken": "torch.cat([self.token.expand(n, -1, -1), x], dim=1), a (1, 1, F) nn.Parameter",
+    "conv2dtranspose": "nn.ConvTranspose2d where its padding gives TensorFlow's `valid` or `same` output",
+    "rescaling": "x * scale, x * scale + offset (numbers)",
+    "layerscale": "x * self.gamma, a (C,) nn.Parameter (gamma[:, None, None] on images)",
 }
 #: DSL kind -> why ``from_torch`` does not read it.
 NOT_IMPORTABLE = {
@@ -1081,21 +1362,6 @@ NOT_IMPORTABLE = {
     "average": "torch has no averaging merge; (x + y) / 2 is arithmetic with a constant",
     "depthwiseconv2d": "a depthwise nn.Conv2d imports as conv2d with groups=channels",
     "separableconv2d": "a depthwise then a pointwise nn.Conv2d import as two conv2d",
-    "conv2dtranspose": "no converter for nn.ConvTranspose2d yet",
-    "upsample2d": "no converter for nn.Upsample yet",
-    "layernorm": "no converter for nn.LayerNorm yet",
-    "reshape": "view/reshape import only as a flatten",
     "permute": "permute imports only as permute(0, 2, 3, 1) before a flatten",
-    "rescaling": "x * scale + offset is arithmetic with constants, not read yet",
     "normalization": "torch has no Normalization module; buffers and arithmetic are not read yet",
-    "layerscale": "a bare nn.Parameter multiplied in forward is not read yet",
-    "cropping2d": "slicing x[:, :, a:b, c:d] is not read yet",
-    "cropping1d": "slicing x[:, a:b] is not read yet",
-    "upsample1d": "x.repeat_interleave is not read yet",
-    "subtract": "x - y is not read yet",
-    "maximum": "torch.maximum is not read yet",
-    "minimum": "torch.minimum is not read yet",
-    "posembed": "a bare nn.Parameter added in forward is not read yet",
-    "classtoken": "torch.cat of an expanded nn.Parameter is not read yet",
-    "select": "indexing x[:, i] is not read yet",
 }

@@ -23,30 +23,22 @@ def _draw(model_input):
 
 
 def run_snippet(model):
-    if len(model.inputs) > 1 or len(model.outputs) > 1:  # one array per input; a tuple of outputs
-        draws = ", ".join(_draw(i) for i in model.inputs)
-        return (
-            "# Running a model needs Python with NumPy (or PyTorch / Keras); this page has neither.\n"
-            "# Save the text as model.layers, `pip install layerdsl numpy`, then:\n"
-            "import numpy as np\n"
-            "import layerdsl\n\n"
-            'net = layerdsl.build(layerdsl.load("model.layers"), target="numpy")\n'
-            "rng = np.random.default_rng(0)\n"
-            f"xs = [{draws}]\n"
-            "y = net(*xs)\n"
-            "print([out.shape for out in y] if isinstance(y, tuple) else y.shape)\n"
-        )
-    draw = _draw(model.input)
-    return (
+    header = (
         "# Running a model needs Python with NumPy (or PyTorch / Keras); this page has neither.\n"
         "# Save the text as model.layers, `pip install layerdsl numpy`, then:\n"
         "import numpy as np\n"
         "import layerdsl\n\n"
         'net = layerdsl.build(layerdsl.load("model.layers"), target="numpy")\n'
         "rng = np.random.default_rng(0)\n"
-        f"x = {draw}\n"
-        "print(net(x).shape)\n"
     )
+    if len(model.inputs) > 1 or len(model.outputs) > 1:  # one array per input; a tuple of outputs
+        draws = ", ".join(_draw(i) for i in model.inputs)
+        return header + (
+            f"xs = [{draws}]\n"
+            "y = net(*xs)\n"
+            "print([out.shape for out in y] if isinstance(y, tuple) else y.shape)\n"
+        )
+    return header + f"x = {_draw(model.input)}\nprint(net(x).shape)\n"
 
 
 def analyze(text):

@@ -225,7 +225,7 @@ def test_from_keras_reads_multiheadattention_back(text):
 
 
 def test_from_torch_reads_nn_multiheadattention_self_attention():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch import nn
 
     class Encoder(nn.Module):
@@ -237,19 +237,26 @@ def test_from_torch_reads_nn_multiheadattention_self_attention():
         def forward(self, x):
             return self.proj(self.attn(x, x, x, need_weights=False)[0])
 
-    module = Encoder().eval()
-    imported = layerdsl.from_torch(module, (5, 8))
+    imported = _imported_from_torch_with_equal_outputs(Encoder().eval(), (5, 8), seed=0)
     assert "attention 2 4 name=attn" in imported.text
-    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32)
+
+
+def _imported_from_torch_with_equal_outputs(module, shape, seed):
+    """``from_torch(module)``, checked: the imported NumPy model computes the module's outputs."""
+    import torch
+
+    imported = layerdsl.from_torch(module, shape)
+    x = np.random.default_rng(seed).normal(size=(3, *shape)).astype(np.float32)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     numpy_model = layerdsl.build(imported.model, target="numpy")
     layerdsl.set_weights(numpy_model, imported.weights)
     np.testing.assert_allclose(numpy_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
+    return imported
 
 
 def test_from_torch_reads_cross_attention_with_kdim():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch import nn
 
     class Cross(nn.Module):
@@ -261,15 +268,8 @@ def test_from_torch_reads_cross_attention_with_kdim():
         def forward(self, x):
             return self.attn(self.proj(x), x, x, need_weights=False)[0]
 
-    module = Cross().eval()
-    imported = layerdsl.from_torch(module, (5, 6))
+    imported = _imported_from_torch_with_equal_outputs(Cross().eval(), (5, 6), seed=1)
     assert "attention 2 4 @" in imported.text
-    x = np.random.default_rng(1).normal(size=(3, 5, 6)).astype(np.float32)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
-    numpy_model = layerdsl.build(imported.model, target="numpy")
-    layerdsl.set_weights(numpy_model, imported.weights)
-    np.testing.assert_allclose(numpy_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
 
 
 def test_from_torch_refuses_keys_and_values_from_different_tensors():

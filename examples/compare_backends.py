@@ -37,8 +37,11 @@ def run_onnx_file(path: Path, model, weights, x):  # type: ignore[no-untyped-def
 
     path.write_bytes(layerdsl.compile(model, "onnx", weights=weights))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    arrays = x if len(model.inputs) > 1 else (x,)
+    feed = {model_input.name: array for model_input, array in zip(model.inputs, arrays, strict=True)}
     start = time.perf_counter()
-    y = session.run(None, {"input": x})[0]
+    y = session.run(None, feed)
+    y = tuple(y) if len(model.outputs) > 1 else y[0]
     elapsed = (time.perf_counter() - start) * 1000
     print(f"{'onnx':>6}: wrote {path} ({path.stat().st_size // 1024} KiB), onnxruntime inference {elapsed:7.1f} ms")
     return y
@@ -74,11 +77,13 @@ def main(argv: list[str]) -> int:
     print(f"\nOutputs on the same input and weights, compared with {reference} (atol 1e-5, rtol 1e-4):")
     agree = True
     for target, y in outputs.items():
-        diff = float(np.max(np.abs(y - ref)))
-        ok = np.allclose(y, ref, atol=testing.ATOL, rtol=testing.RTOL)
-        agree &= ok
-        print(f"  {target:>6}: output {tuple(y.shape)}, max |diff| = {diff:.2e}  {'agree' if ok else 'DIFFER'}")
-    if ref.ndim == 2:
+        for number, (part, expected) in enumerate(zip(testing.outputs_of(y), testing.outputs_of(ref), strict=True)):
+            diff = float(np.max(np.abs(part - expected)))
+            ok = np.allclose(part, expected, atol=testing.ATOL, rtol=testing.RTOL)
+            agree &= ok
+            which = f" {number + 1}" if len(model.outputs) > 1 else ""
+            print(f"  {target:>6}: output{which} {tuple(part.shape)}, max |diff| = {diff:.2e}  {'agree' if ok else 'DIFFER'}")
+    if len(model.outputs) == 1 and ref.ndim == 2:
         print("\nArgmax per example:", {t: y.argmax(-1).tolist() for t, y in outputs.items()})
     missing = sorted({"keras", "torch", "numpy"} - set(targets))
     if missing:

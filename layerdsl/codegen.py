@@ -67,6 +67,26 @@ def holes() -> Iterator[_Holes]:
         _capturing.pop()
 
 
+def hole_count() -> int:
+    """How many holes the innermost ``holes()`` has captured (0 when none is on)."""
+    return len(_capturing[-1].values) if _capturing else 0
+
+
+def name_hole(start: int, value: int, meaning: str) -> None:
+    """Give ``meaning`` to the one hole captured since ``start`` that holds ``value`` and means nothing
+    yet (none when two such holes make it ambiguous): a size the statement wrote as a name."""
+    if not _capturing:
+        return
+    captured = _capturing[-1]
+    found = [
+        i
+        for i in range(start, len(captured.values))
+        if captured.meanings[i] is None and type(captured.values[i]) is int and captured.values[i] == value
+    ]
+    if len(found) == 1:
+        captured.meanings[found[0]] = meaning
+
+
 def _is_literal(value: Any) -> bool:
     if value is None or isinstance(value, bool | int | float | str):
         return not isinstance(value, Code)

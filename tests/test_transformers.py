@@ -318,3 +318,20 @@ def test_merges_of_masks_layerdsl_cannot_carry_are_refused(text, message):
         layerdsl.parse(text, "m.layers")
     assert message in info.value.message
     assert info.value.line is not None
+
+
+# --- generated code -----------------------------------------------------------------------------
+
+
+def test_encoder_blocks_read_their_width_as_the_definition_does():
+    """`dense in_channels` is the block's input width in the generated code, not the number it has
+    in this model: a torch constructor argument, a Keras `in_channels = inputs.shape[-1]`."""
+    model = layerdsl.parse(VIT)
+    torch_source = layerdsl.compile(model, "torch")
+    assert "self.dense_1 = nn.Linear(mlp, in_channels)" in torch_source
+    assert "nn.MultiheadAttention(in_channels, heads, batch_first=True)" in torch_source
+    keras_source = layerdsl.compile(model, "keras")
+    encoder = keras_source[keras_source.index("def encoder(") : keras_source.index("def build_model(")]
+    assert encoder.splitlines()[1].strip() == "in_channels = inputs.shape[-1]"
+    assert 'layers.Dense(in_channels, name=name + "_dense_1")' in encoder
+    assert "768" not in encoder

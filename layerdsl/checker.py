@@ -722,15 +722,11 @@ class _Checker:
             self._check_dtype(stmt, spec, tensor)
         origins = [t.mask_origin for t in inputs if t.mask_origin is not None]
         masked = bool(origins)
-        if masked and spec.reads_memory and len(inputs) > 1 and (len(origins) != 2 or origins[0] is not origins[1]):
-            origin = origins[0]
-            raise LayerCheckError(
-                f"`{stmt.name}` reads a query and a memory of which only one carries the mask made by "
-                f"`{origin.source}` on line {origin.span.line}",
-                span=stmt.name_span,
-                hint="layerdsl's cross-attention takes a mask only when the query and the memory share it; "
-                "consume the mask first (globalavgpool1d, a recurrent layer) or mask both alike",
-            )
+        # Attention masks its keys by the memory's mask (its input's, for self-attention) and passes
+        # the query's on, as Keras's MultiHeadAttention does: either may be missing, or two masks.
+        query_origin = inputs[0].mask_origin
+        if spec.reads_memory:
+            masked = inputs[-1].mask_origin is not None
         if masked and spec.merge:
             self._check_merged_masks(stmt, inputs, origins)
         if masked and (not spec.supports_mask or (len(inputs) > 1 and not spec.reads_memory and not spec.merge)):
@@ -806,7 +802,7 @@ class _Checker:
             written=self._written(stmt),
             keras_type=spec.keras_type,
             input_masked=masked,
-            output_masked=spec.output_mask(args, masked),
+            output_masked=query_origin is not None if spec.reads_memory else spec.output_mask(args, masked),
             inputs=tuple(t.name for t in inputs),
             block=scope.chain,
             block_defs=scope.names,
@@ -819,7 +815,7 @@ class _Checker:
                 tensor.mask_taken_by = layer if tensor.mask_origin is not None else None
         mask_origin = None
         if layer.output_masked:
-            mask_origin = origins[0] if origins else layer
+            mask_origin = (query_origin if spec.reads_memory else origins[0]) if origins else layer
         return _Tensor(name, out_shape, "float32", mask_origin, layer)
 
     @staticmethod

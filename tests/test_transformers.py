@@ -335,3 +335,40 @@ def test_encoder_blocks_read_their_width_as_the_definition_does():
     assert encoder.splitlines()[1].strip() == "in_channels = inputs.shape[-1]"
     assert 'layers.Dense(in_channels, name=name + "_dense_1")' in encoder
     assert "768" not in encoder
+
+
+# --- cross-attention between sequences masked differently (an encoder-decoder) ------------------
+
+TRANSLATION = """
+input 7 dtype=int32 name=source
+embedding 30 8{source_mask}
+posembed
+attention 2 4
+tap memory
+input 5 dtype=int32 name=target
+embedding 30 8{target_mask}
+attention 2 4 causal=true
+attention 2 4 @memory
+{readout}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source_mask", "target_mask"), [(True, True), (True, False), (False, True)], ids=["both", "source", "target"]
+)
+def test_cross_attention_masks_keys_by_the_memorys_mask_and_keeps_the_querys(source_mask, target_mask):
+    """Keras masks the keys by the memory's mask and passes the query's mask on, whichever of the two
+    exist: every backend agrees, on a readout that honours the query's mask where there is one."""
+    text = TRANSLATION.format(
+        source_mask=" mask_zero=true" if source_mask else "",
+        target_mask=" mask_zero=true" if target_mask else "",
+        readout="globalavgpool1d" if target_mask else "dense 3",
+    )
+    model = layerdsl.parse(text)
+    cross = [layer for layer in model.layers if layer.kind == "attention"][-1]
+    assert cross.input_masked is source_mask
+    assert cross.output_masked is target_mask
+    result = testing.assert_backends_agree(model, padding="random", batch=4)
+    if source_mask:  # the mask mattered: without it the padded source steps take part
+        plain = testing.compare(text.replace(" mask_zero=true", "", 1), ["numpy"], padding="random", batch=4)
+        assert np.abs(plain.outputs["numpy"] - result.outputs["numpy"]).max() > 1e-4

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ir
 from ..errors import BackendError
-from ..specs import activation_function, padding_1d, spatial_padding
+from ..specs import REGISTRY, activation_function, padding_1d, spatial_padding
 from .base import Backend, missing_framework, validated_weights
 
 if TYPE_CHECKING:
@@ -216,7 +216,11 @@ class _Emission:
         return have[layout], layout
 
     def mask(self, layer: ir.Layer) -> str | None:
-        return self.masks.get(self.sources(layer)[0]) if layer.input_masked else None
+        """The mask a layer reads: its input's; attention's keys are masked by its memory's (its last input)."""
+        if not layer.input_masked:
+            return None
+        sources = self.sources(layer)
+        return self.masks.get(sources[-1] if REGISTRY[layer.kind].reads_memory else sources[0])
 
     def emit(self) -> Any:
         onnx = _onnx()

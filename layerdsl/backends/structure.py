@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import ir
 from ..codegen import literal
+from ..specs import REGISTRY
 
 _MARK = re.compile("\0(\\d+)\0")
 _KEYWORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=$")
@@ -423,10 +424,17 @@ def mask_variables(model: ir.Model) -> dict[str, str]:
         if _makes_mask(layer):
             origin[layer.name] = uses[layer.name] = layer.name
             continue
+        if REGISTRY[layer.kind].reads_memory and layer.inputs:  # keys masked by the memory's, the query's passed on
+            query, memory = layer.inputs[0], layer.inputs[-1]
+            if layer.input_masked and memory in origin:
+                uses[layer.name] = origin[memory]
+            if layer.output_masked and query in origin:
+                origin[layer.name] = origin[query]
+            continue
         if layer.input_masked and carried:
-            uses[layer.name] = carried[-1]  # attention reads its keys' mask, from the memory it reads last
+            uses[layer.name] = carried[-1]
         if layer.output_masked and carried:
-            origin[layer.name] = carried[0]  # the query's, for attention
+            origin[layer.name] = carried[0]
     if len(set(uses.values())) <= 1:
         return {}
     return {name: f"mask_{made_by}" for name, made_by in uses.items()}

@@ -289,6 +289,84 @@ def test_from_torch_refuses_keys_and_values_from_different_tensors():
         layerdsl.from_torch(Split(), (5, 8))
 
 
+#: Attention layers the torch backend writes as its own MultiHeadAttention module.
+GENERATED = {
+    **{c: CASES[c] for c in ("key_dim_is_width", "value_dim", "no_bias_generated", "cross_generated", "causal_generated")},
+    "dropout_generated": "input 6x8\nattention 2 3 dropout=0.3",
+}
+
+
+@pytest.mark.parametrize("text", GENERATED.values(), ids=GENERATED)
+def test_from_torch_reads_the_attention_module_the_torch_backend_writes(text):
+    pytest.importorskip("torch")
+    from layerdsl.backends.torch_backend import torch_shape
+
+    model = layerdsl.parse(text)
+    original = layerdsl.build(model, "torch")
+    assert "class MultiHeadAttention" in layerdsl.compile(model, "torch")  # not nn.MultiheadAttention
+    layerdsl.set_weights(original, testing.random_weights(model, seed=5))
+    imported = layerdsl.from_torch(original, torch_shape(model.input.shape))
+    assert layerdsl.parse(imported.text) == imported.model
+    assert [y.kind for y in imported.model.layers] == [y.kind for y in model.layers]
+    assert imported.model.layers[-1].args == model.layers[-1].args  # heads, widths, bias, causal
+    assert imported.model.layers[-1].inputs[1:] == (("input",) if "@" in text else ())
+    assert imported.model.total_params == model.total_params
+    x = testing.random_input(model, batch=3)
+    numpy_model = layerdsl.build(imported.model, target="numpy")
+    layerdsl.set_weights(numpy_model, imported.weights)
+    expected = testing.run("torch", original, model, x)
+    np.testing.assert_allclose(numpy_model(x), expected, atol=testing.ATOL, rtol=testing.RTOL)
+
+
+def _generated_attention_class():
+    """The MultiHeadAttention class the torch backend writes into a generated file."""
+    return type(layerdsl.build(layerdsl.parse(CASES["value_dim"]), "torch").multi_head_attention)
+
+
+def test_from_torch_refuses_a_lookalike_of_the_generated_attention_module():
+    pytest.importorskip("torch")
+    from torch import nn
+
+    class MultiHeadAttention(_generated_attention_class()):  # the same Linears and call, other outputs
+        def forward(self, x, memory, mask=None, causal=False):
+            return 2 * super().forward(x, memory, mask, causal)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MultiHeadAttention(12, 3, 5, 7)
+
+        def forward(self, x):
+            return self.attn(x, x)
+
+    with pytest.raises(layerdsl.ModelImportError, match=r"'attn'.*computes something else"):
+        layerdsl.from_torch(Encoder(), (5, 12))
+
+
+def test_from_torch_refuses_masks_of_the_generated_attention_module():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from layerdsl.backends.torch_backend import torch_shape
+
+    attention = _generated_attention_class()
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attention(12, 3, 5, 7)
+            self.register_buffer("keep", torch.ones(2, 5, dtype=torch.bool))
+
+        def forward(self, x):
+            return self.attn(x, x, mask=self.keep)
+
+    with pytest.raises(layerdsl.ModelImportError, match=r"'attn'.*mask is a tensor layerdsl does not read"):
+        layerdsl.from_torch(Masked(), (5, 12))
+    model = layerdsl.parse(MASKED.replace("2 4", "2 6 value_dim=3"))  # mask_zero's torch build: `mask = x != 0`
+    with pytest.raises(layerdsl.ModelImportError, match=r"padding mask .* from_torch reads no masks"):
+        layerdsl.from_torch(layerdsl.build(model, "torch"), torch_shape(model.input.shape))
+
+
 # --- errors --------------------------------------------------------------------------------
 
 

@@ -187,6 +187,26 @@ def test_text_transformer_round_trips_through_from_keras(text):
     assert ("mask_zero=true" in imported.text) == (text is MASKED)
 
 
+def test_text_transformer_round_trips_through_from_torch():
+    """Its attention (key_dim 32 on 32 features) is the torch backend's own MultiHeadAttention module,
+    which from_torch reads as one `attention` layer."""
+    pytest.importorskip("torch")
+    model = layerdsl.parse(TEXT)
+    original = layerdsl.build(model, "torch")
+    layerdsl.set_weights(original, random_weights(model))
+    imported = layerdsl.from_torch(original, torch_shape(model.input.shape))
+    assert layerdsl.parse(imported.text) == imported.model
+    assert imported.model.total_params == 657_758
+    assert _kinds(imported.model) == _kinds(model)
+    (attention,) = [y for y in imported.model.layers if y.kind == "attention"]
+    assert attention.args == next(y for y in model.layers if y.kind == "attention").args
+    x = padded_ids(3, 200, 20000, seed=4)
+    assert_same_outputs("torch", original, model, imported, x)
+    fresh = layerdsl.build(imported.model, "numpy")  # the canonical (Keras) layout of the weights
+    layerdsl.set_weights(fresh, imported.weights)
+    np.testing.assert_allclose(fresh(x), run("torch", original, model, x), atol=ATOL, rtol=RTOL)
+
+
 def test_reduced_vit_round_trips_through_from_keras():
     x = np.random.default_rng(5).standard_normal((2, 32, 32, 3)).astype("float32")
     imported = assert_keras_round_trip(reduced(VIT), x)

@@ -13,6 +13,7 @@ backend's weight transfer uses, so the two read torch's layout alike.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -248,6 +249,41 @@ def _ceil_mode_pad(sizes: tuple[int, ...], pool: tuple[int, int], stride: tuple[
     )
 
 
+#: The parameters of ``forward`` in the torch backend's own attention module (``_ATTENTION_HELPER``).
+_GENERATED_ATTENTION_CALL = ("x", "memory", "mask", "causal")
+
+
+def _is_generated_attention(module: Any) -> bool:
+    """The ``MultiHeadAttention`` module the torch backend writes where nn.MultiheadAttention cannot hold
+    the layer, known by its structure: query, key, value and output Linears, the attention dropout,
+    ``heads``, and ``forward(x, memory, mask=None, causal=False)``. The tracer keeps it one leaf."""
+    import inspect
+
+    from torch import nn
+
+    if type(module).__name__ != "MultiHeadAttention" or not isinstance(getattr(module, "heads", None), int):
+        return False
+    children = {name: type(child) for name, child in module.named_children()}
+    expected = {"query": nn.Linear, "key": nn.Linear, "value": nn.Linear, "output": nn.Linear, "dropout": nn.Dropout}
+    if children != expected:
+        return False
+    try:
+        parameters = tuple(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return False
+    return parameters == _GENERATED_ATTENTION_CALL
+
+
+@functools.cache
+def _reference_attention() -> type:
+    """The torch backend's attention module, from the source it writes into every file that needs it."""
+    from ..backends.torch_backend import _ATTENTION_HELPER
+    from ..codegen import exec_generated
+
+    source = f"import torch\nfrom torch import nn\n\n\n{_ATTENTION_HELPER}"
+    return exec_generated(source, "<layerdsl torch attention>")["MultiHeadAttention"]
+
+
 def _torch_label(node: Any, module: Any | None) -> str:
     if module is not None:
         return f"'{node.target}' ({type(module).__name__})"
@@ -314,12 +350,8 @@ class _TorchImporter:
                     tensors[node] = self.graph.add(stmt, tuple(tensors[n] for n in merged))
                     index += 1
                     continue
-                if type(module).__name__ == "MultiheadAttention" and len(inputs) == 2:  # cross-attention
-                    query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
-                    if key is not value:
-                        raise Refused("its keys and values come from different tensors; layerdsl reads both from one")
-                    self.current = tensors[query]
-                    used = self.attention(index, module, memory=tensors[value])
+                if self.attends(module) and len(inputs) > 1:  # cross-attention, or a mask tensor
+                    used = self.cross_attention(index, module, tensors)
                 else:
                     if len(inputs) != 1:
                         raise Refused(f"it reads {len(inputs)} tensors; only merges (torch.cat, +, *) read several")
@@ -616,6 +648,10 @@ class _TorchImporter:
         if pooled is not None:
             self.add(index, pooled, {})
             return 1
+        if node.op == "call_function" and node.target in (operator.ne, torch.ne) and node.args[1:] == (0,):
+            raise Refused(
+                "`x != 0` is a padding mask (the torch build of `embedding mask_zero=true`); from_torch reads no masks"
+            )
         raise Refused("layerdsl has no equivalent of this step")
 
     @staticmethod
@@ -762,7 +798,7 @@ class _TorchImporter:
             return 1
         if kind is nn.Identity:
             return 1
-        if kind is nn.MultiheadAttention:
+        if self.attends(module):
             return self.attention(index, module)
         if kind is nn.Linear:
             args = {"units": module.out_features, "bias": module.bias is not None}
@@ -1069,9 +1105,30 @@ class _TorchImporter:
         self.add(index, "embedding", {"vocab": module.num_embeddings, "dim": module.embedding_dim}, module)
         return 1
 
+    @staticmethod
+    def attends(module: Any) -> bool:
+        """nn.MultiheadAttention, or the attention module the torch backend writes."""
+        return type(module).__name__ == "MultiheadAttention" or (module is not None and _is_generated_attention(module))
+
+    def cross_attention(self, index: int, module: Any, tensors: dict[Any, int]) -> int:
+        """An attention call that reads more than one tensor: queries from one, keys and values from
+        another (cross-attention); a mask tensor is refused by ``attention``."""
+        node = self.nodes[index]
+        if _is_generated_attention(module):
+            query, value = _arg(node, 0, "x"), _arg(node, 1, "memory")
+        else:
+            query, key, value = (_arg(node, i, k) for i, k in enumerate(("query", "key", "value")))
+            if key is not value:
+                raise Refused("its keys and values come from different tensors; layerdsl reads both from one")
+        self.current = tensors[query]
+        return self.attention(index, module, memory=None if value is query else tensors[value])
+
     def attention(self, index: int, module: Any, memory: int | None = None) -> int:
         """`self.attn(x, x, x, need_weights=False)[0]` (self-attention) or `self.attn(x, m, m, ...)[0]`
-        (cross-attention on ``memory``), as Keras's MultiHeadAttention."""
+        (cross-attention on ``memory``), as Keras's MultiHeadAttention; or the torch backend's own
+        attention module, `self.attn(x, x)` or `self.attn(x, m)`, with `causal=True` perhaps."""
+        if _is_generated_attention(module):
+            return self.generated_attention(index, module, memory)
         node = self.nodes[index]
         if not module.batch_first:
             raise Refused("batch_first=False reads (T, N, F); layerdsl sequences are (N, T, F): use batch_first=True")
@@ -1096,6 +1153,63 @@ class _TorchImporter:
         }
         self.add(index, "attention", args, module, reads=() if memory is None else (memory,))
         return 2
+
+    def generated_attention(self, index: int, module: Any, memory: int | None) -> int:
+        """The torch backend's ``MultiHeadAttention``: heads, key and value widths from its Linears, checked
+        to compute what layerdsl's own module computes with those weights."""
+        node = self.nodes[index]
+        if _arg(node, 2, "mask") is not None:
+            raise Refused("its mask is a tensor layerdsl does not read; its masks come from mask_zero / masking")
+        causal = _arg(node, 3, "causal", False)
+        if not isinstance(causal, bool):
+            raise Refused("causal must be True or False when the module is called, not a tensor")
+        projections = (module.query, module.key, module.value, module.output)
+        heads = module.heads
+        if heads < 1 or module.query.out_features % heads or module.value.out_features % heads:
+            raise Refused(f"its projections do not split into heads={heads} equal heads")
+        bias = module.query.bias is not None
+        if any((p.bias is not None) != bias for p in projections):
+            raise Refused("layerdsl's attention has biases on all four projections or on none")
+        key_dim, value_dim = module.query.out_features // heads, module.value.out_features // heads
+        args: dict[str, Any] = {"heads": heads, "key_dim": key_dim, "dropout": float(module.dropout.p), "bias": bias}
+        if value_dim != key_dim:
+            args["value_dim"] = value_dim
+        args["causal"] = causal
+        self.check_generated_attention(node, module, args)
+        self.add(index, "attention", args, module, reads=() if memory is None else (memory,))
+        return 1
+
+    def check_generated_attention(self, node: Any, module: Any, args: dict[str, Any]) -> None:
+        """Refuse a module shaped like the torch backend's attention that computes something else."""
+        import torch
+
+        query, memory = _torch_shape(_arg(node, 0, "x")), _torch_shape(_arg(node, 1, "memory"))
+        reference = _reference_attention()(
+            query[-1],
+            args["heads"],
+            args["key_dim"],
+            args.get("value_dim", args["key_dim"]),
+            memory_features=memory[-1],
+            bias=args["bias"],
+        )
+        mode = module.training
+        try:
+            reference.load_state_dict(module.state_dict())
+            generator = torch.Generator().manual_seed(0)
+            x, m = (torch.randn((2, *shape[1:]), generator=generator) for shape in (query, memory))
+            module.eval()
+            with torch.no_grad():
+                same = torch.allclose(
+                    module(x, m, causal=args["causal"]), reference(x, m, causal=args["causal"]), atol=1e-5, rtol=1e-4
+                )
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise Refused(f"it is shaped like layerdsl's attention module but does not run as one: {exc}") from None
+        finally:
+            module.train(mode)
+        if not same:
+            raise Refused(
+                "it is shaped like layerdsl's attention module but computes something else with the same weights"
+            )
 
     def recurrent(self, index: int, module: Any, rank: int) -> int:
         from torch import nn
@@ -1146,8 +1260,15 @@ def _trace(module: Any, input_shape: tuple[int, ...]) -> Any:
 
     if type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, nn.Sequential):
         module = nn.Sequential(module)  # fx traces a root module's own code; as a child it is one layer
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: Any, qualified_name: str) -> bool:  # layerdsl's attention: one layer
+            return _is_generated_attention(m) or super().is_leaf_module(m, qualified_name)
+
     try:
-        graph_module = fx.symbolic_trace(module)
+        tracer = Tracer()
+        graph = tracer.trace(module)
+        graph_module = fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # fx raises many kinds for untraceable Python
         raise ModelImportError(
             f"torch.fx cannot trace {type(module).__name__}: {exc}",
@@ -1237,6 +1358,8 @@ def _torch_arrays(layer: ir.Layer, weight: ir.Weight, state: dict[str, np.ndarra
         return [state[f"weight_{'ih' if name == 'kernel' else 'hh'}{suffix}"]]
     if kind == "attention":  # nn.MultiheadAttention: q, k, v thirds of in_proj_weight, then out_proj
         part = name.split("_")[0]
+        if f"{part}.weight" in state:  # the torch backend's own module: one Linear per projection
+            return [state[f"{part}.{'weight' if name.endswith('kernel') else 'bias'}"]]
         if part == "output":
             return [state[f"out_proj.{'weight' if name.endswith('kernel') else 'bias'}"]]
         third = ("query", "key", "value").index(part)
@@ -1338,7 +1461,8 @@ IMPORTABLE = {
     "add": "x + y (a residual), torch.add",
     "multiply": "x * y, torch.mul",
     "concat": "torch.cat along channels",
-    "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across",
+    "attention": "nn.MultiheadAttention(batch_first=True): `attn(x, x, x)[0]`, or `attn(x, m, m)[0]` across; "
+    "the MultiHeadAttention module the torch backend writes: `attn(x, x)`, `attn(x, m)`, causal=True",
     "layernorm": "nn.LayerNorm over the last axis; on images between x.movedim(1, -1) and .movedim(-1, 1)",
     "upsample2d": "nn.Upsample by whole factors: nearest, or bilinear with align_corners=False",
     "subtract": "x - y, torch.sub",

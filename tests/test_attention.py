@@ -416,6 +416,9 @@ def test_a_masked_tensor_read_by_an_earlier_attention_is_refused():
     assert "deletes the mask" in err.render()
 
 
-def test_cross_attention_with_only_one_masked_input_is_refused():
-    err = error_of("input 8x6\ntap memory\nmasking\nattention 2 3 @memory")
-    assert err.render().startswith("m.layers:4:1: error: `attention` reads a query and a memory of which only one")
+def test_cross_attention_with_only_the_query_masked_attends_to_every_memory_step():
+    model = layerdsl.parse("input 8x6\ntap memory\nmasking\nattention 2 3 @memory\nglobalavgpool1d")
+    attention = model.layers[1]
+    assert not attention.input_masked  # no key is masked: the memory has no mask
+    assert attention.output_masked  # the query's mask goes on to the pool
+    testing.assert_backends_agree(model, padding="random", batch=4)

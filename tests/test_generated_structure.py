@@ -56,3 +56,17 @@ def test_numpy_source_has_one_definition_per_block(path):
     code = "\n".join(_model_code("numpy", layerdsl.compile(model, "numpy")))
     definitions = re.findall(r"^(?:class|def) (\w+)", code, re.MULTILINE)
     assert len(definitions) == len(model.blocks) + 1, definitions
+
+
+def test_a_size_written_as_an_expression_is_that_expression_in_the_generated_class():
+    """MobileNetV3's squeeze-excite writes its squeeze width as `max(8,(in_channels//4+4)//8*8)`: the
+    torch class and the Keras function compute it from their input as the line does, instead of
+    taking each instance's number as an argument."""
+    model = layerdsl.load(next(p for p in EXAMPLES if p.stem == "mobilenet_v3_small"))
+    squeeze = "max(8, (in_channels // 4 + 4) // 8 * 8)"
+    torch_source = layerdsl.compile(model, "torch")
+    assert "def __init__(self, in_channels: int) -> None:" in torch_source[torch_source.index("class Se(") :]
+    assert f"nn.Conv2d(in_channels, {squeeze}, kernel_size=1)" in torch_source
+    keras_source = layerdsl.compile(model, "keras")
+    assert "def se(inputs, name=None):\n    in_channels = inputs.shape[-1]\n" in keras_source
+    assert squeeze in keras_source

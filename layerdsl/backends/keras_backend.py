@@ -999,13 +999,13 @@ class _Writer:
             raise _NotALoop
         variables = {**(held or {}), input_tensor: first}  # the model's other inputs, when it has several
         lines: list[str] = []
-        in_channels = self.model.tensor_shape(input_tensor)[-1] if mode == "function" else None
         for step in steps:
             target = names.get(step.produces, "x")
             start = codegen.hole_count()
             lines += self._step(step, target, [variables[tensor] for tensor in step.reads], mode, depth)
-            if in_channels is not None and step.layer is not None and _IN_CHANNELS in step.layer.written.split():
-                codegen.name_hole(start, in_channels, _IN_CHANNELS)  # `dense in_channels`: not a literal 768
+            if mode == "function" and step.layer is not None:  # `dense in_channels`: not a literal 768
+                for value, written in structure.written_sizes(step.layer).items():
+                    codegen.name_hole(start, value, written)
             variables[step.produces] = target
         self.held = variables
         return lines, variables[output_tensor], first

@@ -52,6 +52,7 @@ from .structure import (
     self_contained,
     unify,
     unify_iterations,
+    written_sizes,
 )
 
 if TYPE_CHECKING:
@@ -637,8 +638,11 @@ class _Generator:
         args = self.block_args.get(layer.name, {}) if prefix else {}
         named = {p for p in re.findall(r"[A-Za-z_]\w*", layer.written) if p in args and not p.startswith("__")}
         sizes = {args[p]: p for p in sorted(named, reverse=True) if type(args[p]) is int}
-        if layer.input_shape:  # a size equal to the input's width may be either: name neither (no `(ff, ff)`)
-            sizes.pop(layer.input_shape[-1], None)
+        width = layer.input_shape[-1] if layer.input_shape else None
+        sizes.pop(width, None)  # a size equal to the input's width may be either: name neither (no `(ff, ff)`)
+        for value, written in written_sizes(layer).items():  # `conv2d max(8,in_channels//4) 1`
+            if not written.isidentifier() and value != width:
+                sizes.setdefault(value, written)
         token = _NAMED_SIZES.set(sizes)
         try:
             weights = {ident(w.name): _initial_value(w, self.use) for w in layer.weights}

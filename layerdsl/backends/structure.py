@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import ir
+from .. import expressions, ir
 from ..codegen import literal
+from ..errors import LayerDSLError
 from ..specs import REGISTRY
 
 _MARK = re.compile("\0(\\d+)\0")
@@ -219,6 +220,11 @@ def _resolve(
 ) -> tuple[str, list[str]] | None:
     """How one hole is written in the definition: (expression, symbols it uses), or None to lift it."""
     constant = all(_same(v, column[0]) for v in column)
+    if meaning is not None and not meaning.isidentifier():
+        written = _written_expression(meaning, column, scopes, candidates)
+        if written is not None:
+            text, symbols = written
+            return (f"({text})" if nested else text), symbols
     preferred = [c for c in (meaning, keyword_) if c is not None and c in candidates]
     for symbol in preferred:
         template = _matches(symbol, column, scopes)
@@ -247,6 +253,67 @@ def _resolve(
             symbols.extend(part[1])
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")", symbols
     return None
+
+
+def _written_expression(
+    meaning: str, column: list[Any], scopes: list[Scope], candidates: list[str]
+) -> tuple[str, list[str]] | None:
+    """A size the statement wrote as an expression (`in_channels//heads`), as Python over the names
+    the instances bind, where it gives the hole's value in every instance."""
+    try:
+        expr = expressions.parse(meaning)
+    except LayerDSLError:
+        return None
+    used = expressions.names(expr)
+    if not used or not used <= set(candidates):
+        return None
+    for value, scope in zip(column, scopes, strict=True):
+        bound = {name: scope.values.get(name) for name in used}
+        if type(value) is not int or not all(type(v) is int for v in bound.values()):
+            return None
+        try:
+            if expressions.evaluate(expr, lambda name, bound=bound: bound[name.name]) != value:
+                return None
+        except LayerDSLError:
+            return None
+    return _python(expr), [c for c in candidates if c in used]
+
+
+def _python(expr: expressions.Expr, strength: int = 0) -> str:
+    """An expression as Python, spaced as a formatter writes it: `max(8, (in_channels // 4 + 4) // 8 * 8)`."""
+    if isinstance(expr, expressions.Num):
+        return str(expr.value)
+    if isinstance(expr, expressions.Name):
+        return expr.name
+    if isinstance(expr, expressions.Call):
+        return f"{expr.function}({', '.join(_python(a) for a in expr.args)})"
+    if isinstance(expr, expressions.Neg):
+        written = f"-{_python(expr.operand, 3)}"
+        return f"({written})" if strength > 2 else written
+    assert isinstance(expr, expressions.BinOp)
+    own = expressions._STRENGTH[expr.op]
+    written = f"{_python(expr.left, own)} {expr.op} {_python(expr.right, own + 1)}"
+    return f"({written})" if own < strength else written
+
+
+def written_sizes(layer: ir.Layer) -> dict[int, str]:
+    """Integer argument value -> how the statement wrote it in its block (a parameter's name or an
+    expression: `attention heads in_channels//heads` gives {12: "heads", 64: "in_channels//heads"}),
+    from the written and bound spellings side by side; values written two ways are left out."""
+    written, bound = layer.written.split(), layer.source.split()
+    if len(written) != len(bound):
+        return {}
+    sizes: dict[int, str] = {}
+    ambiguous: set[int] = set()
+    for w, b in zip(written[1:], bound[1:], strict=True):
+        w, b = w.partition("=")[2] or w, b.partition("=")[2] or b
+        if w == b or not re.fullmatch(r"-?[0-9]+", b) or not re.fullmatch(r"[A-Za-z_(][A-Za-z0-9_+*/%(),-]*", w):
+            continue
+        value = int(b)
+        if sizes.get(value, w) != w:
+            ambiguous.add(value)
+        sizes[value] = w
+    return {v: w for v, w in sizes.items() if v not in ambiguous}
 
 
 _FACTORS = (2, 3, 4, 5, 6, 8, 16, 32)

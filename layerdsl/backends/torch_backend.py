@@ -1653,10 +1653,12 @@ class _Planner:
                         piece = _Piece() if i - 1 in fused else EMITTERS[layer.kind](emitted, ctx)
                         reset = _reset_lines(layer, piece)
 
-                    def marked(text: str, holes: Any = holes, words: set[str] = words) -> str:
+                    sizes = structure.written_sizes(layer)  # `in_channels//heads` as written
+
+                    def marked(text: str, holes: Any = holes, words: set[str] = words, sizes: Any = sizes) -> str:
                         fragment = structure.Fragment.of(text, holes)
                         meanings_ = [
-                            m if m is not None else self._meaning(v, scope, words)
+                            m if m is not None else (self._meaning(v, scope, words) or _written_size(v, sizes))
                             for v, m in zip(fragment.values, fragment.meanings, strict=True)
                         ]
                         return _embed(structure.Fragment(fragment.text, fragment.values, tuple(meanings_)))
@@ -1723,6 +1725,8 @@ class _Planner:
         meaning = self._meaning(count, scope, words)
         if meaning is None and unit.reads and count == self.channels(unit.reads[0]):
             meaning = channels
+        if meaning is None and unit.layer is not None:  # `conv2d max(8,in_channels//4) 1`: its output's width
+            meaning = _written_size(count, structure.written_sizes(unit.layer))
         return meaning
 
 
@@ -1775,6 +1779,12 @@ def _embed(fragment: structure.Fragment) -> str:
         return py(codegen.Hint(value, meaning) if meaning else value)
 
     return fragment.render(hole)
+
+
+def _written_size(value: Any, sizes: Mapping[int, str]) -> str | None:
+    """An expression the statement wrote for this size (a parameter's name is found by value already)."""
+    written = sizes.get(value) if type(value) is int else None
+    return written if written is not None and not written.isidentifier() else None
 
 
 def _plan(model: ir.Model) -> _Plan:
